@@ -1,0 +1,1 @@
+"""reviewq scheduler: plans, the Redis quota limiter, admission, webhook intake and the CLI."""
