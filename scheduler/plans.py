@@ -10,6 +10,7 @@ Budgets are integer milli-units (`*_milli`): Synthetic weights a flash model at 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fnmatch
 import math
@@ -60,6 +61,18 @@ def to_milli(units: float) -> int:
     return round(units * MILLI)
 
 
+def _limit_milli(value: Any) -> int:
+    """A window limit in units (`500`, `0.5`); `true` or a list is a typo, not 1 unit."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number of units such as 500 or 0.5, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"a limit must be positive, got {value!r}")
+    return to_milli(value)
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -73,7 +86,7 @@ class Window(_Frozen):
     Config may give `limit` in units and `duration`/`tick` as strings such as "5h".
     """
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_]{1,40}$")
     limit_milli: int = Field(gt=0)
     duration_ms: int = Field(gt=0)
     kind: Literal["rolling", "regenerating"] = "rolling"
@@ -87,11 +100,21 @@ class Window(_Frozen):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        if "limit" in data:
-            data["limit_milli"] = to_milli(float(data.pop("limit")))
-        for src, dst in (("duration", "duration_ms"), ("tick", "tick_ms")):
-            if src in data:
-                data[dst] = parse_duration_ms(data.pop(src))
+        # A before-validator's errors carry no field location, so each message names its
+        # key; and only ValueError becomes a validation error (a TypeError would crash).
+        for src, dst, convert in (
+            ("limit", "limit_milli", _limit_milli),
+            ("duration", "duration_ms", parse_duration_ms),
+            ("tick", "tick_ms", parse_duration_ms),
+        ):
+            if src not in data:
+                continue
+            if dst in data:
+                raise ValueError(f"give {src!r} or {dst!r}, not both")
+            try:
+                data[dst] = convert(data.pop(src))
+            except ValueError as exc:
+                raise ValueError(f"{src!r}: {exc}") from None
         return data
 
     @model_validator(mode="after")

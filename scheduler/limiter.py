@@ -1,0 +1,327 @@
+"""The quota limiter: the only code that touches an account's budget keys.
+
+Every decision runs in one Lua script (see `scheduler/lua/`), so any number of worker
+processes on any number of hosts share one exact view, and time comes from Redis
+`TIME`, not from skewed worker clocks. The limiter knows nothing of providers, files
+or RQ: it takes costs in milli-units, PR ids and request ids.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+import redis as redis_lib
+
+from scheduler.plans import Account, Plan, Policy, Window
+
+__all__ = [
+    "AcquireResult",
+    "BlockStatus",
+    "Denial",
+    "Grant",
+    "LeaseStatus",
+    "Limiter",
+    "LimiterStatus",
+    "WindowStatus",
+]
+
+Cost = int | Mapping[str, int]
+_DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Budget taken. Keep `lease_id` to renew and release the concurrency slot."""
+
+    lease_id: str
+    request_id: str
+    remaining: dict[str, int]
+    replayed: bool
+    now_ms: int
+    granted: Literal[True] = True
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """Nothing was charged. `retry_after_ms` is the exact wait if nothing else changes;
+    None means this cost can never fit the plan (it exceeds a window's spendable part).
+
+    `reason` is the constraint that sets the wait: `cooldown` (provider block),
+    `concurrency`, `window` (the window's spendable part is full), `reserve` (the PR is
+    over its share and the rest is reserved for PRs under theirs) or `pr_share` (the
+    same, where the PR's own use falling back under its share comes first).
+    """
+
+    reason: str
+    window: str | None
+    retry_after_ms: int | None
+    now_ms: int
+    granted: Literal[False] = False
+
+
+AcquireResult = Grant | Denial
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStatus:
+    name: str
+    kind: str
+    unit: str
+    limit: int
+    spendable: int
+    used: int
+    next_free_at_ms: int | None
+    pr_used: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseStatus:
+    lease_id: str
+    deadline_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockStatus:
+    until_ms: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterStatus:
+    account: str
+    now_ms: int
+    concurrency: int | None
+    windows: list[WindowStatus]
+    leases: list[LeaseStatus]
+    block: BlockStatus | None
+
+
+@cache
+def _script_source(name: str) -> str:
+    """Lua files ship in the package; the shared helpers are prepended to each."""
+    lua = resources.files("scheduler") / "lua"
+    return (lua / "_lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+def _window_ttl_ms(window: Window) -> int:
+    """Long enough for a charge to leave the window and an empty bucket to refill."""
+    ttl = window.duration_ms
+    if window.kind == "regenerating" and window.tick_ms and window.tick_percent:
+        ticks = -(-100 // int(window.tick_percent)) + 1
+        ttl = max(ttl, ticks * window.tick_ms)
+    return ttl + _DAY_MS
+
+
+class Limiter:
+    """Budget for one account, shared by every worker that talks to its key.
+
+    `clock` is a test-only path: a callable returning epoch ms that replaces Redis
+    `TIME`, so property tests can step time exactly.
+    """
+
+    def __init__(
+        self,
+        redis: redis_lib.Redis,
+        account: Account | str,
+        plan: Plan | None = None,
+        policy: Policy | None = None,
+        *,
+        key_prefix: str = "reviewq",
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        if isinstance(account, Account):
+            plan = plan or account.effective_plan
+            policy = policy or account.policy
+            account = account.name
+        if plan is None:
+            raise TypeError("Limiter needs a plan when given an account name")
+        self.redis = redis
+        self.account = account
+        self.plan = plan
+        self.policy = policy or Policy()
+        self._clock = clock
+        base = f"{key_prefix}:{{{account}}}"
+        self._head_keys = [f"{base}:charges", f"{base}:leases", f"{base}:block"]
+        self._window_keys = [[f"{base}:w:{w.name}:log", f"{base}:w:{w.name}:use"] for w in plan.windows]
+        self._all_keys = self._head_keys + [k for pair in self._window_keys for k in pair]
+        self._ttl_ms = max([_window_ttl_ms(w) for w in plan.windows], default=_DAY_MS)
+        self._static = self._window_args()
+        self._scripts = {
+            name: redis.register_script(_script_source(name))
+            for name in ("acquire", "renew", "release", "block", "settle", "sync", "status")
+        }
+
+    @property
+    def keys(self) -> list[str]:
+        """Every key this account can own; all share one hash tag for Redis Cluster."""
+        return list(self._all_keys)
+
+    def _window_args(self) -> list[tuple[list[Any], list[Any]]]:
+        longest = max((w.duration_ms for w in self.plan.windows), default=0)
+        purge_done = False
+        out: list[tuple[list[Any], list[Any]]] = []
+        for w in self.plan.windows:
+            hi, lo, share = self.policy.caps(w.limit_milli)
+            purge = 1 if (w.duration_ms == longest and not purge_done) else 0
+            purge_done = purge_done or bool(purge)
+            kind = "r" if w.kind == "rolling" else "g"
+            regen = w.regen_milli if w.kind == "regenerating" else 0
+            out.append(
+                ([w.name, kind, w.duration_ms], [hi, lo, share, w.limit_milli, w.tick_ms or 0, regen, purge])
+            )
+        return out
+
+    def _now_arg(self) -> str | int:
+        return "" if self._clock is None else int(self._clock())
+
+    def _costs(self, cost: Cost) -> list[int]:
+        if isinstance(cost, int):
+            if cost < 0:
+                raise ValueError(f"cost must be >= 0 milli-units, got {cost}")
+            return [cost] * len(self.plan.windows)
+        unknown = set(cost) - {w.name for w in self.plan.windows}
+        if unknown:
+            raise ValueError(f"cost names unknown windows {sorted(unknown)} of plan {self.plan.name}")
+        costs = [int(cost.get(w.name, 0)) for w in self.plan.windows]
+        if min(costs, default=0) < 0:
+            raise ValueError(f"costs must be >= 0 milli-units, got {dict(cost)}")
+        return costs
+
+    def lease_id(self, request_id: str, model: str = "") -> str:
+        return f"{model}|{request_id}"
+
+    def acquire(
+        self, cost: Cost, pr: str, request_id: str, lease_ms: int, *, model: str = ""
+    ) -> AcquireResult:
+        """Charge `cost` (milli-units; an int for every window, or per window name) to
+        PR `pr` and take a concurrency lease of `lease_ms`.
+
+        Idempotent per `request_id`: a retried acquire is never charged twice, and gets
+        its slot back (renewed) while its old lease is still live.
+        """
+        if not pr or "|" in pr:
+            raise ValueError(f"pr must be a non-empty id without '|', got {pr!r}")
+        if not request_id or "|" in model:
+            raise ValueError("request_id must be non-empty and model must not contain '|'")
+        if lease_ms <= 0:
+            raise ValueError(f"lease_ms must be positive, got {lease_ms}")
+        cap = self.plan.concurrency or 0
+        prefix = f"{model}|" if self.plan.concurrency_per_model else ""
+        lease = self.lease_id(request_id, model)
+        args: list[Any] = [self._now_arg(), request_id, pr, lease, lease_ms, cap, prefix]
+        args += [self._ttl_ms, len(self.plan.windows)]
+        for (head, tail), c in zip(self._static, self._costs(cost), strict=True):
+            args += head
+            args.append(c)
+            args += tail
+        raw = self._scripts["acquire"](keys=self._all_keys, args=args)
+        if int(raw[0]) == 1:
+            names = [w.name for w in self.plan.windows]
+            return Grant(
+                lease_id=_str(raw[1]),
+                request_id=request_id,
+                remaining={n: int(v) for n, v in zip(names, raw[4:], strict=True)},
+                replayed=int(raw[2]) == 1,
+                now_ms=int(raw[3]),
+            )
+        wait = int(raw[3])
+        return Denial(
+            reason=_str(raw[1]),
+            window=_str(raw[2]) or None,
+            retry_after_ms=None if wait < 0 else wait,
+            now_ms=int(raw[4]),
+        )
+
+    def renew(self, lease_id: str, lease_ms: int) -> bool:
+        """Heartbeat while a call runs. False means the lease was lost (it expired), so
+        the slot may already be someone else's."""
+        keys = [self._head_keys[1]]
+        args = [self._now_arg(), lease_id, lease_ms, self._ttl_ms]
+        return int(self._scripts["renew"](keys=keys, args=args)) > 0
+
+    def release(self, lease_id: str) -> bool:
+        """Free the slot. False means the lease had already expired."""
+        args = [self._now_arg(), lease_id]
+        return int(self._scripts["release"](keys=[self._head_keys[1]], args=args)) == 1
+
+    def settle(self, request_id: str, actual_cost: Cost) -> bool:
+        """Replace the estimated charge with the real one. False if unknown (expired)."""
+        return self._settle(request_id, self._costs(actual_cost), refund=False)
+
+    def refund(self, request_id: str) -> bool:
+        """Remove the charge of a request that never reached the provider."""
+        return self._settle(request_id, [0] * len(self.plan.windows), refund=True)
+
+    def _settle(self, request_id: str, costs: list[int], *, refund: bool) -> bool:
+        args: list[Any] = [self._now_arg(), request_id, 1 if refund else 0, len(costs)]
+        for w, c in zip(self.plan.windows, costs, strict=True):
+            kind = "r" if w.kind == "rolling" else "g"
+            regen = w.regen_milli if w.kind == "regenerating" else 0
+            args += [w.name, kind, c, w.limit_milli, w.tick_ms or 0, regen]
+        keys = [self._head_keys[0]] + [k for pair in self._window_keys for k in pair]
+        return int(self._scripts["settle"](keys=keys, args=args)) == 1
+
+    def block(self, until_ms: int, reason: str) -> int:
+        """Stop all grants until `until_ms` (epoch ms). Keeps the later deadline; returns
+        the deadline in force afterwards (0 if `until_ms` is already past)."""
+        args = [self._now_arg(), int(until_ms), reason, _DAY_MS]
+        return int(self._scripts["block"](keys=[self._head_keys[2]], args=args))
+
+    def sync(self, window: str, used: int, reset_at_ms: int) -> bool:
+        """Adopt the provider's `used` (milli-units) for `window` when it is more
+        pessimistic than ours; the extra lasts until `reset_at_ms`. True if adopted."""
+        idx = next((i for i, w in enumerate(self.plan.windows) if w.name == window), None)
+        if idx is None:
+            known = [w.name for w in self.plan.windows]
+            raise ValueError(f"plan {self.plan.name} has no window {window!r}; windows: {known}")
+        w = self.plan.windows[idx]
+        head, tail = self._static[idx]
+        keys = [self._head_keys[0], *self._window_keys[idx]]
+        args = [self._now_arg(), w.name, head[1], w.duration_ms, w.limit_milli, tail[4], tail[5]]
+        args += [tail[6], int(used), int(reset_at_ms), self._ttl_ms]
+        return int(self._scripts["sync"](keys=keys, args=args)) == 1
+
+    def status(self) -> LimiterStatus:
+        """A read-only snapshot; it never removes expired entries."""
+        args: list[Any] = [self._now_arg(), len(self.plan.windows)]
+        for w, (head, tail) in zip(self.plan.windows, self._static, strict=True):
+            args += [w.name, head[1], w.duration_ms, w.limit_milli, tail[4], tail[5]]
+        data = json.loads(self._scripts["status"](keys=self._all_keys, args=args))
+        return self._parse_status(data)
+
+    def _parse_status(self, data: dict[str, Any]) -> LimiterStatus:
+        windows = []
+        for w, raw in zip(self.plan.windows, data.get("windows") or [], strict=True):
+            nxt = int(raw["next_free_at"])
+            windows.append(
+                WindowStatus(
+                    name=w.name,
+                    kind=w.kind,
+                    unit=w.unit,
+                    limit=w.limit_milli,
+                    spendable=self.policy.caps(w.limit_milli)[0],
+                    used=int(raw["used"]),
+                    next_free_at_ms=None if nxt < 0 else nxt,
+                    pr_used={k: int(v) for k, v in (raw.get("pr_used") or {}).items()},
+                )
+            )
+        leases = [LeaseStatus(x["id"], int(x["deadline"])) for x in data.get("leases") or []]
+        blk = data.get("block")
+        block = BlockStatus(int(blk["until"]), blk["reason"]) if blk else None
+        return LimiterStatus(
+            account=self.account,
+            now_ms=int(data["now"]),
+            concurrency=self.plan.concurrency,
+            windows=windows,
+            leases=leases,
+            block=block,
+        )
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
