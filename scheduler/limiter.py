@@ -147,7 +147,9 @@ class Limiter:
         self._clock = clock
         base = f"{key_prefix}:{{{account}}}"
         self._head_keys = [f"{base}:charges", f"{base}:leases", f"{base}:block"]
-        self._window_keys = [[f"{base}:w:{w.name}:log", f"{base}:w:{w.name}:use"] for w in plan.windows]
+        self._window_keys = [
+            [f"{base}:w:{w.name}:log", f"{base}:w:{w.name}:use"] for w in plan.windows
+        ]
         self._all_keys = self._head_keys + [k for pair in self._window_keys for k in pair]
         self._ttl_ms = max([_window_ttl_ms(w) for w in plan.windows], default=_DAY_MS)
         self._static = self._window_args()
@@ -172,7 +174,10 @@ class Limiter:
             kind = "r" if w.kind == "rolling" else "g"
             regen = w.regen_milli if w.kind == "regenerating" else 0
             out.append(
-                ([w.name, kind, w.duration_ms], [hi, lo, share, w.limit_milli, w.tick_ms or 0, regen, purge])
+                (
+                    [w.name, kind, w.duration_ms],
+                    [hi, lo, share, w.limit_milli, w.tick_ms or 0, regen, purge],
+                )
             )
         return out
 
@@ -186,7 +191,9 @@ class Limiter:
             return [cost] * len(self.plan.windows)
         unknown = set(cost) - {w.name for w in self.plan.windows}
         if unknown:
-            raise ValueError(f"cost names unknown windows {sorted(unknown)} of plan {self.plan.name}")
+            raise ValueError(
+                f"cost names unknown windows {sorted(unknown)} of plan {self.plan.name}"
+            )
         costs = [int(cost.get(w.name, 0)) for w in self.plan.windows]
         if min(costs, default=0) < 0:
             raise ValueError(f"costs must be >= 0 milli-units, got {dict(cost)}")
