@@ -86,7 +86,7 @@ class Window(_Frozen):
     Config may give `limit` in units and `duration`/`tick` as strings such as "5h".
     """
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    name: str = Field(pattern=r"^[A-Za-z0-9_]{1,40}$")
     limit_milli: int = Field(gt=0)
     duration_ms: int = Field(gt=0)
     kind: Literal["rolling", "regenerating"] = "rolling"
