@@ -11,3 +11,13 @@ __all__ = ["main"]
 @click.version_option(package_name="reviewq")
 def main() -> None:
     """reviewq: keep LLM code review inside flat-rate provider quotas."""
+
+
+def _register() -> None:
+    """Commands live beside the code they drive; the group only collects them."""
+    from scheduler.demo_view import demo
+
+    main.add_command(demo)
+
+
+_register()
