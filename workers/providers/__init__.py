@@ -4,6 +4,7 @@ Kept apart from the HTTP client so every rule can be tested from recorded bodies
 alone, and so the scheduler stays the only place that decides to retry.
 """
 
+from workers.providers.classify import Classified, ResponseClass, Usage, WindowHint, classify
 from workers.providers.resets import (
     BEIJING,
     DEFAULT_MARGIN_MS,
@@ -24,6 +25,11 @@ __all__ = [
     "BEIJING",
     "DEFAULT_MARGIN_MS",
     "DEFAULT_MAX_HORIZON_MS",
+    "Classified",
+    "ResponseClass",
+    "Usage",
+    "WindowHint",
+    "classify",
     "parse_epoch",
     "parse_go_duration_ms",
     "parse_iso8601",
