@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
 import pytest
 import redis as redis_py
 
 from scheduler.localredis import LocalRedis, RedisServerNotFound, free_port, redis_url_or_local
+
+T = TypeVar("T")
 
 
 class LocalRedisFactory(Protocol):
@@ -24,14 +26,20 @@ class LocalRedisFactory(Protocol):
     def __call__(self, **kwargs: Any) -> LocalRedis: ...
 
 
+def or_fail_without_server(start: Callable[[], T]) -> T:
+    """Fail, not skip: a green run that tested no Redis code would lie."""
+    try:
+        return start()
+    except RedisServerNotFound as exc:
+        message = str(exc)
+    # Outside the except block, so pytest prints the message once, not chained.
+    pytest.fail(message, pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """REDIS_URL if set (a server the user runs), else one private server per session."""
-    try:
-        url, server = redis_url_or_local(os.environ)
-    except RedisServerNotFound as exc:
-        # Failing, not skipping: a green run that tested no Redis code would lie.
-        pytest.fail(str(exc), pytrace=False)
+    url, server = or_fail_without_server(lambda: redis_url_or_local(os.environ))
     try:
         yield url
     finally:
@@ -67,10 +75,7 @@ def local_redis_factory() -> Iterator[LocalRedisFactory]:
         kwargs.setdefault("port", free_port())
         server = LocalRedis(**kwargs)
         servers.append(server)
-        try:
-            server.start()
-        except RedisServerNotFound as exc:
-            pytest.fail(str(exc), pytrace=False)
+        or_fail_without_server(server.start)
         return server
 
     try:
