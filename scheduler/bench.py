@@ -194,9 +194,8 @@ def _timed(call: Call, name: str, start: int, seconds: float) -> tuple[array[int
 
 
 def _init_worker(barrier: Barrier) -> None:
-    """SIGINT is the parent's to handle: it stops the pool by its own handles."""
+    """A pickled barrier can only reach pool processes as they start."""
     global _barrier
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _barrier = barrier
 
 
@@ -216,18 +215,19 @@ def _worker(job: _Job, index: int) -> tuple[int, bytes]:
 def _scenario(job: _Job, clients: int) -> Result:
     ctx = mp.get_context("spawn")  # children must not inherit our server's handles
     timeout = _START_TIMEOUT_S + job.warmup + job.seconds
-    # Leaving the block terminates the pool's processes, on an error or Ctrl-C too.
-    with ctx.Pool(clients, _init_worker, (ctx.Barrier(clients),)) as pool:
+    # Children inherit SIGINT blocked: a Ctrl-C is the parent's to handle, and it stops
+    # them by their own handles when leaving the block (on an error too), tracebacks-free.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        pool = ctx.Pool(clients, _init_worker, (ctx.Barrier(clients),))
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    with pool:
         args = [(job, k) for k in range(clients)]
         reports = pool.starmap_async(_worker, args, chunksize=1).get(timeout)
-    ops = 0.0
-    samples: list[int] = []
-    for elapsed, payload in reports:
-        lat: array[int] = array("q")
-        lat.frombytes(payload)
-        ops += len(lat) / (elapsed / 1e9)
-        samples.extend(lat)
-    samples.sort()
+    lats = [(elapsed, array("q", payload)) for elapsed, payload in reports]
+    ops = sum(len(lat) / (elapsed / 1e9) for elapsed, lat in lats)
+    samples = sorted(ns for _, lat in lats for ns in lat)
     p50, p99 = (samples[min(len(samples) - 1, int(len(samples) * q))] / 1000 for q in (0.5, 0.99))
     return Result(job.name, clients, round(ops, 1), round(p50, 2), round(p99, 2))
 
