@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 Cost = int | Mapping[str, int]
+_Arg = bytes | str | int
 _DAY_MS = 86_400_000
 
 
@@ -146,13 +147,10 @@ class Limiter:
         self.policy = policy or Policy()
         self._clock = clock
         base = f"{key_prefix}:{{{account}}}"
-        self._head_keys = [f"{base}:charges", f"{base}:leases", f"{base}:block"]
-        self._window_keys = [
-            [f"{base}:w:{w.name}:log", f"{base}:w:{w.name}:use"] for w in plan.windows
-        ]
-        self._all_keys = self._head_keys + [k for pair in self._window_keys for k in pair]
+        self._keys = [f"{base}:state", f"{base}:log", f"{base}:leases"]
         self._ttl_ms = max([_window_ttl_ms(w) for w in plan.windows], default=_DAY_MS)
-        self._static = self._window_args()
+        self._config = self._static_config()
+        self._uniform_cost: dict[int, bytes] = {}
         self._scripts = {
             name: redis.register_script(_script_source(name))
             for name in ("acquire", "renew", "release", "block", "settle", "sync", "status")
@@ -160,44 +158,47 @@ class Limiter:
 
     @property
     def keys(self) -> list[str]:
-        """Every key this account can own; all share one hash tag for Redis Cluster."""
-        return list(self._all_keys)
+        """Every key this account owns; all share one hash tag for Redis Cluster."""
+        return list(self._keys)
 
-    def _window_args(self) -> list[tuple[list[Any], list[Any]]]:
+    def _static_config(self) -> bytes:
+        """The plan and policy as one pre-encoded argument (see lua/_lib.lua): packing
+        dozens of integers per call would cost more than the script itself."""
         longest = max((w.duration_ms for w in self.plan.windows), default=0)
-        purge_done = False
-        out: list[tuple[list[Any], list[Any]]] = []
+        parts = [str(self._ttl_ms), str(self.plan.concurrency or 0)]
+        purge_taken = False
         for w in self.plan.windows:
             hi, lo, share = self.policy.caps(w.limit_milli)
-            purge = 1 if (w.duration_ms == longest and not purge_done) else 0
-            purge_done = purge_done or bool(purge)
+            purge = w.duration_ms == longest and not purge_taken
+            purge_taken = purge_taken or purge
             kind = "r" if w.kind == "rolling" else "g"
             regen = w.regen_milli if w.kind == "regenerating" else 0
-            out.append(
-                (
-                    [w.name, kind, w.duration_ms],
-                    [hi, lo, share, w.limit_milli, w.tick_ms or 0, regen, purge],
-                )
-            )
-        return out
+            fields = (w.name, kind, w.duration_ms, hi, lo, share, w.limit_milli, w.tick_ms or 0)
+            parts.append(",".join(map(str, (*fields, regen, int(purge)))))
+        return ";".join(parts).encode()
 
-    def _now_arg(self) -> str | int:
-        return "" if self._clock is None else int(self._clock())
+    def _now_arg(self) -> bytes:
+        return b"" if self._clock is None else str(int(self._clock())).encode()
 
-    def _costs(self, cost: Cost) -> list[int]:
+    def _costs(self, cost: Cost) -> bytes:
+        """Costs in plan order as "c" (every window) or "c1,c2,...", milli-units."""
         if isinstance(cost, int):
             if cost < 0:
                 raise ValueError(f"cost must be >= 0 milli-units, got {cost}")
-            return [cost] * len(self.plan.windows)
-        unknown = set(cost) - {w.name for w in self.plan.windows}
+            cached = self._uniform_cost.get(cost)
+            if cached is None:
+                cached = self._uniform_cost[cost] = str(cost).encode()
+            return cached
+        names = [w.name for w in self.plan.windows]
+        unknown = set(cost) - set(names)
         if unknown:
             raise ValueError(
                 f"cost names unknown windows {sorted(unknown)} of plan {self.plan.name}"
             )
-        costs = [int(cost.get(w.name, 0)) for w in self.plan.windows]
+        costs = [int(cost.get(n, 0)) for n in names]
         if min(costs, default=0) < 0:
             raise ValueError(f"costs must be >= 0 milli-units, got {dict(cost)}")
-        return costs
+        return ",".join(map(str, costs)).encode() or b"0"
 
     def lease_id(self, request_id: str, model: str = "") -> str:
         return f"{model}|{request_id}"
@@ -217,44 +218,46 @@ class Limiter:
             raise ValueError("request_id must be non-empty and model must not contain '|'")
         if lease_ms <= 0:
             raise ValueError(f"lease_ms must be positive, got {lease_ms}")
-        cap = self.plan.concurrency or 0
         prefix = f"{model}|" if self.plan.concurrency_per_model else ""
-        lease = self.lease_id(request_id, model)
-        args: list[Any] = [self._now_arg(), request_id, pr, lease, lease_ms, cap, prefix]
-        args += [self._ttl_ms, len(self.plan.windows)]
-        for (head, tail), c in zip(self._static, self._costs(cost), strict=True):
-            args += head
-            args.append(c)
-            args += tail
-        raw = self._scripts["acquire"](keys=self._all_keys, args=args)
-        if int(raw[0]) == 1:
-            names = [w.name for w in self.plan.windows]
+        args: list[_Arg] = [
+            self._now_arg(),
+            request_id,
+            pr,
+            self.lease_id(request_id, model),
+            str(lease_ms),
+            prefix,
+            self._costs(cost),
+            self._config,
+        ]
+        raw = self._scripts["acquire"](keys=self._keys, args=args).decode()
+        if raw[0] == "1":
+            _, replayed, now, remaining = raw.split("|", 3)
+            values = remaining.split(",") if remaining else []
             return Grant(
-                lease_id=_str(raw[1]),
+                lease_id=self.lease_id(request_id, model),
                 request_id=request_id,
-                remaining={n: int(v) for n, v in zip(names, raw[4:], strict=True)},
-                replayed=int(raw[2]) == 1,
-                now_ms=int(raw[3]),
+                remaining={w.name: int(v) for w, v in zip(self.plan.windows, values, strict=True)},
+                replayed=replayed == "1",
+                now_ms=int(now),
             )
-        wait = int(raw[3])
+        _, reason, window, wait, now = raw.split("|")
         return Denial(
-            reason=_str(raw[1]),
-            window=_str(raw[2]) or None,
-            retry_after_ms=None if wait < 0 else wait,
-            now_ms=int(raw[4]),
+            reason=reason,
+            window=window or None,
+            retry_after_ms=None if int(wait) < 0 else int(wait),
+            now_ms=int(now),
         )
 
     def renew(self, lease_id: str, lease_ms: int) -> bool:
         """Heartbeat while a call runs. False means the lease was lost (it expired), so
         the slot may already be someone else's."""
-        keys = [self._head_keys[1]]
-        args = [self._now_arg(), lease_id, lease_ms, self._ttl_ms]
-        return int(self._scripts["renew"](keys=keys, args=args)) > 0
+        args: list[_Arg] = [self._now_arg(), lease_id, lease_ms, self._ttl_ms]
+        return int(self._scripts["renew"](keys=[self._keys[2]], args=args)) > 0
 
     def release(self, lease_id: str) -> bool:
         """Free the slot. False means the lease had already expired."""
-        args = [self._now_arg(), lease_id]
-        return int(self._scripts["release"](keys=[self._head_keys[1]], args=args)) == 1
+        args: list[_Arg] = [self._now_arg(), lease_id]
+        return int(self._scripts["release"](keys=[self._keys[2]], args=args)) == 1
 
     def settle(self, request_id: str, actual_cost: Cost) -> bool:
         """Replace the estimated charge with the real one. False if unknown (expired)."""
@@ -262,44 +265,38 @@ class Limiter:
 
     def refund(self, request_id: str) -> bool:
         """Remove the charge of a request that never reached the provider."""
-        return self._settle(request_id, [0] * len(self.plan.windows), refund=True)
+        return self._settle(request_id, b"0", refund=True)
 
-    def _settle(self, request_id: str, costs: list[int], *, refund: bool) -> bool:
-        args: list[Any] = [self._now_arg(), request_id, 1 if refund else 0, len(costs)]
-        for w, c in zip(self.plan.windows, costs, strict=True):
-            kind = "r" if w.kind == "rolling" else "g"
-            regen = w.regen_milli if w.kind == "regenerating" else 0
-            args += [w.name, kind, c, w.limit_milli, w.tick_ms or 0, regen]
-        keys = [self._head_keys[0]] + [k for pair in self._window_keys for k in pair]
-        return int(self._scripts["settle"](keys=keys, args=args)) == 1
+    def _settle(self, request_id: str, costs: bytes, *, refund: bool) -> bool:
+        args: list[_Arg] = [
+            self._now_arg(),
+            request_id,
+            b"1" if refund else b"0",
+            costs,
+            self._config,
+        ]
+        return int(self._scripts["settle"](keys=self._keys[:2], args=args)) == 1
 
     def block(self, until_ms: int, reason: str) -> int:
         """Stop all grants until `until_ms` (epoch ms). Keeps the later deadline; returns
         the deadline in force afterwards (0 if `until_ms` is already past)."""
-        args = [self._now_arg(), int(until_ms), reason, _DAY_MS]
-        return int(self._scripts["block"](keys=[self._head_keys[2]], args=args))
+        args: list[_Arg] = [self._now_arg(), int(until_ms), reason, self._ttl_ms]
+        return int(self._scripts["block"](keys=[self._keys[0]], args=args))
 
     def sync(self, window: str, used: int, reset_at_ms: int) -> bool:
         """Adopt the provider's `used` (milli-units) for `window` when it is more
         pessimistic than ours; the extra lasts until `reset_at_ms`. True if adopted."""
-        idx = next((i for i, w in enumerate(self.plan.windows) if w.name == window), None)
-        if idx is None:
-            known = [w.name for w in self.plan.windows]
-            raise ValueError(f"plan {self.plan.name} has no window {window!r}; windows: {known}")
-        w = self.plan.windows[idx]
-        head, tail = self._static[idx]
-        keys = [self._head_keys[0], *self._window_keys[idx]]
-        args = [self._now_arg(), w.name, head[1], w.duration_ms, w.limit_milli, tail[4], tail[5]]
-        args += [tail[6], int(used), int(reset_at_ms), self._ttl_ms]
-        return int(self._scripts["sync"](keys=keys, args=args)) == 1
+        names = [w.name for w in self.plan.windows]
+        if window not in names:
+            raise ValueError(f"plan {self.plan.name} has no window {window!r}; windows: {names}")
+        args: list[_Arg] = [self._now_arg(), names.index(window) + 1, int(used), int(reset_at_ms)]
+        args.append(self._config)
+        return int(self._scripts["sync"](keys=self._keys[:2], args=args)) == 1
 
     def status(self) -> LimiterStatus:
         """A read-only snapshot; it never removes expired entries."""
-        args: list[Any] = [self._now_arg(), len(self.plan.windows)]
-        for w, (head, tail) in zip(self.plan.windows, self._static, strict=True):
-            args += [w.name, head[1], w.duration_ms, w.limit_milli, tail[4], tail[5]]
-        data = json.loads(self._scripts["status"](keys=self._all_keys, args=args))
-        return self._parse_status(data)
+        raw = self._scripts["status"](keys=self._keys, args=[self._now_arg(), self._config])
+        return self._parse_status(json.loads(raw))
 
     def _parse_status(self, data: dict[str, Any]) -> LimiterStatus:
         windows = []

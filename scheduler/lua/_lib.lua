@@ -1,12 +1,21 @@
 -- Shared helpers, prepended to every limiter script when it is loaded.
 --
--- Data layout of one account (every key shares the account's {hash tag}):
---   charges  HASH  request id -> "grant_ms|pr|name=cost|name=cost..." (costs in milli-units)
---   leases   ZSET  lease id   -> deadline ms (a lease is live while deadline > now)
---   block    HASH  u = until ms, r = reason
---   per window: log ZSET request id -> grant ms; use HASH t = rolling total,
---               r/a = regenerating bucket (remaining, tick anchor), p:<pr> = PR use
--- A charge counts in a window while now < grant + duration.
+-- Data layout of one account (all keys share the account's {hash tag}):
+--   state  HASH  b:u / b:r           block until (ms) and reason
+--                w:<w>:v             rolling: the window's total; regenerating: the
+--                                    bucket's remaining amount
+--                w:<w>:a             regenerating: the bucket's tick anchor
+--                w:<w>:n             grant time of the oldest charge still in <w>'s
+--                                    totals (absent: none); older ones were trimmed
+--                w:<w>:p:<pr>        the PR's use in window <w>
+--                c:<request id>      charge record "grant_ms|pr|<w>=cost|<w>=cost..."
+--   log    ZSET  request id -> grant ms, one log for every window of the plan
+--   leases ZSET  lease id   -> deadline ms (live while deadline > now)
+-- Amounts are integer milli-units. A charge counts in a window while now < grant + D.
+--
+-- Static window config arrives as one string, "ttl;cap;<w1>;<w2>..." where each <w> is
+-- "name,kind,duration,hi,lo,share,limit,tick,regen,purge": one argument instead of
+-- dozens keeps the client's encoding cost near that of a trivial script.
 
 local INF = math.huge
 
@@ -18,6 +27,35 @@ local function now_ms(override)
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+local function parse_config(blob)
+  local ttl, cap, rest = string.match(blob, '^([^;]*);([^;]*);?(.*)$')
+  local windows = {}
+  for seg in string.gmatch(rest, '[^;]+') do
+    local name, kind, dur, hi, lo, share, limit, tick, regen, purge = string.match(seg,
+      '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
+    windows[#windows + 1] = {
+      name = name, kind = kind, dur = tonumber(dur), hi = tonumber(hi), lo = tonumber(lo),
+      share = tonumber(share), limit = tonumber(limit), tick = tonumber(tick),
+      regen = tonumber(regen), purge = purge == '1', f = 'w:' .. name .. ':',
+    }
+  end
+  return tonumber(ttl), tonumber(cap), windows
+end
+
+-- A charge record is forgotten once its charge has left the plan's longest window,
+-- even before a trim has removed it: settle, refund and replays must not see it.
+local function live_record(record, now, windows)
+  if not record then
+    return false
+  end
+  for _, w in ipairs(windows) do
+    if w.purge and tonumber(string.match(record, '^([^|]*)')) <= now - w.dur then
+      return false
+    end
+  end
+  return record
+end
+
 -- The cost a charge record holds for one window, and the PR it belongs to.
 local function charge_of(record, name)
   if not record then
@@ -27,46 +65,66 @@ local function charge_of(record, name)
   return amount, string.match(record, '^[^|]*|([^|]*)')
 end
 
--- Regenerating bucket at `now`: remaining and tick anchor. A full bucket re-anchors at
--- now, so the first tick after a spend comes one tick after that spend.
-local function bucket_at(r, a, now, limit, tick, regen)
-  r = tonumber(r or limit)
+-- Regenerating bucket at `now`. A full bucket re-anchors at now, so the first tick
+-- after a spend comes one tick after that spend.
+local function bucket_at(r, a, now, w)
+  r = tonumber(r or w.limit)
   a = tonumber(a or now)
-  if r >= limit then
-    return limit, now
+  if r >= w.limit then
+    return w.limit, now
   end
-  local k = math.floor((now - a) / tick)
+  local k = math.floor((now - a) / w.tick)
   if k > 0 then
-    r = math.min(limit, r + k * regen)
-    a = a + k * tick
-    if r >= limit then
-      return limit, now
+    r = math.min(w.limit, r + k * w.regen)
+    a = a + k * w.tick
+    if r >= w.limit then
+      return w.limit, now
     end
   end
   return r, a
 end
 
--- Drop charges that left the window, taking their cost off the totals. `purge` marks
--- the longest window, after which a charge record is no longer needed.
-local function trim(charges, log, use, name, kind, dur, purge, now)
-  local expired = redis.call('ZRANGEBYSCORE', log, '-inf', now - dur)
+-- Take charges that left window `w` off its totals, if any are due (`n` is the grant
+-- time of the oldest charge still counted). `own` is the calling PR's use, kept in
+-- memory and written back by the caller; other PRs are updated in place.
+-- Returns the rolling total, the caller PR's use, the expired entries (nil if nothing
+-- was due) and the new `n` (false when no charge is left in the totals).
+local function trim(state, log, w, now, total, own, pr, n)
+  local cutoff = now - w.dur
+  if not n or n == '' or tonumber(n) > cutoff then
+    return total, own, nil, n
+  end
+  local expired = redis.call('ZRANGEBYSCORE', log, n, cutoff, 'WITHSCORES')
+  for j = 1, #expired, 2 do
+    local amount, owner = charge_of(redis.call('HGET', state, 'c:' .. expired[j]), w.name)
+    total = total - amount
+    if owner == pr then
+      own = own - amount
+    elseif owner ~= '' and amount ~= 0 then
+      if redis.call('HINCRBY', state, w.f .. 'p:' .. owner, -amount) <= 0 then
+        redis.call('HDEL', state, w.f .. 'p:' .. owner)
+      end
+    end
+  end
+  local next_entry = redis.call('ZRANGEBYSCORE', log, '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  return total, own, expired, next_entry[2] or false
+end
+
+-- Forget charges that left the plan's longest window: no window needs them any more.
+local function purge(state, log, expired, cutoff)
   if #expired == 0 then
     return
   end
-  for _, id in ipairs(expired) do
-    local record = redis.call('HGET', charges, id)
-    local amount, pr = charge_of(record, name)
-    if kind == 'r' and amount ~= 0 then
-      redis.call('HINCRBY', use, 't', -amount)
-    end
-    if pr and pr ~= '' and amount ~= 0 then
-      if redis.call('HINCRBY', use, 'p:' .. pr, -amount) <= 0 then
-        redis.call('HDEL', use, 'p:' .. pr)
-      end
-    end
-    if purge == '1' or string.sub(id, 1, 1) == '~' then
-      redis.call('HDEL', charges, id)
+  local fields = {}
+  for j = 1, #expired, 2 do
+    fields[#fields + 1] = 'c:' .. expired[j]
+    if #fields == 500 then -- unpack() has a stack limit; a week-long idle gap is large
+      redis.call('HDEL', state, unpack(fields))
+      fields = {}
     end
   end
-  redis.call('ZREMRANGEBYSCORE', log, '-inf', now - dur)
+  if #fields > 0 then
+    redis.call('HDEL', state, unpack(fields))
+  end
+  redis.call('ZREMRANGEBYSCORE', log, '-inf', cutoff)
 end

@@ -1,30 +1,40 @@
 -- Take budget for one provider request: every window, the concurrency cap, the block
 -- and the PR share/reserve rule, all or nothing. A denial charges nothing.
 --
--- KEYS[1] = charges hash
--- KEYS[2] = leases zset
--- KEYS[3] = block hash
--- KEYS[2 + 2i], KEYS[3 + 2i] = log zset and use hash of window i (1-based)
+-- KEYS[1] = state hash of the account
+-- KEYS[2] = charge log zset
+-- KEYS[3] = leases zset
 -- ARGV[1] = now in ms, or '' for Redis TIME
 -- ARGV[2] = request id
 -- ARGV[3] = PR id
 -- ARGV[4] = lease id
 -- ARGV[5] = lease length in ms
--- ARGV[6] = concurrency cap, 0 for uncapped
--- ARGV[7] = prefix of the lease ids that count against the cap ('' = all)
--- ARGV[8] = key TTL in ms
--- ARGV[9] = number of windows
--- ARGV[10 + 11(i-1) ...] = window i: name, kind (r = rolling, g = regenerating),
---   duration ms, cost, cap (spendable), cap outside the reserve, PR share, limit,
---   tick ms, regen per tick, purge flag (1 on the longest window)
--- Returns {1, lease id, replayed 0/1, now, remaining per window...}
---      or {0, reason, window name, retry after ms (-1 = never), now}
+-- ARGV[6] = prefix of the lease ids that count against the cap ('' = all)
+-- ARGV[7] = cost per window, "c" for all or "c1,c2,..." in plan order
+-- ARGV[8] = static config, "ttl;cap;<window>;..." (see _lib.lua)
+-- Returns "1|replayed|now|remaining,..." or "0|reason|window|retry after ms (-1 never)|now"
 
 local now = now_ms(ARGV[1])
-local charges, leases, blockkey = KEYS[1], KEYS[2], KEYS[3]
+local state, log, leases = KEYS[1], KEYS[2], KEYS[3]
 local rid, pr, lease = ARGV[2], ARGV[3], ARGV[4]
-local ttl = ARGV[8]
-local replay = redis.call('HGET', charges, rid)
+local ttl, cap, windows = parse_config(ARGV[8])
+
+local fields = {'b:u', 'c:' .. rid}
+for _, w in ipairs(windows) do
+  local f = w.f
+  fields[#fields + 1] = f .. 'v'
+  fields[#fields + 1] = f .. 'a'
+  fields[#fields + 1] = f .. 'n'
+  fields[#fields + 1] = f .. 'p:' .. pr
+end
+local vals = redis.call('HMGET', state, unpack(fields))
+-- A stale record is trimmed and purged below, before the new charge is written.
+local replay = live_record(vals[2], now, windows)
+
+local costs = {}
+for c in string.gmatch(ARGV[7], '[^,]+') do
+  costs[#costs + 1] = tonumber(c)
+end
 
 local best_wait, best_reason, best_window = 0, '', ''
 local function consider(wait, reason, window)
@@ -33,16 +43,16 @@ local function consider(wait, reason, window)
   end
 end
 
-local until_ms = tonumber(redis.call('HGET', blockkey, 'u') or '0')
+local until_ms = tonumber(vals[1] or '0')
 if until_ms > now then
   consider(until_ms - now, 'cooldown', '')
 end
 
--- Concurrency: the slot this request needs frees when enough leases reach their deadline.
+-- Concurrency: the slot this request needs frees when enough leases reach their
+-- deadline. Leases of crashed workers are swept here, so they never pile up.
 redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
-local cap = tonumber(ARGV[6])
 if cap > 0 and not redis.call('ZSCORE', leases, lease) then
-  local prefix = ARGV[7]
+  local prefix = ARGV[6]
   if prefix == '' then
     local count = redis.call('ZCARD', leases)
     if count >= cap then
@@ -64,18 +74,18 @@ if cap > 0 and not redis.call('ZSCORE', leases, lease) then
 end
 
 -- When enough of the window's live charges (or of this PR's) will have expired.
-local function rolling_waits(log, name, dur, need_hi, need_lo, need_share)
+local function rolling_waits(w, need_hi, need_lo, need_share)
   local t_hi = need_hi > 0 and INF or 0
   local t_lo = need_lo > 0 and INF or 0
   local t_sh = need_share > 0 and INF or 0
-  local entries = redis.call('ZRANGEBYSCORE', log, '(' .. (now - dur), '+inf', 'WITHSCORES')
+  local entries = redis.call('ZRANGEBYSCORE', log, '(' .. (now - w.dur), '+inf', 'WITHSCORES')
   local acc, acc_pr = 0, 0
   for j = 1, #entries, 2 do
     if t_hi < INF and t_lo < INF and t_sh < INF then
       break
     end
-    local amount, owner = charge_of(redis.call('HGET', charges, entries[j]), name)
-    local when = tonumber(entries[j + 1]) + dur - now
+    local amount, owner = charge_of(redis.call('HGET', state, 'c:' .. entries[j]), w.name)
+    local when = tonumber(entries[j + 1]) + w.dur - now
     acc = acc + amount
     if t_hi == INF and acc >= need_hi then t_hi = when end
     if t_lo == INF and acc >= need_lo then t_lo = when end
@@ -88,90 +98,123 @@ local function rolling_waits(log, name, dur, need_hi, need_lo, need_share)
 end
 
 -- When a regenerating bucket will hold `need` more than it does now.
-local function bucket_wait(r, a, need, limit, tick, regen)
+local function bucket_wait(w, need)
   if need <= 0 then
     return 0
   end
-  if r + need > limit then
+  if w.r + need > w.limit then
     return INF
   end
-  return a + math.ceil(need / regen) * tick - now
+  return w.a + math.ceil(need / w.regen) * w.tick - now
 end
 
-local n = tonumber(ARGV[9])
-local windows = {}
-for i = 1, n do
-  local b = 10 + (i - 1) * 11
-  local w = {
-    name = ARGV[b], kind = ARGV[b + 1], dur = tonumber(ARGV[b + 2]),
-    cost = tonumber(ARGV[b + 3]), hi = tonumber(ARGV[b + 4]), lo = tonumber(ARGV[b + 5]),
-    share = tonumber(ARGV[b + 6]), limit = tonumber(ARGV[b + 7]),
-    tick = tonumber(ARGV[b + 8]), regen = tonumber(ARGV[b + 9]),
-    log = KEYS[2 + 2 * i], use = KEYS[3 + 2 * i],
-  }
-  trim(charges, w.log, w.use, w.name, w.kind, w.dur, ARGV[b + 10], now)
-  local vals = redis.call('HMGET', w.use, 't', 'p:' .. pr, 'r', 'a')
+local function check(w)
+  local after = w.used + w.cost
+  local over = w.own + w.cost > w.share
+  if after <= w.hi and not (over and after > w.lo) then
+    return
+  end
+  local t_hi, t_lo, t_sh = rolling_waits(w, after - w.hi, after - w.lo, w.own + w.cost - w.share)
+  if w.kind == 'g' then
+    t_hi, t_lo = bucket_wait(w, after - w.hi), bucket_wait(w, after - w.lo)
+  end
+  consider(t_hi, 'window', w.name)
+  if over then
+    if t_lo <= t_sh then
+      consider(t_lo, 'reserve', w.name)
+    else
+      consider(t_sh, 'pr_share', w.name)
+    end
+  end
+end
+
+local updates, purged = {}, nil
+for i, w in ipairs(windows) do
+  local b = 2 + (i - 1) * 4
+  local expired
+  w.total, w.own, expired, w.n = trim(state, log, w, now, tonumber(vals[b + 1] or '0'),
+    tonumber(vals[b + 4] or '0'), pr, vals[b + 3])
+  if expired then
+    updates[#updates + 1] = w.f .. 'n'
+    updates[#updates + 1] = w.n or ''
+    if w.kind == 'r' then
+      updates[#updates + 1] = w.f .. 'v'
+      updates[#updates + 1] = w.total
+    end
+    w.own_moved = true
+    if w.purge then
+      purged = expired
+    end
+  end
   if w.kind == 'r' then
-    w.used = tonumber(vals[1] or '0')
+    w.used = w.total
   else
-    w.r, w.a = bucket_at(vals[3], vals[4], now, w.limit, w.tick, w.regen)
+    w.r, w.a = bucket_at(vals[b + 1], vals[b + 2], now, w)
     w.used = w.limit - w.r
   end
-  windows[i] = w
+  w.cost = costs[i] or costs[1]
   if not replay then
-    local after = w.used + w.cost
-    local over = tonumber(vals[2] or '0') + w.cost > w.share
-    if after > w.hi or (over and after > w.lo) then
-      local t_hi, t_lo, t_sh
-      if w.kind == 'r' then
-        t_hi, t_lo, t_sh = rolling_waits(w.log, w.name, w.dur, after - w.hi, after - w.lo,
-          tonumber(vals[2] or '0') + w.cost - w.share)
-      else
-        t_hi = bucket_wait(w.r, w.a, after - w.hi, w.limit, w.tick, w.regen)
-        t_lo = bucket_wait(w.r, w.a, after - w.lo, w.limit, w.tick, w.regen)
-        local _, _, sh = rolling_waits(w.log, w.name, w.dur, 0, 0,
-          tonumber(vals[2] or '0') + w.cost - w.share)
-        t_sh = sh
-      end
-      consider(t_hi, 'window', w.name)
-      if over then
-        if t_lo <= t_sh then
-          consider(t_lo, 'reserve', w.name)
-        else
-          consider(t_sh, 'pr_share', w.name)
-        end
-      end
+    check(w)
+  end
+end
+if purged then
+  for _, w in ipairs(windows) do
+    if w.purge then
+      purge(state, log, purged, now - w.dur)
     end
   end
 end
 
-if best_wait > 0 then
-  return {0, best_reason, best_window, best_wait == INF and -1 or best_wait, now}
-end
-
-local out = {1, lease, replay and 1 or 0, now}
-local record = {now, pr}
-for i = 1, n do
-  local w = windows[i]
-  if not replay then
-    redis.call('ZADD', w.log, now, rid)
+-- Write back what trimming moved, plus the charge itself on a grant.
+local grant = best_wait == 0
+local record, remaining, drop = {now, pr}, {}, {}
+for _, w in ipairs(windows) do
+  if grant and not replay then
     if w.kind == 'r' then
-      redis.call('HINCRBY', w.use, 't', w.cost)
+      updates[#updates + 1] = w.f .. 'v'
+      updates[#updates + 1] = w.total + w.cost
     else
-      redis.call('HSET', w.use, 'r', w.r - w.cost, 'a', w.a)
+      updates[#updates + 1] = w.f .. 'v'
+      updates[#updates + 1] = w.r - w.cost
+      updates[#updates + 1] = w.f .. 'a'
+      updates[#updates + 1] = w.a
     end
-    redis.call('HINCRBY', w.use, 'p:' .. pr, w.cost)
-    redis.call('PEXPIRE', w.log, ttl)
-    redis.call('PEXPIRE', w.use, ttl)
-    record[#record + 1] = w.name .. '=' .. w.cost
+    if not w.n or w.n == '' then
+      updates[#updates + 1] = w.f .. 'n'
+      updates[#updates + 1] = now
+    end
     w.used = w.used + w.cost
+    w.own = w.own + w.cost
+    w.own_moved = true
+    record[#record + 1] = w.name .. '=' .. w.cost
   end
-  out[#out + 1] = w.hi - w.used
+  if w.own_moved then
+    if w.own > 0 then
+      updates[#updates + 1] = w.f .. 'p:' .. pr
+      updates[#updates + 1] = w.own
+    else
+      drop[#drop + 1] = w.f .. 'p:' .. pr
+    end
+  end
+  remaining[#remaining + 1] = w.hi - w.used
 end
-if n > 0 and not replay then
-  redis.call('HSET', charges, rid, table.concat(record, '|'))
-  redis.call('PEXPIRE', charges, ttl)
+if grant and not replay and #windows > 0 then
+  updates[#updates + 1] = 'c:' .. rid
+  updates[#updates + 1] = table.concat(record, '|')
+  redis.call('ZADD', log, now, rid)
+  redis.call('PEXPIRE', log, ttl)
+end
+if #updates > 0 then
+  redis.call('HSET', state, unpack(updates))
+  redis.call('PEXPIRE', state, ttl)
+end
+if #drop > 0 then
+  redis.call('HDEL', state, unpack(drop))
+end
+
+if not grant then
+  return table.concat({0, best_reason, best_window, best_wait == INF and -1 or best_wait, now}, '|')
 end
 redis.call('ZADD', leases, now + tonumber(ARGV[5]), lease)
 redis.call('PEXPIRE', leases, ttl)
-return out
+return table.concat({1, replay and 1 or 0, now, table.concat(remaining, ',')}, '|')

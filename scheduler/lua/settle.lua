@@ -1,50 +1,56 @@
--- Correct a charge once the provider reported the real cost (or refund it, when the
--- request never reached the provider). Only windows the charge still counts in move.
+-- Correct a charge once the provider reported the real cost, or refund it when the
+-- request never reached the provider. Only windows the charge still counts in move.
 --
--- KEYS[1] = charges hash
--- KEYS[2i], KEYS[2i + 1] = log zset and use hash of window i (1-based)
+-- KEYS[1] = state hash of the account
+-- KEYS[2] = charge log zset
 -- ARGV[1] = now in ms, or '' for Redis TIME
 -- ARGV[2] = request id
--- ARGV[3] = 1 to refund (remove the charge), 0 to settle
--- ARGV[4] = number of windows
--- ARGV[5 + 6(i-1) ...] = window i: name, kind (r|g), new cost, limit, tick ms, regen
+-- ARGV[3] = 1 to refund (forget the charge), 0 to settle
+-- ARGV[4] = new cost per window, "c" for all or "c1,c2,..." in plan order
+-- ARGV[5] = static config, "ttl;cap;<window>;..." (see _lib.lua)
 -- Returns 1 when the charge was found, 0 otherwise.
 
 local now = now_ms(ARGV[1])
-local charges, rid, refund = KEYS[1], ARGV[2], ARGV[3] == '1'
-local record = redis.call('HGET', charges, rid)
+local state, log, rid, refund = KEYS[1], KEYS[2], ARGV[2], ARGV[3] == '1'
+local _, _, windows = parse_config(ARGV[5])
+local record = live_record(redis.call('HGET', state, 'c:' .. rid), now, windows)
 if not record then
   return 0
 end
+local granted_at = tonumber(string.match(record, '^([^|]*)'))
 local pr = string.match(record, '^[^|]*|([^|]*)')
-local parts = {string.match(record, '^([^|]*)'), pr}
-for i = 1, tonumber(ARGV[4]) do
-  local b = 5 + (i - 1) * 6
-  local name, kind, limit = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 3])
-  local log, use = KEYS[2 * i], KEYS[2 * i + 1]
-  local old = charge_of(record, name)
-  local new = refund and 0 or tonumber(ARGV[b + 2])
-  if redis.call('ZSCORE', log, rid) then
-    local delta = new - old
-    if kind == 'r' then
-      redis.call('HINCRBY', use, 't', delta)
-    else
-      local vals = redis.call('HMGET', use, 'r', 'a')
-      local r, a = bucket_at(vals[1], vals[2], now, limit, tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]))
-      redis.call('HSET', use, 'r', math.min(limit, r - delta), 'a', a)
+local costs = {}
+for c in string.gmatch(ARGV[4], '[^,]+') do
+  costs[#costs + 1] = tonumber(c)
+end
+
+local parts = {granted_at, pr}
+for i, w in ipairs(windows) do
+  local old = charge_of(record, w.name)
+  local new = refund and 0 or (costs[i] or costs[1])
+  local vals = redis.call('HMGET', state, w.f .. 'n', w.f .. 'v', w.f .. 'a')
+  local in_totals = vals[1] and vals[1] ~= '' and granted_at >= tonumber(vals[1])
+  local live = granted_at > now - w.dur
+  local delta = new - old
+  if live or (refund and in_totals) then
+    if w.kind == 'r' then
+      redis.call('HINCRBY', state, w.f .. 'v', delta)
+    elseif live then
+      local r, a = bucket_at(vals[2], vals[3], now, w)
+      redis.call('HSET', state, w.f .. 'v', math.min(w.limit, r - delta), w.f .. 'a', a)
     end
-    if pr ~= '' and redis.call('HINCRBY', use, 'p:' .. pr, delta) <= 0 then
-      redis.call('HDEL', use, 'p:' .. pr)
+    if pr ~= '' and delta ~= 0 and redis.call('HINCRBY', state, w.f .. 'p:' .. pr, delta) <= 0 then
+      redis.call('HDEL', state, w.f .. 'p:' .. pr)
     end
-    if refund then
-      redis.call('ZREM', log, rid)
-    end
+  else
+    new = old -- it left this window; a later trim must take off what was added
   end
-  parts[#parts + 1] = name .. '=' .. new
+  parts[#parts + 1] = w.name .. '=' .. new
 end
 if refund then
-  redis.call('HDEL', charges, rid)
+  redis.call('HDEL', state, 'c:' .. rid)
+  redis.call('ZREM', log, rid)
 else
-  redis.call('HSET', charges, rid, table.concat(parts, '|'))
+  redis.call('HSET', state, 'c:' .. rid, table.concat(parts, '|'))
 end
 return 1

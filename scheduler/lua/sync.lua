@@ -1,49 +1,48 @@
 -- Adopt the provider's own count for one window when it is more pessimistic than ours.
--- The difference is booked as a charge that lasts until the provider's reset time.
+-- For a rolling window the difference is booked as a PR-less charge that lasts until
+-- the provider's reset; a regenerating bucket is lowered and its next tick moved there.
 --
--- KEYS[1] = charges hash
--- KEYS[2] = log zset of the window
--- KEYS[3] = use hash of the window
+-- KEYS[1] = state hash of the account
+-- KEYS[2] = charge log zset
 -- ARGV[1] = now in ms, or '' for Redis TIME
--- ARGV[2] = window name
--- ARGV[3] = kind (r|g)
--- ARGV[4] = duration ms
--- ARGV[5] = limit
--- ARGV[6] = tick ms
--- ARGV[7] = regen per tick
--- ARGV[8] = purge flag (1 on the plan's longest window)
--- ARGV[9] = provider's used amount, milli-units
--- ARGV[10] = provider's reset (next free) time, epoch ms
--- ARGV[11] = key TTL in ms
+-- ARGV[2] = index of the window in the plan (1-based)
+-- ARGV[3] = provider's used amount, milli-units
+-- ARGV[4] = provider's reset (next free) time, epoch ms
+-- ARGV[5] = static config, "ttl;cap;<window>;..." (see _lib.lua)
 -- Returns 1 when the local view moved, 0 when ours was already as pessimistic.
 
 local now = now_ms(ARGV[1])
-local charges, log, use = KEYS[1], KEYS[2], KEYS[3]
-local name, kind, dur, limit = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-local used, reset_at, ttl = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11]
+local state, log = KEYS[1], KEYS[2]
+local ttl, _, windows = parse_config(ARGV[5])
+local w = windows[tonumber(ARGV[2])]
+local used, reset_at = tonumber(ARGV[3]), tonumber(ARGV[4])
 if reset_at <= now then
   return 0
 end
-trim(charges, log, use, name, kind, dur, ARGV[8], now)
-if kind == 'r' then
-  local delta = used - tonumber(redis.call('HGET', use, 't') or '0')
+local vals = redis.call('HMGET', state, w.f .. 'v', w.f .. 'a', w.f .. 'n')
+if w.kind == 'r' then
+  local total, _, expired, n = trim(state, log, w, now, tonumber(vals[1] or '0'), 0, '', vals[3])
+  if expired then
+    redis.call('HSET', state, w.f .. 'v', total, w.f .. 'n', n or '')
+  end
+  local delta = used - total
   if delta <= 0 then
     return 0
   end
-  local id = '~sync:' .. name .. ':' .. now .. ':' .. used
-  redis.call('ZADD', log, math.min(now, reset_at - dur), id)
-  redis.call('HINCRBY', use, 't', delta)
-  redis.call('HSET', charges, id, now .. '||' .. name .. '=' .. delta)
+  local id = '~sync:' .. w.name .. ':' .. now .. ':' .. used
+  local at = math.min(now, reset_at - w.dur)
+  if not n or n == '' or tonumber(n) > at then
+    n = at
+  end
+  redis.call('ZADD', log, at, id)
+  redis.call('HSET', state, w.f .. 'v', total + delta, w.f .. 'n', n, 'c:' .. id, at .. '||' .. w.name .. '=' .. delta)
 else
-  local tick, regen = tonumber(ARGV[6]), tonumber(ARGV[7])
-  local vals = redis.call('HMGET', use, 'r', 'a')
-  local r = bucket_at(vals[1], vals[2], now, limit, tick, regen)
-  if limit - used >= r then
+  local r = bucket_at(vals[1], vals[2], now, w)
+  if w.limit - used >= r then
     return 0
   end
-  redis.call('HSET', use, 'r', limit - used, 'a', reset_at - tick)
+  redis.call('HSET', state, w.f .. 'v', w.limit - used, w.f .. 'a', reset_at - w.tick)
 end
+redis.call('PEXPIRE', state, ttl)
 redis.call('PEXPIRE', log, ttl)
-redis.call('PEXPIRE', use, ttl)
-redis.call('PEXPIRE', charges, ttl)
 return 1
