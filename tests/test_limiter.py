@@ -303,3 +303,22 @@ def test_bad_arguments_are_rejected(
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         limiter.acquire(**args)  # type: ignore[arg-type]
+
+
+def test_keys_emptied_and_recreated_get_a_ttl_again(
+    make: MakeLimiter, redis: redis_py.Redis
+) -> None:
+    """Redis drops an emptied set; the TTL refresh is skipped most of the time, so a
+    recreated key must be noticed, or an abandoned account would leave keys forever."""
+    limiter, clock = make(plan_of(rolling("w", 5, "10s"), concurrency=2))
+    state, log, leases = limiter.keys
+    g = granted(limiter.acquire(1000, "pr", "a", 5000))
+    limiter.release(g.lease_id)
+    assert limiter.refund("a") is True
+    assert not redis.exists(log) and not redis.exists(leases)
+    clock.now += 1000
+    granted(limiter.acquire(1000, "pr", "b", 5000))
+    assert all(redis.pttl(k) > 0 for k in (state, log, leases))
+    clock.now += 20_000  # "b" leaves the only window: the log empties on the next trim
+    granted(limiter.acquire(1000, "pr", "c", 5000))
+    assert all(redis.pttl(k) > 0 for k in (state, log, leases))

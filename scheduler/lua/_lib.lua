@@ -9,6 +9,7 @@
 --                                    totals (absent: none); older ones were trimmed
 --                w:<w>:p:<pr>        the PR's use in window <w>
 --                c:<request id>      charge record "grant_ms|pr|<w>=cost|<w>=cost..."
+--                x                   when the keys' TTLs were last refreshed
 --   log    ZSET  request id -> grant ms, one log for every window of the plan
 --   leases ZSET  lease id   -> deadline ms (live while deadline > now)
 -- Amounts are integer milli-units. A charge counts in a window while now < grant + D.

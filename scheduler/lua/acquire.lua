@@ -19,7 +19,7 @@ local state, log, leases = KEYS[1], KEYS[2], KEYS[3]
 local rid, pr, lease = ARGV[2], ARGV[3], ARGV[4]
 local ttl, cap, windows = parse_config(ARGV[8])
 
-local fields = {'b:u', 'c:' .. rid}
+local fields = {'b:u', 'c:' .. rid, 'x'}
 for _, w in ipairs(windows) do
   local f = w.f
   fields[#fields + 1] = f .. 'v'
@@ -51,16 +51,19 @@ end
 -- Concurrency: the slot this request needs frees when enough leases reach their
 -- deadline. Leases of crashed workers are swept here, so they never pile up.
 redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
+local leases_new = cap == 0 -- uncapped: the set was not looked at, so it may be new
 if cap > 0 and not redis.call('ZSCORE', leases, lease) then
   local prefix = ARGV[6]
   if prefix == '' then
     local count = redis.call('ZCARD', leases)
+    leases_new = count == 0
     if count >= cap then
       local nth = redis.call('ZRANGE', leases, count - cap, count - cap, 'WITHSCORES')
       consider(tonumber(nth[2]) - now, 'concurrency', '')
     end
   else
     local live = redis.call('ZRANGE', leases, 0, -1, 'WITHSCORES')
+    leases_new = #live == 0
     local deadlines = {}
     for j = 1, #live, 2 do
       if string.sub(live[j], 1, #prefix) == prefix then
@@ -130,7 +133,7 @@ end
 
 local updates, purged = {}, nil
 for i, w in ipairs(windows) do
-  local b = 2 + (i - 1) * 4
+  local b = 3 + (i - 1) * 4
   local expired
   w.total, w.own, expired, w.n = trim(state, log, w, now, tonumber(vals[b + 1] or '0'),
     tonumber(vals[b + 4] or '0'), pr, vals[b + 3])
@@ -167,7 +170,7 @@ end
 
 -- Write back what trimming moved, plus the charge itself on a grant.
 local grant = best_wait == 0
-local record, remaining, drop = {now, pr}, {}, {}
+local record, remaining, drop, log_new = {now, pr}, {}, {}, false
 for _, w in ipairs(windows) do
   if grant and not replay then
     if w.kind == 'r' then
@@ -182,6 +185,7 @@ for _, w in ipairs(windows) do
     if not w.n or w.n == '' then
       updates[#updates + 1] = w.f .. 'n'
       updates[#updates + 1] = now
+      log_new = log_new or w.purge -- nothing left in the log: ZADD creates it afresh
     end
     w.used = w.used + w.cost
     w.own = w.own + w.cost
@@ -198,15 +202,26 @@ for _, w in ipairs(windows) do
   end
   remaining[#remaining + 1] = w.hi - w.used
 end
+-- TTLs are refreshed when a quarter of the TTL has passed, or when a key may have
+-- just been created; PEXPIRE on every grant would be most of the script's calls.
+local refresh = not vals[3] or tonumber(vals[3]) < now - ttl / 4
+if refresh and #updates > 0 then
+  updates[#updates + 1] = 'x'
+  updates[#updates + 1] = now
+end
 if grant and not replay and #windows > 0 then
   updates[#updates + 1] = 'c:' .. rid
   updates[#updates + 1] = table.concat(record, '|')
   redis.call('ZADD', log, now, rid)
-  redis.call('PEXPIRE', log, ttl)
+  if refresh or log_new then
+    redis.call('PEXPIRE', log, ttl)
+  end
 end
 if #updates > 0 then
   redis.call('HSET', state, unpack(updates))
-  redis.call('PEXPIRE', state, ttl)
+  if refresh then
+    redis.call('PEXPIRE', state, math.max(ttl, until_ms - now + ttl)) -- never cut a block short
+  end
 end
 if #drop > 0 then
   redis.call('HDEL', state, unpack(drop))
@@ -216,5 +231,7 @@ if not grant then
   return table.concat({0, best_reason, best_window, best_wait == INF and -1 or best_wait, now}, '|')
 end
 redis.call('ZADD', leases, now + tonumber(ARGV[5]), lease)
-redis.call('PEXPIRE', leases, ttl)
+if refresh or leases_new then
+  redis.call('PEXPIRE', leases, ttl)
+end
 return table.concat({1, replay and 1 or 0, now, table.concat(remaining, ',')}, '|')

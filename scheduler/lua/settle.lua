@@ -50,6 +50,12 @@ end
 if refund then
   redis.call('HDEL', state, 'c:' .. rid)
   redis.call('ZREM', log, rid)
+  if redis.call('EXISTS', log) == 0 then
+    -- The log went with its last entry; the next grant must give it a TTL again.
+    for _, w in ipairs(windows) do
+      redis.call('HSET', state, w.f .. 'n', '')
+    end
+  end
 else
   redis.call('HSET', state, 'c:' .. rid, table.concat(parts, '|'))
 end

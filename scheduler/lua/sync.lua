@@ -19,7 +19,7 @@ local used, reset_at = tonumber(ARGV[3]), tonumber(ARGV[4])
 if reset_at <= now then
   return 0
 end
-local vals = redis.call('HMGET', state, w.f .. 'v', w.f .. 'a', w.f .. 'n')
+local vals = redis.call('HMGET', state, w.f .. 'v', w.f .. 'a', w.f .. 'n', 'b:u')
 if w.kind == 'r' then
   local total, _, expired, n = trim(state, log, w, now, tonumber(vals[1] or '0'), 0, '', vals[3])
   if expired then
@@ -43,6 +43,6 @@ else
   end
   redis.call('HSET', state, w.f .. 'v', w.limit - used, w.f .. 'a', reset_at - w.tick)
 end
-redis.call('PEXPIRE', state, ttl)
+redis.call('PEXPIRE', state, math.max(ttl, tonumber(vals[4] or '0') - now + ttl))
 redis.call('PEXPIRE', log, ttl)
 return 1
