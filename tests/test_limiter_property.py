@@ -1,0 +1,629 @@
+"""The Lua limiter must agree with the reference model of `docs/limiter.md`, always.
+
+`tests/limiter_model.py` implements the contract again in plain Python, from the doc
+alone. Hypothesis drives it and the real `Limiter` (a real Redis server, the test clock)
+with the same random operations and demands identical decisions, return values and
+views after every step, then shrinks any disagreement to a minimal story.
+
+Run:
+    pytest tests/test_limiter_property.py            # about 30-60 s on 2 cores
+
+Longer soak (skipped unless asked for; scale the work with REVIEWQ_SOAK=<factor>):
+    REVIEWQ_SOAK=20 pytest tests/test_limiter_property.py -m slow -p no:cacheprovider
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pytest
+import redis as redis_py
+from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+from limiter_model import ModelLimiter, Snapshot
+
+from scheduler.limiter import Denial, Grant, Limiter
+from scheduler.plans import Plan, Policy, Window
+
+T0 = 1_700_000_000_000
+PRS = ("a", "b", "c")
+MODELS = ("m1", "m2")
+SOAK = int(os.environ.get("REVIEWQ_SOAK", "0") or 0)
+REASONS = ("cooldown", "concurrency", "window", "reserve", "pr_share")
+
+
+@dataclass
+class Clock:
+    """The shared test clock: both limiters read the same epoch ms."""
+
+    now: int = T0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def fresh_account() -> str:
+    return "prop" + uuid.uuid4().hex[:12]
+
+
+def real_snapshot(limiter: Limiter) -> Snapshot:
+    """`Limiter.status()` reduced to what the model's `snapshot()` reports."""
+    status = limiter.status()
+    now = status.now_ms
+    return Snapshot(
+        used={w.name: w.used for w in status.windows},
+        pr_used={w.name: {p: u for p, u in w.pr_used.items() if u} for w in status.windows},
+        leases={x.lease_id: x.deadline_ms for x in status.leases if x.deadline_ms > now},
+        block=(status.block.until_ms, status.block.reason)
+        if status.block and status.block.until_ms > now
+        else None,
+    )
+
+
+# --------------------------------------------------------------------------- plans
+
+
+def _plan(windows: tuple[Window, ...], concurrency: int | None, per_model: bool) -> Plan:
+    return Plan(
+        name="prop",
+        provider="test",
+        windows=windows,
+        concurrency=concurrency,
+        concurrency_per_model=per_model,
+        source="property test",
+        as_of=dt.date(2026, 1, 1),
+    )
+
+
+def rolling(name: str, durations: list[int], limits: list[int]) -> st.SearchStrategy[Window]:
+    return st.builds(
+        Window,
+        name=st.just(name),
+        limit_milli=st.sampled_from(limits),
+        duration_ms=st.sampled_from(durations),
+    )
+
+
+def regenerating(name: str) -> st.SearchStrategy[Window]:
+    return st.builds(
+        Window,
+        name=st.just(name),
+        kind=st.just("regenerating"),
+        limit_milli=st.sampled_from([1000, 1500, 700]),
+        duration_ms=st.sampled_from([2000, 3000]),
+        tick_ms=st.sampled_from([250, 400]),
+        tick_percent=st.sampled_from([10.0, 25.0, 7.5]),
+    )
+
+
+SHORT = rolling("short", [800, 1000], [1000, 700])
+LONG = rolling("long", [3000, 5000], [3000, 2000])
+REGEN = regenerating("regen")
+
+WINDOW_SETS = st.one_of(
+    st.tuples(SHORT),
+    st.tuples(SHORT, LONG),
+    st.tuples(REGEN),
+    st.tuples(SHORT, REGEN),
+    st.tuples(REGEN, LONG),
+)
+CONCURRENCY = st.sampled_from([(None, False), (1, False), (2, False), (1, True), (2, True)])
+PLANS = st.builds(lambda ws, c: _plan(ws, c[0], c[1]), WINDOW_SETS, CONCURRENCY)
+POLICIES = st.one_of(
+    st.builds(
+        Policy,
+        headroom=st.sampled_from([0.0, 0.1, 0.25]),
+        pr_share=st.sampled_from([1.0, 0.8, 0.5, 0.3]),
+        reserve=st.sampled_from([0.0, 0.2, 0.3]),
+    ),
+    # lo < share: a PR over its share waits for its own charges (pr_share) first.
+    st.sampled_from(
+        [Policy(pr_share=0.8, reserve=0.3), Policy(headroom=0.1, pr_share=0.6, reserve=0.4)]
+    ),
+)
+
+# ---------------------------------------------------------------------- operations
+
+AMOUNTS = st.one_of(
+    st.sampled_from([0, 1, 100, 250, 299, 300, 301, 500, 699, 700, 701, 999, 1000, 1001]),
+    st.integers(0, 3500),
+)
+COSTS = st.one_of(AMOUNTS, AMOUNTS, st.tuples(AMOUNTS, AMOUNTS))
+LEASE_MS = st.one_of(st.sampled_from([1, 50, 250, 1000]), st.integers(1, 4000))
+PICK = st.one_of(st.none(), st.integers(0, 40))  # None: a fresh / unknown id
+
+
+class LimiterMachine(RuleBasedStateMachine):
+    """Real limiter and model, side by side; `client` and `seen` are set per test run.
+
+    `seen` counts what the run exercised, so the test can prove it reached every path.
+    """
+
+    client: ClassVar[redis_py.Redis]
+    seen: ClassVar[Counter[str]]
+
+    def _saw(self, what: str) -> None:
+        event(what)
+        self.seen[what] += 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = Clock()
+        self.real: Limiter | None = None
+        self.model: ModelLimiter | None = None
+        self.rids: list[str] = []
+        self.lease_ids: list[str] = []
+        self.serial = 0
+
+    @initialize(plan=PLANS, policy=POLICIES, start=st.integers(0, 10_000))
+    def setup(self, plan: Plan, policy: Policy, start: int) -> None:
+        self.clock.now = T0 + start
+        account = fresh_account()
+        self.real = Limiter(self.client, account, plan, policy, clock=self.clock)
+        self.model = ModelLimiter(plan, policy, self.clock)
+        note(f"account={account} plan={plan.windows} concurrency={plan.concurrency}")
+        caps = [policy.caps(w.limit_milli) for w in plan.windows]
+        note(f"per_model={plan.concurrency_per_model} caps={caps}")
+
+    # -- helpers
+
+    @property
+    def pair(self) -> tuple[Limiter, ModelLimiter]:
+        assert self.real is not None and self.model is not None
+        return self.real, self.model
+
+    def _cost(self, raw: int | tuple[int, int]) -> int | dict[str, int]:
+        if isinstance(raw, int):
+            return raw
+        names = [w.name for w in self.pair[0].plan.windows]
+        return dict(zip(names, raw, strict=False))
+
+    def _rid(self, pick: int | None, *, fresh_ok: bool = True) -> str:
+        if pick is None or not self.rids:
+            self.serial += 1
+            return f"r{self.serial}" if fresh_ok else "never-granted"
+        return self.rids[pick % len(self.rids)]
+
+    def _model_name(self, pick: int) -> str:
+        return MODELS[pick % len(MODELS)] if self.pair[0].plan.concurrency_per_model else ""
+
+    def _acquire(self, args: tuple[Any, ...], model: str) -> Grant | Denial:
+        real, ref = self.pair
+        before = real_snapshot(real)
+        got = real.acquire(*args, model=model)
+        want = ref.acquire(*args, model=model)
+        assert got == want, f"acquire{args} model={model!r}: real={got} model={want}"
+        if isinstance(got, Denial):
+            self._saw(f"denied: {got.reason}" + (" (never)" if got.retry_after_ms is None else ""))
+            assert real_snapshot(real) == before, "a denial changed the limiter's view"
+        else:
+            self._saw("granted (replay)" if got.replayed else "granted")
+            if args[2] not in self.rids:
+                self.rids.append(args[2])
+            self.lease_ids.append(got.lease_id)
+        return got
+
+    # -- rules
+
+    @rule(cost=COSTS, pr=st.sampled_from(PRS), rid=PICK, lease_ms=LEASE_MS, m=st.integers(0, 1))
+    def acquire(
+        self, cost: int | tuple[int, int], pr: str, rid: int | None, lease_ms: int, m: int
+    ) -> None:
+        self._acquire((self._cost(cost), pr, self._rid(rid), lease_ms), self._model_name(m))
+
+    @rule(cost=COSTS, pr=st.sampled_from(PRS), rid=PICK, lease_ms=LEASE_MS, m=st.integers(0, 1))
+    def acquire_then_retry_exactly(
+        self, cost: int | tuple[int, int], pr: str, rid: int | None, lease_ms: int, m: int
+    ) -> None:
+        """A denial's retry_after_ms is exact: one ms early is still a denial (of 1 ms),
+        on time is a grant."""
+        args = (self._cost(cost), pr, self._rid(rid), lease_ms)
+        model = self._model_name(m)
+        ref = self.pair[1]
+        record = ref.charges.get(args[2])
+        own_lease = ref.leases.get(f"{model}|{args[2]}", 0)
+        first = self._acquire(args, model)
+        if not isinstance(first, Denial) or first.retry_after_ms is None:
+            return
+        now, wait = first.now_ms, first.retry_after_ms
+        # The request's own state may expire during the wait, and then it is no longer
+        # the same request: a replay whose charge is forgotten gets window checks, one
+        # whose own lease lapses gets a concurrency check. "Nothing else changes" fails,
+        # so then the retries are only compared with the model.
+        changes = (
+            "its charge record" if record and now < record.t + ref.longest <= now + wait else ""
+        ) or ("its own lease" if now < own_lease <= now + wait else "")
+        if wait > 1:
+            self.clock.now = now + wait - 1
+            early = self._acquire(args, model)
+            if not changes:
+                assert isinstance(early, Denial) and early.retry_after_ms == 1, early
+        self.clock.now = now + wait
+        again = self._acquire(args, model)
+        if changes:
+            self._saw(f"retry not exact: {changes} expires during the wait")
+            return
+        assert isinstance(again, Grant), f"retry after {first} was {again}"
+        self._saw(f"retried on time after: {first.reason}")
+
+    def _lease(self, pick: int | None) -> str:
+        if pick is None or not self.lease_ids:
+            return "nope|unknown"
+        return self.lease_ids[pick % len(self.lease_ids)]
+
+    def _same(self, call: str, got: object, want: object) -> None:
+        assert got == want, f"{call}: real={got!r} model={want!r}"
+        self._saw(f"{call.split('(')[0]} -> {bool(got)}")
+
+    @rule(lease=PICK)
+    def release(self, lease: int | None) -> None:
+        real, ref = self.pair
+        lid = self._lease(lease)
+        self._same(f"release({lid!r})", real.release(lid), ref.release(lid))
+
+    @rule(lease=PICK, lease_ms=LEASE_MS)
+    def renew(self, lease: int | None, lease_ms: int) -> None:
+        real, ref = self.pair
+        lid = self._lease(lease)
+        self._same(
+            f"renew({lid!r}, {lease_ms})", real.renew(lid, lease_ms), ref.renew(lid, lease_ms)
+        )
+
+    @rule(rid=PICK, cost=COSTS)
+    def settle(self, rid: int | None, cost: int | tuple[int, int]) -> None:
+        real, ref = self.pair
+        request_id, amount = self._rid(rid, fresh_ok=False), self._cost(cost)
+        got = real.settle(request_id, amount)
+        self._same(f"settle({request_id!r}, {amount})", got, ref.settle(request_id, amount))
+
+    @rule(rid=PICK)
+    def refund(self, rid: int | None) -> None:
+        real, ref = self.pair
+        request_id = self._rid(rid, fresh_ok=False)
+        self._same(f"refund({request_id!r})", real.refund(request_id), ref.refund(request_id))
+
+    @rule(
+        base=st.sampled_from(["now", "current"]),
+        offset=st.one_of(st.sampled_from([0, 1, -1]), st.integers(-3000, 3000)),
+        reason=st.sampled_from(["429", "quota"]),
+    )
+    def block(self, base: str, offset: int, reason: str) -> None:
+        """Relative to now (past, now, future) or to the block in force (before/after)."""
+        real, ref = self.pair
+        current = ref.block_state[0] if ref.block_state else self.clock.now
+        until = (self.clock.now if base == "now" else current) + offset
+        call = f"block(now{until - self.clock.now:+}, {reason!r})"
+        self._same(call, real.block(until, reason), ref.block(until, reason))
+
+    @rule(
+        window=st.integers(0, 1),
+        delta=st.one_of(st.sampled_from([0, 1, -1]), st.integers(-1500, 1500)),
+        reset=st.one_of(st.sampled_from([0, 1, -1]), st.integers(-500, 6000)),
+    )
+    def sync(self, window: int, delta: int, reset: int) -> None:
+        """The provider reports `used` = ours + delta (more or less pessimistic)."""
+        real, ref = self.pair
+        name = real.plan.windows[window % len(real.plan.windows)].name
+        used = max(0, ref.snapshot().used[name] + delta)
+        reset_at = self.clock.now + reset
+        call = f"sync({name!r}, {used}, now{reset:+})"
+        self._same(call, real.sync(name, used, reset_at), ref.sync(name, used, reset_at))
+
+    @rule(step=st.integers(1, 60))
+    def tick(self, step: int) -> None:
+        self.clock.now += step
+
+    @rule(pick=st.integers(0, 20), off=st.sampled_from([0, 0, 0, -1, 1]))
+    def land_on_boundary(self, pick: int, off: int) -> None:
+        """Step to exactly a charge's t + D, a lease deadline, the block's end or a
+        bucket's next tick (or one ms either side)."""
+        events = self.pair[1].future_events()
+        if events:
+            self.clock.now = max(self.clock.now, events[pick % len(events)] + off)
+            self._saw("landed on a boundary")
+
+    @rule(step=st.integers(1000, 20_000))
+    def jump(self, step: int) -> None:
+        self.clock.now += step
+
+    @invariant()
+    def same_view(self) -> None:
+        if self.real is None or self.model is None:
+            return
+        got, want = real_snapshot(self.real), self.model.snapshot()
+        assert got == want, f"status differs at now={self.clock.now}: real={got} model={want}"
+
+
+def run_machine(client: redis_py.Redis, examples: int, steps: int) -> Counter[str]:
+    seen: Counter[str] = Counter()
+    machine = type("BoundLimiterMachine", (LimiterMachine,), {"client": client, "seen": seen})
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=examples,
+            stateful_step_count=steps,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
+    print(f"\n{examples} examples x up to {steps} steps exercised:")
+    for what, n in sorted(seen.items()):
+        print(f"  {n:7d}  {what}")
+    return seen
+
+
+def assert_reached_every_path(seen: Counter[str]) -> None:
+    """A green run must have exercised every reason and both answers of every call."""
+    for reason in REASONS:
+        assert seen[f"denied: {reason}"], f"no {reason} denial was ever generated"
+        assert seen[f"retried on time after: {reason}"], f"no retry after {reason}"
+    for call in ("release", "renew", "settle", "refund", "block", "sync"):
+        assert seen[f"{call} -> True"] and seen[f"{call} -> False"], call
+    assert seen["granted (replay)"] and seen["denied: window (never)"]
+
+
+def test_limiter_matches_model(redis: redis_py.Redis) -> None:
+    assert_reached_every_path(run_machine(redis, examples=600, steps=50))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SOAK, reason="soak: set REVIEWQ_SOAK=<factor> to run")
+def test_limiter_matches_model_soak(redis: redis_py.Redis) -> None:
+    assert_reached_every_path(run_machine(redis, examples=600 * SOAK, steps=80))
+
+
+# ------------------------------------------------- retry exactness, per denial reason
+
+
+class Pair:
+    """Real limiter and model on one clock, for the non-stateful tests."""
+
+    def __init__(self, client: redis_py.Redis, plan: Plan, policy: Policy, start: int) -> None:
+        self.clock = Clock(T0 + start)
+        self.real = Limiter(client, fresh_account(), plan, policy, clock=self.clock)
+        self.model = ModelLimiter(plan, policy, self.clock)
+        self.serial = 0
+
+    def fresh(self, prefix: str = "q") -> str:
+        self.serial += 1
+        return f"{prefix}{self.serial}"
+
+    def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
+        got = getattr(self.real, op)(*args, **kwargs)
+        want = getattr(self.model, op)(*args, **kwargs)
+        assert got == want, f"{op}{args} {kwargs}: real={got!r} model={want!r}"
+        return got
+
+    def view(self) -> Snapshot:
+        got, want = real_snapshot(self.real), self.model.snapshot()
+        assert got == want, f"status differs: real={got} model={want}"
+        return got
+
+    def used(self) -> int:
+        """Used of the plan's first (in these tests: only) window."""
+        return self.view().used[self.real.plan.windows[0].name]
+
+    def caps(self) -> tuple[int, int, int]:
+        return self.real.policy.caps(self.real.plan.windows[0].limit_milli)
+
+    def next_event(self) -> None:
+        events = self.model.future_events()
+        assert events, "nothing left to expire, yet the state is not idle"
+        self.clock.now = events[0]
+
+
+HISTORY_OP = st.one_of(
+    st.tuples(st.just("acquire"), AMOUNTS, st.sampled_from(PRS), PICK, LEASE_MS, st.integers(0, 1)),
+    st.tuples(st.just("tick"), st.integers(1, 400)),
+    st.tuples(st.just("boundary"), st.integers(0, 20)),
+    st.tuples(st.just("release"), st.integers(0, 20)),
+    st.tuples(st.just("refund"), st.integers(0, 20)),
+    st.tuples(st.just("settle_down"), st.integers(0, 20), st.integers(0, 100)),
+)
+HISTORY = st.lists(HISTORY_OP, max_size=25)
+
+
+def run_history(h: Pair, ops: list[tuple[Any, ...]]) -> None:
+    """A random past of grants, releases, refunds, downward settles and time steps.
+
+    No block, sync or upward settle: they are the only ways `used` can exceed the
+    spendable cap, which the constructions below rely on never happening.
+    """
+    rids: list[str] = []
+    for op, *a in ops:
+        if op == "acquire":
+            rid = h.fresh("h") if a[2] is None or not rids else rids[a[2] % len(rids)]
+            model = MODELS[a[4]] if h.real.plan.concurrency_per_model else ""
+            if isinstance(h.call("acquire", a[0], a[1], rid, a[3], model=model), Grant):
+                rids.append(rid)
+        elif op == "tick":
+            h.clock.now += a[0]
+        elif op == "boundary" and (events := h.model.future_events()):
+            h.clock.now = events[a[0] % len(events)]
+        elif op == "release" and h.model.leases:
+            h.call("release", sorted(h.model.leases)[a[0] % len(h.model.leases)])
+        elif op == "refund" and rids:
+            h.call("refund", rids[a[0] % len(rids)])
+        elif (
+            op == "settle_down"
+            and rids
+            and (charge := h.model.charges.get(rid := rids[a[0] % len(rids)]))
+        ):
+            h.call("settle", rid, charge.costs[0] * a[1] // 100)
+        h.view()
+
+
+ONE_WINDOW = st.builds(lambda w: _plan((w,), None, False), st.one_of(SHORT, REGEN))
+
+
+def _grant(h: Pair, cost: int, pr: str, model: str = "", lease_ms: int = 1000) -> None:
+    assert isinstance(h.call("acquire", cost, pr, h.fresh("f"), lease_ms, model=model), Grant)
+
+
+def setup_cooldown(data: st.DataObject, h: Pair) -> tuple[int, str, str]:
+    """Any state; then a block longer than every other wait of a request that fits."""
+    cap = min(min(h.real.policy.caps(w.limit_milli)[0::2]) for w in h.real.plan.windows)
+    cost, model = data.draw(st.integers(0, cap), "cost"), ""
+    if h.real.plan.concurrency_per_model:
+        model = data.draw(st.sampled_from(MODELS), "model")
+    wait = h.model.decide(cost, "fresh", "final", model=model)[2]
+    extra = data.draw(st.integers(0, 3000), "block beyond the other waits")
+    until = h.clock.now + max(1, int(wait) + extra)
+    assert h.call("block", until, "429") == until
+    return cost, "fresh", model
+
+
+def setup_concurrency(data: st.DataObject, h: Pair) -> tuple[int, str, str]:
+    """Slots filled by leases that outlive every other wait (ties go to concurrency)."""
+    plan = h.real.plan
+    assert plan.concurrency is not None
+    cap = min(min(h.real.policy.caps(w.limit_milli)[0::2]) for w in plan.windows)
+    cost = data.draw(st.integers(0, cap), "cost")
+    model = data.draw(st.sampled_from(MODELS), "model") if plan.concurrency_per_model else ""
+    wait = max(1, int(h.model.decide(cost, "fresh", "final", model=model)[2]))
+    prefix = f"{model}|" if plan.concurrency_per_model else ""
+    for lid, deadline in sorted(h.model.leases.items()):
+        if lid.startswith(prefix) and h.clock.now < deadline < h.clock.now + wait:
+            assert h.call("release", lid)
+    while len([x for x in h.model.snapshot().leases if x.startswith(prefix)]) < plan.concurrency:
+        lease_ms = wait + data.draw(st.integers(0, 2000), "filler lease beyond the wait")
+        _grant(h, 0, "filler", model, lease_ms)
+    return cost, "fresh", model
+
+
+def setup_window(data: st.DataObject, h: Pair) -> tuple[int, str, str]:
+    """pr_share 1 and no reserve: a fresh PR's request over the spendable part."""
+    hi = h.caps()[0]
+    if h.used() == 0:
+        _grant(h, data.draw(st.integers(1, hi), "first charge"), "fill")
+    return data.draw(st.integers(hi - h.used() + 1, hi), "cost"), "fresh", ""
+
+
+def setup_reserve(data: st.DataObject, h: Pair) -> tuple[int, str, str]:
+    """share < lo: a fresh PR's request above its share that fits under hi, not lo."""
+    hi, lo, share = h.caps()
+    while h.used() > hi - share - 1:
+        h.next_event()
+    if h.used() == 0:
+        _grant(h, data.draw(st.integers(1, min(share, hi - share - 1)), "first charge"), "fill")
+    used = h.used()
+    cost = data.draw(st.integers(max(share + 1, lo - used + 1), min(lo, hi - used)), "cost")
+    return cost, "fresh", ""
+
+
+def setup_pr_share(data: st.DataObject, h: Pair) -> tuple[int, str, str]:
+    """lo < share < hi: a PR whose own use plus a cost above lo exceeds its share."""
+    hi, lo, share = h.caps()
+    cost = data.draw(st.integers(lo + 1, min(share, hi - 1)), "cost")
+    hog = data.draw(st.sampled_from(PRS), "hog")
+    least = share - cost + 1
+    while h.used() > hi - cost - least:
+        h.next_event()
+    missing = least - h.view().pr_used[h.real.plan.windows[0].name].get(hog, 0)
+    if missing > 0:
+        _grant(h, missing, hog)
+    return cost, hog, ""
+
+
+# reason -> (plans, (headroom, reserve, pr_share) choices, the state construction)
+TARGETS: dict[str, tuple[st.SearchStrategy[Plan], list[tuple[float, float, float]], Any]] = {
+    "cooldown": (PLANS, [(0, 0, 1), (0.1, 0.2, 0.5), (0, 0.3, 0.3)], setup_cooldown),
+    "concurrency": (
+        st.builds(
+            lambda ws, c, pm: _plan(ws, c, pm), WINDOW_SETS, st.sampled_from([1, 2]), st.booleans()
+        ),
+        [(0, 0, 1), (0.1, 0.2, 0.5), (0, 0.3, 0.3)],
+        setup_concurrency,
+    ),
+    "window": (ONE_WINDOW, [(0, 0, 1), (0.1, 0, 1), (0.25, 0, 1)], setup_window),
+    "reserve": (ONE_WINDOW, [(0, 0.3, 0.3), (0.1, 0.2, 0.25), (0, 0.5, 0.2)], setup_reserve),
+    "pr_share": (ONE_WINDOW, [(0, 0.3, 0.8), (0.1, 0.4, 0.6), (0, 0.25, 0.9)], setup_pr_share),
+}
+
+
+FUNCTION_SCOPED = settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.mark.parametrize("reason", REASONS)
+@settings(FUNCTION_SCOPED, max_examples=60)
+@given(data=st.data())
+def test_retry_at_exactly_retry_after_succeeds(
+    redis: redis_py.Redis, reason: str, data: st.DataObject
+) -> None:
+    """Random past, then a request built to be denied for `reason`: one ms before
+    `now + retry_after_ms` it is still denied (1 ms to go), exactly then it is granted."""
+    plans, policies, setup = TARGETS[reason]
+    headroom, reserve, pr_share = data.draw(st.sampled_from(policies), "policy")
+    policy = Policy(headroom=headroom, reserve=reserve, pr_share=pr_share)
+    h = Pair(redis, data.draw(plans, "plan"), policy, data.draw(st.integers(0, 10_000)))
+    run_history(h, data.draw(HISTORY, "history"))
+    cost, pr, model = setup(data, h)
+    args = (cost, pr, "final", data.draw(LEASE_MS, "lease_ms"))
+    before = h.view()
+    denial = h.call("acquire", *args, model=model)
+    assert isinstance(denial, Denial) and denial.reason == reason, denial
+    assert denial.retry_after_ms is not None and denial.retry_after_ms > 0, denial
+    assert h.view() == before, "the denial changed the limiter's view"
+    wait = denial.retry_after_ms
+    if wait > 1:
+        h.clock.now = denial.now_ms + wait - 1
+        early = h.call("acquire", *args, model=model)
+        assert isinstance(early, Denial) and early.retry_after_ms == 1, early
+    h.clock.now = denial.now_ms + wait
+    grant = h.call("acquire", *args, model=model)
+    assert isinstance(grant, Grant) and not grant.replayed, grant
+    assert h.call("settle", "final", cost) is True, "the grant recorded no charge"
+
+
+PROBE = st.tuples(AMOUNTS, st.sampled_from(PRS), LEASE_MS, st.integers(0, 1), st.integers(0, 300))
+
+
+@settings(FUNCTION_SCOPED, max_examples=100)
+@given(
+    plan=PLANS,
+    policy=POLICIES,
+    history=HISTORY,
+    sync=st.tuples(st.integers(0, 1500), st.integers(-100, 4000)),
+    block=st.integers(-1000, 1000),
+    probes=st.lists(PROBE, min_size=1, max_size=12),
+)
+def test_a_denial_is_never_charged(
+    redis: redis_py.Redis,
+    plan: Plan,
+    policy: Policy,
+    history: list[tuple[Any, ...]],
+    sync: tuple[int, int],
+    block: int,
+    probes: list[tuple[int, str, int, int, int]],
+) -> None:
+    """Whatever the reason, a denied request leaves used, PR use, leases and block as
+    they were, and records no charge: settling it finds nothing."""
+    h = Pair(redis, plan, policy, 0)
+    run_history(h, history)
+    h.call("sync", plan.windows[0].name, sync[0], h.clock.now + sync[1])
+    h.call("block", h.clock.now + block, "429")
+    for cost, pr, lease_ms, m, step in probes:
+        rid, model = h.fresh("p"), MODELS[m] if plan.concurrency_per_model else ""
+        before = h.view()
+        got = h.call("acquire", cost, pr, rid, lease_ms, model=model)
+        if isinstance(got, Denial):
+            event(f"denied: {got.reason}")
+            assert h.view() == before, f"{got} changed the view"
+            assert h.call("settle", rid, 1) is False, f"{got} recorded a charge"
+            assert h.call("renew", f"{model}|{rid}", 1000) is False, f"{got} took a lease"
+        h.clock.now += step
