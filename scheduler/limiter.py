@@ -103,10 +103,14 @@ class LimiterStatus:
 
 
 @cache
-def _script_source(name: str) -> str:
-    """Lua files ship in the package; the shared helpers are prepended to each."""
-    lua = resources.files("scheduler") / "lua"
-    return (lua / "_lib.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+def _lua_file(name: str) -> str:
+    """Lua files ship in the package (see `scheduler/lua/`)."""
+    return (resources.files("scheduler") / "lua" / f"{name}.lua").read_text()
+
+
+def _script_source(name: str, prelude: str) -> str:
+    """The shared helpers, this plan's numbers as literals, then the script itself."""
+    return "\n".join((_lua_file("_lib"), prelude, _lua_file(name)))
 
 
 def _window_ttl_ms(window: Window) -> int:
@@ -149,10 +153,10 @@ class Limiter:
         base = f"{key_prefix}:{{{account}}}"
         self._keys = [f"{base}:state", f"{base}:log", f"{base}:leases"]
         self._ttl_ms = max([_window_ttl_ms(w) for w in plan.windows], default=_DAY_MS)
-        self._config = self._static_config()
+        prelude = self._lua_prelude()
         self._uniform_cost: dict[int, bytes] = {}
         self._scripts = {
-            name: redis.register_script(_script_source(name))
+            name: redis.register_script(_script_source(name, prelude))
             for name in ("acquire", "renew", "release", "block", "settle", "sync", "status")
         }
 
@@ -161,11 +165,12 @@ class Limiter:
         """Every key this account owns; all share one hash tag for Redis Cluster."""
         return list(self._keys)
 
-    def _static_config(self) -> bytes:
-        """The plan and policy as one pre-encoded argument (see lua/_lib.lua): packing
-        dozens of integers per call would cost more than the script itself."""
+    def _lua_prelude(self) -> str:
+        """The plan and policy as Lua literals (see lua/_lib.lua). Baked into the
+        script, they cost neither argument encoding nor parsing on each call; each
+        plan gets its own script SHA, which `register_script` reloads after NOSCRIPT."""
         longest = max((w.duration_ms for w in self.plan.windows), default=0)
-        parts = [str(self._ttl_ms), str(self.plan.concurrency or 0)]
+        tables = []
         purge_taken = False
         for w in self.plan.windows:
             hi, lo, share = self.policy.caps(w.limit_milli)
@@ -173,9 +178,15 @@ class Limiter:
             purge_taken = purge_taken or purge
             kind = "r" if w.kind == "rolling" else "g"
             regen = w.regen_milli if w.kind == "regenerating" else 0
-            fields = (w.name, kind, w.duration_ms, hi, lo, share, w.limit_milli, w.tick_ms or 0)
-            parts.append(",".join(map(str, (*fields, regen, int(purge)))))
-        return ";".join(parts).encode()
+            tables.append(
+                f"{{name = '{w.name}', kind = '{kind}', dur = {w.duration_ms}, hi = {hi}, "
+                f"lo = {lo}, share = {share}, limit = {w.limit_milli}, tick = {w.tick_ms or 0}, "
+                f"regen = {regen}, purge = {'true' if purge else 'false'}, f = 'w:{w.name}:'}}"
+            )
+        return (
+            f"local TTL, CAP = {self._ttl_ms}, {self.plan.concurrency or 0}\n"
+            f"local WINDOWS = {{{', '.join(tables)}}}\n"
+        )
 
     def _now_arg(self) -> bytes:
         return b"" if self._clock is None else str(int(self._clock())).encode()
@@ -227,7 +238,6 @@ class Limiter:
             str(lease_ms),
             prefix,
             self._costs(cost),
-            self._config,
         ]
         raw = self._scripts["acquire"](keys=self._keys, args=args).decode()
         if raw[0] == "1":
@@ -268,13 +278,7 @@ class Limiter:
         return self._settle(request_id, b"0", refund=True)
 
     def _settle(self, request_id: str, costs: bytes, *, refund: bool) -> bool:
-        args: list[_Arg] = [
-            self._now_arg(),
-            request_id,
-            b"1" if refund else b"0",
-            costs,
-            self._config,
-        ]
+        args: list[_Arg] = [self._now_arg(), request_id, b"1" if refund else b"0", costs]
         return int(self._scripts["settle"](keys=self._keys[:2], args=args)) == 1
 
     def block(self, until_ms: int, reason: str) -> int:
@@ -290,12 +294,11 @@ class Limiter:
         if window not in names:
             raise ValueError(f"plan {self.plan.name} has no window {window!r}; windows: {names}")
         args: list[_Arg] = [self._now_arg(), names.index(window) + 1, int(used), int(reset_at_ms)]
-        args.append(self._config)
         return int(self._scripts["sync"](keys=self._keys[:2], args=args)) == 1
 
     def status(self) -> LimiterStatus:
         """A read-only snapshot; it never removes expired entries."""
-        raw = self._scripts["status"](keys=self._keys, args=[self._now_arg(), self._config])
+        raw = self._scripts["status"](keys=self._keys, args=[self._now_arg()])
         return self._parse_status(json.loads(raw))
 
     def _parse_status(self, data: dict[str, Any]) -> LimiterStatus:

@@ -14,9 +14,10 @@
 --   leases ZSET  lease id   -> deadline ms (live while deadline > now)
 -- Amounts are integer milli-units. A charge counts in a window while now < grant + D.
 --
--- Static window config arrives as one string, "ttl;cap;<w1>;<w2>..." where each <w> is
--- "name,kind,duration,hi,lo,share,limit,tick,regen,purge": one argument instead of
--- dozens keeps the client's encoding cost near that of a trivial script.
+-- The plan's static numbers are not arguments: `Limiter` prepends them to each script
+-- as Lua literals (TTL, CAP and WINDOWS, one table per window with name, kind, dur,
+-- hi, lo, share, limit, tick, regen, purge and the field prefix f), so each plan has
+-- its own script SHA and no call pays for encoding or parsing them.
 
 local INF = math.huge
 
@@ -26,21 +27,6 @@ local function now_ms(override)
   end
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function parse_config(blob)
-  local ttl, cap, rest = string.match(blob, '^([^;]*);([^;]*);?(.*)$')
-  local windows = {}
-  for seg in string.gmatch(rest, '[^;]+') do
-    local name, kind, dur, hi, lo, share, limit, tick, regen, purge = string.match(seg,
-      '^([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*),([^,]*)$')
-    windows[#windows + 1] = {
-      name = name, kind = kind, dur = tonumber(dur), hi = tonumber(hi), lo = tonumber(lo),
-      share = tonumber(share), limit = tonumber(limit), tick = tonumber(tick),
-      regen = tonumber(regen), purge = purge == '1', f = 'w:' .. name .. ':',
-    }
-  end
-  return tonumber(ttl), tonumber(cap), windows
 end
 
 -- A charge record is forgotten once its charge has left the plan's longest window,

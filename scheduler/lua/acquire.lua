@@ -11,21 +11,23 @@
 -- ARGV[5] = lease length in ms
 -- ARGV[6] = prefix of the lease ids that count against the cap ('' = all)
 -- ARGV[7] = cost per window, "c" for all or "c1,c2,..." in plan order
--- ARGV[8] = static config, "ttl;cap;<window>;..." (see _lib.lua)
 -- Returns "1|replayed|now|remaining,..." or "0|reason|window|retry after ms (-1 never)|now"
 
 local now = now_ms(ARGV[1])
 local state, log, leases = KEYS[1], KEYS[2], KEYS[3]
 local rid, pr, lease = ARGV[2], ARGV[3], ARGV[4]
-local ttl, cap, windows = parse_config(ARGV[8])
+local ttl, cap, windows = TTL, CAP, WINDOWS
 
 local fields = {'b:u', 'c:' .. rid, 'x'}
 for _, w in ipairs(windows) do
   local f = w.f
-  fields[#fields + 1] = f .. 'v'
-  fields[#fields + 1] = f .. 'a'
-  fields[#fields + 1] = f .. 'n'
-  fields[#fields + 1] = f .. 'p:' .. pr
+  w.at = #fields -- this window's fields follow: v, n, p:<pr>, then a if regenerating
+  fields[w.at + 1] = f .. 'v'
+  fields[w.at + 2] = f .. 'n'
+  fields[w.at + 3] = f .. 'p:' .. pr
+  if w.kind == 'g' then
+    fields[w.at + 4] = f .. 'a'
+  end
 end
 local vals = redis.call('HMGET', state, unpack(fields))
 -- A stale record is trimmed and purged below, before the new charge is written.
@@ -50,27 +52,29 @@ end
 
 -- Concurrency: the slot this request needs frees when enough leases reach their
 -- deadline. Leases of crashed workers are swept here, so they never pile up.
+-- A request whose own lease is still live (a replay) keeps its slot.
 redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
 local leases_new = cap == 0 -- uncapped: the set was not looked at, so it may be new
-if cap > 0 and not redis.call('ZSCORE', leases, lease) then
+if cap > 0 then
   local prefix = ARGV[6]
   if prefix == '' then
     local count = redis.call('ZCARD', leases)
     leases_new = count == 0
-    if count >= cap then
+    if count >= cap and not redis.call('ZSCORE', leases, lease) then
       local nth = redis.call('ZRANGE', leases, count - cap, count - cap, 'WITHSCORES')
       consider(tonumber(nth[2]) - now, 'concurrency', '')
     end
   else
     local live = redis.call('ZRANGE', leases, 0, -1, 'WITHSCORES')
     leases_new = #live == 0
-    local deadlines = {}
+    local deadlines, held = {}, false
     for j = 1, #live, 2 do
+      held = held or live[j] == lease
       if string.sub(live[j], 1, #prefix) == prefix then
         deadlines[#deadlines + 1] = tonumber(live[j + 1])
       end
     end
-    if #deadlines >= cap then
+    if #deadlines >= cap and not held then
       consider(deadlines[#deadlines - cap + 1] - now, 'concurrency', '')
     end
   end
@@ -133,10 +137,10 @@ end
 
 local updates, purged = {}, nil
 for i, w in ipairs(windows) do
-  local b = 3 + (i - 1) * 4
+  local b = w.at
   local expired
   w.total, w.own, expired, w.n = trim(state, log, w, now, tonumber(vals[b + 1] or '0'),
-    tonumber(vals[b + 4] or '0'), pr, vals[b + 3])
+    tonumber(vals[b + 3] or '0'), pr, vals[b + 2])
   if expired then
     updates[#updates + 1] = w.f .. 'n'
     updates[#updates + 1] = w.n or ''
@@ -152,7 +156,7 @@ for i, w in ipairs(windows) do
   if w.kind == 'r' then
     w.used = w.total
   else
-    w.r, w.a = bucket_at(vals[b + 1], vals[b + 2], now, w)
+    w.r, w.a = bucket_at(vals[b + 1], vals[b + 4], now, w)
     w.used = w.limit - w.r
   end
   w.cost = costs[i] or costs[1]

@@ -7,12 +7,11 @@
 -- ARGV[2] = request id
 -- ARGV[3] = 1 to refund (forget the charge), 0 to settle
 -- ARGV[4] = new cost per window, "c" for all or "c1,c2,..." in plan order
--- ARGV[5] = static config, "ttl;cap;<window>;..." (see _lib.lua)
 -- Returns 1 when the charge was found, 0 otherwise.
 
 local now = now_ms(ARGV[1])
 local state, log, rid, refund = KEYS[1], KEYS[2], ARGV[2], ARGV[3] == '1'
-local _, _, windows = parse_config(ARGV[5])
+local windows = WINDOWS
 local record = live_record(redis.call('HGET', state, 'c:' .. rid), now, windows)
 if not record then
   return 0

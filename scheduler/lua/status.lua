@@ -5,12 +5,11 @@
 -- KEYS[2] = charge log zset
 -- KEYS[3] = leases zset
 -- ARGV[1] = now in ms, or '' for Redis TIME
--- ARGV[2] = static config, "ttl;cap;<window>;..." (see _lib.lua)
 -- Returns a JSON object: now, windows[{name, used, next_free_at, pr_used}], leases, block.
 
 local now = now_ms(ARGV[1])
 local state, log = KEYS[1], KEYS[2]
-local _, _, windows = parse_config(ARGV[2])
+local windows = WINDOWS
 local result = {now = now, windows = {}, leases = cjson.null, block = cjson.null}
 
 for i, w in ipairs(windows) do

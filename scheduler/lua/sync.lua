@@ -8,12 +8,11 @@
 -- ARGV[2] = index of the window in the plan (1-based)
 -- ARGV[3] = provider's used amount, milli-units
 -- ARGV[4] = provider's reset (next free) time, epoch ms
--- ARGV[5] = static config, "ttl;cap;<window>;..." (see _lib.lua)
 -- Returns 1 when the local view moved, 0 when ours was already as pessimistic.
 
 local now = now_ms(ARGV[1])
 local state, log = KEYS[1], KEYS[2]
-local ttl, _, windows = parse_config(ARGV[5])
+local ttl, windows = TTL, WINDOWS
 local w = windows[tonumber(ARGV[2])]
 local used, reset_at = tonumber(ARGV[3]), tonumber(ARGV[4])
 if reset_at <= now then
