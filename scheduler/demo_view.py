@@ -103,6 +103,7 @@ def demo(seconds: float, workers: int, as_json: bool) -> None:
             json.dump(data, sys.stdout)
             sys.stdout.write("\n")
         else:
+            console.print("\n[bold]summary[/]")
             console.print_json(data=data)
     finally:
         if server is not None:
