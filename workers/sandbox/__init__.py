@@ -1,0 +1,46 @@
+"""Local stand-ins for the outside world, served over real HTTP on loopback.
+
+The provider simulator is the independent referee of the limiter: it enforces its own
+quota with its own window code (nothing from `scheduler/` but a plan's numbers), in
+simulated time, and answers in each provider's real shapes. See `clock` for how
+simulated instants map onto the wall-clock reset times it prints.
+"""
+
+from workers.sandbox.app import CHAT_PATHS, create_provider_app
+from workers.sandbox.clock import SimClock
+from workers.sandbox.config import (
+    BASE_PATHS,
+    DEFAULT_MODELS,
+    DEV_KEY,
+    Faults,
+    Flavour,
+    Latency,
+    ProviderConfig,
+)
+from workers.sandbox.flavours import SYNTHETIC_CREDITS_MESSAGE, SYNTHETIC_LIMIT_MESSAGE
+from workers.sandbox.review import parse_diff, review_content
+from workers.sandbox.server import ServerHandle, is_loopback, serve_in_thread
+from workers.sandbox.state import Simulator
+from workers.sandbox.windows import max_used_in_any_window
+
+__all__ = [
+    "BASE_PATHS",
+    "CHAT_PATHS",
+    "DEFAULT_MODELS",
+    "DEV_KEY",
+    "SYNTHETIC_CREDITS_MESSAGE",
+    "SYNTHETIC_LIMIT_MESSAGE",
+    "Faults",
+    "Flavour",
+    "Latency",
+    "ProviderConfig",
+    "ServerHandle",
+    "SimClock",
+    "Simulator",
+    "create_provider_app",
+    "is_loopback",
+    "max_used_in_any_window",
+    "parse_diff",
+    "review_content",
+    "serve_in_thread",
+]
