@@ -119,9 +119,11 @@ def _register() -> None:
     """Commands live beside the code they drive; the group only collects them."""
     from scheduler.bench import bench
     from scheduler.demo_view import demo
+    from scheduler.sandbox_cli import sandbox
 
     main.add_command(demo)
     main.add_command(bench)
+    main.add_command(sandbox)
 
 
 _register()
