@@ -1,0 +1,308 @@
+"""One attempt at one message: budget, call, and what the job should do next.
+
+This is the single function the RQ job calls. It never sleeps and never retries by
+itself: a wait for quota comes back as `Wait` (the job reschedules itself, outside the
+retry count), a transient failure as `Retry` with a jittered delay (the job counts
+and the bound is `RetryPolicy.max_retries`). The one loop inside is failover: when
+an account turns out to be exhausted or out of service, the next account in the route
+is tried at once, and an exhausted account is blocked first, so the loop can never
+send it a second request.
+
+Z.AI's 1302 (too much concurrency) is a `Retry`: the limiter's concurrency comes from
+the plan and stays fixed, so instead of lowering it on the fly each 1302 is counted
+per account (`Circuit.counters`) for a person to see and lower the plan's setting.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Literal
+
+from scheduler.limiter import Limiter
+from scheduler.plans import Account
+from workers.providers.classify import Classified, ResponseClass, Usage
+from workers.providers.client import ChatRequest, ProviderResult, request_cost
+from workers.providers.failover import Choice, NoAccount, Route, RouteEntry, choose
+
+__all__ = [
+    "DEFAULT_BLOCK_MS",
+    "DEFAULT_RETRY",
+    "MIN_BLOCK_MS",
+    "Failed",
+    "LeaseHeartbeat",
+    "Outcome",
+    "Parked",
+    "Retry",
+    "RetryPolicy",
+    "Served",
+    "Wait",
+    "attempt",
+    "jittered_backoff",
+]
+
+log = logging.getLogger(__name__)
+
+# A quota refusal without a reset time (rare: Synthetic and Z.AI both name one) blocks
+# the account for one Synthetic tick; if it is still exhausted then, the next refusal
+# blocks it again, so the cost of guessing short is one request per quarter hour.
+DEFAULT_BLOCK_MS = 15 * 60_000
+# A provider that has just refused is not asked again sooner than this, whatever
+# reset it named (a reset already past by the limiter's clock, say).
+MIN_BLOCK_MS = 5_000
+# Statuses that refuse a request before any work is done: no budget was spent.
+_REFUSALS = frozenset({401, 402, 403, 404, 429})
+_RNG = random.Random()
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    content: str = field(repr=False)
+    account: str
+    usage: Usage | None
+    lease_lost: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """No budget now: reschedule for `until_ms` (epoch ms, the limiter's clock)."""
+
+    until_ms: int
+    reason: str
+    account: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A transient failure: run again after `after_ms`; `attempt_count` is how many
+    retries this makes, for the caller to pass back in."""
+
+    after_ms: int
+    kind: Literal["transient", "garbage"]
+    attempt_count: int
+    reason: str
+    account: str
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """Only a person can help (every usable account's circuit is open)."""
+
+    reason: str
+    account: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Retrying cannot help: a bad request (split it if `too_long`) or retries used up."""
+
+    reason: str
+    account: str | None
+    too_long: bool = False
+
+
+Outcome = Served | Wait | Retry | Parked | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 5
+    base_ms: int = 2_000
+    cap_ms: int = 120_000
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def jittered_backoff(
+    attempt_count: int, policy: RetryPolicy = DEFAULT_RETRY, rng: random.Random | None = None
+) -> int:
+    """Exponential with equal jitter: half the step fixed, half random, so workers that
+    failed together spread out yet none retries almost at once."""
+    step = min(policy.cap_ms, policy.base_ms << min(max(0, attempt_count - 1), 32))
+    half = step // 2
+    return half + (rng or _RNG).randint(0, step - half)
+
+
+class LeaseHeartbeat:
+    """Renews a concurrency lease every `lease_ms / 3` while a call runs.
+
+    A worker that dies stops renewing and its slot frees after `lease_ms`; a slow call
+    keeps its slot. `lost` says a renewal found the lease already expired, so the slot
+    may have gone to someone else meanwhile (the call is still used: it was paid for).
+    """
+
+    def __init__(self, limiter: Limiter, lease_id: str, lease_ms: int) -> None:
+        self.limiter, self.lease_id, self.lease_ms = limiter, lease_id, lease_ms
+        self.lost = False
+        self.renewals = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+
+    def __enter__(self) -> LeaseHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        interval = max(self.lease_ms / 3, 1) / 1000
+        while not self._stop.wait(interval):
+            try:
+                alive = self.limiter.renew(self.lease_id, self.lease_ms)
+            except Exception:  # a Redis hiccup must not kill the call; try again next beat
+                log.warning("lease renew failed lease=%s", self.lease_id, exc_info=True)
+                continue
+            if not alive:
+                self.lost = True
+                log.warning("lease lost account=%s lease=%s", self.limiter.account, self.lease_id)
+                return
+            self.renewals += 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One finished call. `now_ms` is the caller's clock after it, `limiter_now_ms`
+    the limiter's (grant time plus elapsed): blocks must be in the limiter's future."""
+
+    entry: RouteEntry
+    result: ProviderResult
+    request_id: str
+    now_ms: int
+    limiter_now_ms: int
+    lease_lost: bool
+
+    @property
+    def c(self) -> Classified:
+        return self.result.classified
+
+
+def attempt(
+    message: ChatRequest,
+    *,
+    pr: str,
+    request_id: str,
+    route: Route,
+    now_ms: int,
+    retries: int = 0,
+    policy: RetryPolicy = DEFAULT_RETRY,
+    rng: random.Random | None = None,
+) -> Outcome:
+    """Serve `message` on the first account of `route` that can, or say when to retry.
+
+    `retries` is how many `Retry` outcomes this message already had (the caller counts);
+    `request_id` must stay the same across them, so a replayed acquire is not charged
+    twice.
+    """
+    when = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
+
+    def cost(account: Account) -> dict[str, int]:
+        return request_cost(account, message.model, when)
+
+    for _ in range(len(route.entries) + 1):
+        choice = choose(route, cost, pr=pr, request_id=request_id, model=message.model)
+        if isinstance(choice, NoAccount):
+            return _no_account(choice)
+        call = _call(choice, message, route, request_id, now_ms)
+        outcome = _handle(call, route, retries, policy, rng)
+        _log(pr, request_id, call, outcome)
+        if outcome is not None:
+            return outcome
+    # Every account was tried and each refused; a block shorter than the call itself
+    # could let one come back, so wait out the default rather than loop.
+    return Wait(now_ms + DEFAULT_BLOCK_MS, "every account refused this attempt", None)
+
+
+def _no_account(choice: NoAccount) -> Outcome:
+    if choice.until_ms is None:
+        return Parked(choice.reason, choice.account)
+    return Wait(choice.until_ms, choice.reason, choice.account)
+
+
+def _call(choice: Choice, message: ChatRequest, route: Route, request_id: str, now: int) -> _Call:
+    entry, lease_id = choice.entry, choice.grant.lease_id
+    try:
+        with LeaseHeartbeat(entry.limiter, lease_id, route.lease_ms) as beat:
+            result = entry.client.complete(message, now_ms=now)
+    finally:
+        entry.limiter.release(lease_id)
+    now += result.elapsed_ms
+    limiter_now = choice.grant.now_ms + result.elapsed_ms
+    return _Call(entry, result, request_id, now, limiter_now, beat.lost)
+
+
+def _handle(
+    call: _Call, route: Route, retries: int, policy: RetryPolicy, rng: random.Random | None
+) -> Outcome | None:
+    """What the class asks for; None means: fail over to the next account."""
+    c, limiter, name = call.c, call.entry.limiter, call.entry.name
+    if c.cls is not ResponseClass.OK and (not call.result.sent or call.result.status in _REFUSALS):
+        limiter.refund(call.request_id)  # the provider did no work for it
+    # After the refund: a synced count must not include a charge about to vanish.
+    call.entry.poller.observe(call.result, call.now_ms)
+    if c.cls is ResponseClass.OK:
+        if call.result.cost is not None:
+            limiter.settle(call.request_id, call.result.cost)
+        return Served(c.content or "", name, c.usage, call.lease_lost)
+    if c.cls is ResponseClass.WINDOW_EXHAUSTED:
+        until = c.reset_at_ms or call.limiter_now_ms + DEFAULT_BLOCK_MS
+        # Never a block already over by the limiter's clock: that would invite a
+        # second request to an account that has just refused one.
+        until = max(until, call.limiter_now_ms + MIN_BLOCK_MS)
+        limiter.block(until, f"{c.code}: {c.message}"[:300])
+        call.entry.poller.request_poll()
+        call.entry.poller.maybe_poll(call.now_ms)
+        return None
+    if c.cls is ResponseClass.NEEDS_PERSON:
+        route.circuit.open(name, c.code, c.message, now_ms=call.now_ms)
+        log.error("account %s needs a person: %s", name, c.message)
+        return None
+    if c.cls is ResponseClass.BAD_REQUEST:
+        return Failed(c.message, name, too_long=c.too_long)
+    return _retry(call, route, retries, policy, rng)
+
+
+def _retry(
+    call: _Call, route: Route, retries: int, policy: RetryPolicy, rng: random.Random | None
+) -> Outcome | None:
+    """TRANSIENT and GARBAGE: a jittered retry, honouring any wait the provider named;
+    a named wait longer than `max_wait_ms` blocks the account and fails over instead."""
+    c, name = call.c, call.entry.name
+    if c.code == "1302":
+        route.circuit.note(name, "1302")
+    hint = 0 if c.reset_at_ms is None else c.reset_at_ms - call.now_ms
+    if hint > route.max_wait_ms:
+        call.entry.limiter.block(c.reset_at_ms or 0, f"{c.code}: {c.message}"[:300])
+        return None
+    count = retries + 1
+    if count > policy.max_retries:
+        return Failed(f"gave up after {retries} retries: {c.message}", name)
+    kind: Literal["transient", "garbage"] = (
+        "garbage" if c.cls is ResponseClass.GARBAGE else "transient"
+    )
+    after = max(jittered_backoff(count, policy, rng), hint)
+    return Retry(after, kind, count, c.message, name)
+
+
+def _log(pr: str, request_id: str, call: _Call, outcome: Outcome | None) -> None:
+    what = "failover" if outcome is None else type(outcome).__name__.lower()
+    log.info(
+        "attempt pr=%s request=%s account=%s class=%s code=%s -> %s",
+        pr,
+        request_id,
+        call.entry.name,
+        call.c.cls.value,
+        call.c.code,
+        what,
+    )
