@@ -208,7 +208,30 @@ def test_retry_classes_and_what_stays_charged(
     assert used(route.entries[0].limiter) == charged
     assert route.circuit.counters(route.names[0]) == counted
     assert route.entries[0].limiter.status().block is None
-    assert leases(route) == 0
+    held = [lease.lease_id for lease in route.entries[0].limiter.status().leases]
+    # A 1302 keeps the refused slot out of use with a hold lease; nothing else stays.
+    assert [h.startswith("|~1302-hold.r1.") for h in held] == ([True] if counted else [])
+
+
+def test_a_1302_lowers_effective_concurrency_until_the_hold_lapses(
+    make: Callable[..., Setup],
+) -> None:
+    """Concurrency 1 on the plan: after one 1302 the only slot is held, so the next
+    message waits for the hold instead of storming the provider; afterwards it runs."""
+    route, providers = make()
+    providers.main = zai_error("1302", "High concurrency usage")
+    policy = RetryPolicy(concurrency_hold_ms=30_000)
+    assert isinstance(run(route, "r1", policy=policy), Retry)
+    sent = providers.calls("zai.test")
+    outcome = run(route, "r2", policy=policy)
+    assert isinstance(outcome, Wait) and providers.calls("zai.test") == sent
+    limiter = route.entries[0].limiter
+    hold = limiter.status().leases[0]
+    assert 0 < outcome.until_ms - limiter.status().now_ms <= 30_000
+    assert hold.deadline_ms == outcome.until_ms
+    limiter.release(hold.lease_id)  # stands in for the hold lapsing
+    providers.main = ok
+    assert isinstance(run(route, "r2", policy=policy), Served)
 
 
 def test_a_hinted_wait_beyond_max_wait_blocks_and_fails_over(make: Callable[..., Setup]) -> None:

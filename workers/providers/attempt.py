@@ -8,9 +8,12 @@ an account turns out to be exhausted or out of service, the next account in the 
 is tried at once, and an exhausted account is blocked first, so the loop can never
 send it a second request.
 
-Z.AI's 1302 (too much concurrency) is a `Retry`: the limiter's concurrency comes from
-the plan and stays fixed, so instead of lowering it on the fly each 1302 is counted
-per account (`Circuit.counters`) for a person to see and lower the plan's setting.
+Z.AI's 1302 (too much concurrency) is a `Retry`, and it also makes the limiter's
+effective concurrency follow the provider's: the slot that was refused is held by a
+zero-cost "hold" lease for `RetryPolicy.concurrency_hold_ms`, so while the provider
+allows fewer calls than the plan says, one slot per 1302 stays out of use. When the
+hold lapses the slot is tried again; a provider that really allows it then serves it.
+Each 1302 is also counted per account (`Circuit.counters`) for a person to see.
 """
 
 from __future__ import annotations
@@ -113,6 +116,7 @@ class RetryPolicy:
     max_retries: int = 5
     base_ms: int = 2_000
     cap_ms: int = 120_000
+    concurrency_hold_ms: int = 60_000  # how long a 1302 keeps its refused slot out of use
 
 
 DEFAULT_RETRY = RetryPolicy()
@@ -281,6 +285,7 @@ def _retry(
     c, name = call.c, call.entry.name
     if c.code == "1302":
         route.circuit.note(name, "1302")
+        _hold_slot(call, policy)
     hint = 0 if c.reset_at_ms is None else c.reset_at_ms - call.now_ms
     if hint > route.max_wait_ms:
         call.entry.limiter.block(c.reset_at_ms or 0, f"{c.code}: {c.message}"[:300])
@@ -293,6 +298,15 @@ def _retry(
     )
     after = max(jittered_backoff(count, policy, rng), hint)
     return Retry(after, kind, count, c.message, name)
+
+
+def _hold_slot(call: _Call, policy: RetryPolicy) -> None:
+    """Keep the slot the provider refused out of use for a while (see module doc).
+
+    The hold has its own request id: the retried message keeps its id, and a replayed
+    acquire would otherwise walk straight back into its own slot."""
+    hold_id = f"~1302-hold.{call.request_id}.{call.now_ms}"
+    call.entry.limiter.acquire(0, "~1302-hold", hold_id, policy.concurrency_hold_ms)
 
 
 def _log(pr: str, request_id: str, call: _Call, outcome: Outcome | None) -> None:
