@@ -14,7 +14,6 @@ every field is optional and anything unrecognised is skipped, never raised.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -25,7 +24,7 @@ from typing import Literal
 from scheduler.limiter import Limiter
 from scheduler.plans import Plan, Window
 from workers.providers.client import ProviderClient, ProviderResult
-from workers.providers.resets import parse_epoch, parse_iso8601
+from workers.providers.resets import as_json, parse_epoch, parse_iso8601
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL_MS",
@@ -141,7 +140,7 @@ def parse_synthetic(data: object) -> list[QuotaReading]:
     The legacy `subscription` block counts only when the newer one is absent, as in
     `synthetic_reset`: both describe the same request quota.
     """
-    data = _json(data)
+    data = as_json(data)
     if not isinstance(data, Mapping):
         return []
     found = (_synthetic_rolling(data), _synthetic_credits(data))
@@ -165,7 +164,7 @@ def _zai_entry(entry: Mapping[str, object]) -> QuotaReading | None:
 def parse_zai(data: object) -> list[QuotaReading]:
     """`GET /api/monitor/usage/quota/limit`: `data.limits[]` with `unit` 3 = hours,
     5 = month, 6 = week, and a used `percentage` (the counts were removed in 2026)."""
-    data = _json(data)
+    data = as_json(data)
     inner = data.get("data") if isinstance(data, Mapping) else None
     limits = inner.get("limits") if isinstance(inner, Mapping) else None
     if not isinstance(limits, list):
@@ -312,14 +311,3 @@ class QuotaPoller:
         if self.provider == "zai":
             return f"{origin}/api/monitor/usage/quota/limit", "raw", parse_zai
         return None
-
-
-def _json(value: object) -> object:
-    if isinstance(value, bytes | bytearray):
-        value = bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return None
-    return value

@@ -23,6 +23,7 @@ __all__ = [
     "BEIJING",
     "DEFAULT_MARGIN_MS",
     "DEFAULT_MAX_HORIZON_MS",
+    "as_json",
     "parse_epoch",
     "parse_go_duration_ms",
     "parse_iso8601",
@@ -148,7 +149,7 @@ def synthetic_reset(quotas: object, *, credits: bool = False) -> int | None:
     becomes possible again; the legacy `subscription.renewsAt` is used only when the
     newer block is absent. With `credits`, the weekly credits' `nextRegenAt` instead.
     """
-    data = _as_json(quotas)
+    data = as_json(quotas)
     if not isinstance(data, Mapping):
         return None
     if credits:
@@ -162,7 +163,7 @@ def synthetic_limited(quotas: object) -> bool:
 
     A 429 whose text changed wording still counts as quota, not as a transient blip.
     """
-    rolling = _dig(_as_json(quotas), "rollingFiveHourLimit")
+    rolling = _dig(as_json(quotas), "rollingFiveHourLimit")
     return isinstance(rolling, Mapping) and rolling.get("limited") is True
 
 
@@ -171,7 +172,7 @@ def zai_quota_reset(body: object) -> int | None:
 
     Only windows at 100 % count: a window with room left is not a reason to wait.
     """
-    limits = _dig(_as_json(body), "data", "limits")
+    limits = _dig(as_json(body), "data", "limits")
     if not isinstance(limits, list):
         return None
     found: list[int] = []
@@ -212,7 +213,7 @@ def _candidates(
     status: int | None, headers: Mapping[str, str], body: object, now_ms: int
 ) -> Iterator[int | None]:
     """Every source, most specific first; order only matters for reading, not the result."""
-    data = _as_json(body)
+    data = as_json(body)
     for text in _strings(data if data is not None else body):
         yield parse_zai_message(text)
     yield zai_quota_reset(data)
@@ -249,7 +250,7 @@ def _to_ms(when: dt.datetime) -> int:
     return math.floor(when.timestamp() * 1000)
 
 
-def _as_json(value: object) -> object:
+def as_json(value: object) -> object:
     """Headers and bodies arrive as text or bytes; JSON-looking ones are decoded."""
     if isinstance(value, bytes | bytearray):
         value = bytes(value).decode("utf-8", errors="replace")
