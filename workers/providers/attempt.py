@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal
 
-from scheduler.limiter import Limiter
+from scheduler.limiter import Denial, Limiter
 from scheduler.plans import Account
 from workers.providers.classify import Classified, ResponseClass, Usage
 from workers.providers.client import ChatRequest, ProviderResult, request_cost
@@ -218,7 +218,7 @@ def attempt(
         choice = choose(route, cost, pr=pr, request_id=request_id, model=message.model)
         if isinstance(choice, NoAccount):
             return _no_account(choice)
-        call = _call(choice, message, route, request_id, now_ms)
+        call = _call(choice, message, route, request_id, now_ms, policy)
         outcome = _handle(call, route, retries, policy, rng)
         _log(pr, request_id, call, outcome)
         if outcome is not None:
@@ -234,7 +234,14 @@ def _no_account(choice: NoAccount) -> Outcome:
     return Wait(choice.until_ms, choice.reason, choice.account)
 
 
-def _call(choice: Choice, message: ChatRequest, route: Route, request_id: str, now: int) -> _Call:
+def _call(
+    choice: Choice,
+    message: ChatRequest,
+    route: Route,
+    request_id: str,
+    now: int,
+    policy: RetryPolicy,
+) -> _Call:
     entry, lease_id = choice.entry, choice.grant.lease_id
     try:
         with LeaseHeartbeat(entry.limiter, lease_id, route.lease_ms) as beat:
@@ -243,7 +250,12 @@ def _call(choice: Choice, message: ChatRequest, route: Route, request_id: str, n
         entry.limiter.release(lease_id)
     now += result.elapsed_ms
     limiter_now = choice.grant.now_ms + result.elapsed_ms
-    return _Call(entry, result, request_id, now, limiter_now, beat.lost)
+    call = _Call(entry, result, request_id, now, limiter_now, beat.lost)
+    if call.c.code == "1302":
+        # Next thing after the release: until the hold lands the refused slot looks
+        # free, and a worker that takes it meanwhile meets a 1302 of its own.
+        _hold_slot(call, policy)
+    return call
 
 
 def _handle(
@@ -285,7 +297,6 @@ def _retry(
     c, name = call.c, call.entry.name
     if c.code == "1302":
         route.circuit.note(name, "1302")
-        _hold_slot(call, policy)
     hint = 0 if c.reset_at_ms is None else c.reset_at_ms - call.now_ms
     if hint > route.max_wait_ms:
         call.entry.limiter.block(c.reset_at_ms or 0, f"{c.code}: {c.message}"[:300])
@@ -304,9 +315,13 @@ def _hold_slot(call: _Call, policy: RetryPolicy) -> None:
     """Keep the slot the provider refused out of use for a while (see module doc).
 
     The hold has its own request id: the retried message keeps its id, and a replayed
-    acquire would otherwise walk straight back into its own slot."""
+    acquire would otherwise walk straight back into its own slot. Release and hold are
+    two scripts, so another worker can still take the slot between them; its request
+    then meets a 1302 of its own and places the hold."""
     hold_id = f"~1302-hold.{call.request_id}.{call.now_ms}"
-    call.entry.limiter.acquire(0, "~1302-hold", hold_id, policy.concurrency_hold_ms)
+    held = call.entry.limiter.acquire(0, "~1302-hold", hold_id, policy.concurrency_hold_ms)
+    if isinstance(held, Denial):  # usually "concurrency": the slot was taken first
+        log.info("1302 hold not placed account=%s: %s", call.entry.name, held.reason)
 
 
 def _log(pr: str, request_id: str, call: _Call, outcome: Outcome | None) -> None:
