@@ -113,6 +113,16 @@ def _script_source(name: str, prelude: str) -> str:
     return "\n".join((_lua_file("_lib"), prelude, _lua_file(name)))
 
 
+def _with_arrival_margin(plan: Plan, margin_ms: int) -> Plan:
+    """The plan as enforced: each charge counts for its window plus the margin."""
+    if margin_ms == 0:
+        return plan
+    windows = tuple(
+        w.model_copy(update={"duration_ms": w.duration_ms + margin_ms}) for w in plan.windows
+    )
+    return plan.model_copy(update={"windows": windows})
+
+
 def _window_ttl_ms(window: Window) -> int:
     """Long enough for a charge to leave the window and an empty bucket to refill."""
     ttl = window.duration_ms
@@ -147,12 +157,14 @@ class Limiter:
             raise TypeError("Limiter needs a plan when given an account name")
         self.redis = redis
         self.account = account
-        self.plan = plan
         self.policy = policy or Policy()
+        self.plan = plan
+        # What the scripts enforce: every window lengthened by the arrival margin.
+        self._enforced = _with_arrival_margin(plan, self.policy.arrival_margin_ms)
         self._clock = clock
         base = f"{key_prefix}:{{{account}}}"
         self._keys = [f"{base}:state", f"{base}:log", f"{base}:leases"]
-        self._ttl_ms = max([_window_ttl_ms(w) for w in plan.windows], default=_DAY_MS)
+        self._ttl_ms = max([_window_ttl_ms(w) for w in self._enforced.windows], default=_DAY_MS)
         prelude = self._lua_prelude()
         self._uniform_cost: dict[int, bytes] = {}
         self._scripts = {
@@ -169,10 +181,10 @@ class Limiter:
         """The plan and policy as Lua literals (see lua/_lib.lua). Baked into the
         script, they cost neither argument encoding nor parsing on each call; each
         plan gets its own script SHA, which `register_script` reloads after NOSCRIPT."""
-        longest = max((w.duration_ms for w in self.plan.windows), default=0)
+        longest = max((w.duration_ms for w in self._enforced.windows), default=0)
         tables = []
         purge_taken = False
-        for w in self.plan.windows:
+        for w in self._enforced.windows:
             hi, lo, share = self.policy.caps(w.limit_milli)
             purge = w.duration_ms == longest and not purge_taken
             purge_taken = purge_taken or purge

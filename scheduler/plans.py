@@ -211,6 +211,10 @@ class Policy(_Frozen):
     headroom: float = Field(default=0.0, ge=0, lt=1)
     pr_share: float = Field(default=1.0, gt=0, le=1)
     reserve: float = Field(default=0.0, ge=0, lt=1)
+    # A provider starts counting a request when it arrives, a network trip after the
+    # grant, so a charge keeps counting this long past its window: else a request
+    # granted as a charge leaves the window meets a 429 (seen against the simulator).
+    arrival_margin_ms: int = Field(default=1000, ge=0, le=3_600_000)
 
     @model_validator(mode="after")
     def _fits(self) -> Policy:

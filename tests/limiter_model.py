@@ -55,8 +55,12 @@ class ModelLimiter:
         self.plan = plan
         self.policy = policy
         self.clock = clock
-        self.windows: tuple[Window, ...] = plan.windows
-        self.longest = max((w.duration_ms for w in plan.windows), default=0)
+        # A charge counts for its window plus the policy's arrival margin (the contract).
+        margin = policy.arrival_margin_ms
+        self.windows: tuple[Window, ...] = tuple(
+            w.model_copy(update={"duration_ms": w.duration_ms + margin}) for w in plan.windows
+        )
+        self.longest = max((w.duration_ms for w in self.windows), default=0)
         self.charges: dict[str, _Charge] = {}
         # PR-less charges added by `sync` to rolling windows: window name -> [(t, cost)].
         self.sync_charges: dict[str, list[tuple[int, int]]] = {w.name: [] for w in plan.windows}

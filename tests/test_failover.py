@@ -13,7 +13,7 @@ from test_provider_client import ENV, KEY_ENV, Recorder, chat, make_account
 
 from scheduler.config import Settings
 from scheduler.limiter import Grant
-from scheduler.plans import Account, Plan, Window
+from scheduler.plans import Account, Plan, Policy, Window
 from workers.providers.attempt import Served, attempt
 from workers.providers.circuit import DEFAULT_TTL_MS, Circuit
 from workers.providers.client import request_cost
@@ -248,7 +248,8 @@ def test_everything_full_waits_for_the_soonest(make_route: RouteFactory) -> None
     nothing = pick(route, "r3")
     assert isinstance(nothing, NoAccount)
     assert nothing.account == route.entries[0].name
-    assert nothing.until_ms == NOW + 5 * 3_600_000
+    # The 5 h window frees 5 h after the grant, plus the policy's arrival margin.
+    assert nothing.until_ms == NOW + 5 * 3_600_000 + Policy().arrival_margin_ms
 
 
 def test_all_circuits_open_parks_with_the_reasons(

@@ -46,6 +46,8 @@ MakeLimiter = Callable[..., tuple[Limiter, Clock]]
 def make(redis: redis_py.Redis, unique: str) -> MakeLimiter:
     def build(plan: Plan, policy: Policy | None = None) -> tuple[Limiter, Clock]:
         clock = Clock()
+        # Exact boundaries: no arrival margin unless a test asks for one.
+        policy = policy or Policy(arrival_margin_ms=0)
         return Limiter(redis, unique, plan, policy, clock=clock), clock
 
     return build
@@ -105,13 +107,13 @@ def test_cost_that_can_never_fit_has_no_retry(make: MakeLimiter) -> None:
 
 
 def test_headroom_is_never_spent(make: MakeLimiter) -> None:
-    limiter, _ = make(plan_of(rolling("w", 10, "10s")), Policy(headroom=0.3))
+    limiter, _ = make(plan_of(rolling("w", 10, "10s")), Policy(headroom=0.3, arrival_margin_ms=0))
     grants = [limiter.acquire(1000, f"pr{i}", f"r{i}", 60_000) for i in range(10)]
     assert sum(g.granted for g in grants) == 7
 
 
 def test_large_pr_never_eats_the_reserve_but_small_pr_can(make: MakeLimiter) -> None:
-    policy = Policy(pr_share=0.2, reserve=0.3)
+    policy = Policy(pr_share=0.2, reserve=0.3, arrival_margin_ms=0)
     limiter, _ = make(plan_of(rolling("w", 10, "1h")), policy)
     big = [limiter.acquire(1000, "big", f"b{i}", 60_000) for i in range(10)]
     # Alone, the big PR still uses all the idle budget outside the reserve.
@@ -124,7 +126,9 @@ def test_large_pr_never_eats_the_reserve_but_small_pr_can(make: MakeLimiter) -> 
 
 
 def test_pr_share_reason_when_own_use_frees_first(make: MakeLimiter) -> None:
-    limiter, clock = make(plan_of(rolling("w", 10, "100s")), Policy(pr_share=0.2, reserve=0.3))
+    limiter, clock = make(
+        plan_of(rolling("w", 10, "100s")), Policy(pr_share=0.2, reserve=0.3, arrival_margin_ms=0)
+    )
     granted(limiter.acquire(1000, "p", "p0", 60_000))
     clock.now += 10_000
     for i in range(6):
@@ -322,3 +326,15 @@ def test_keys_emptied_and_recreated_get_a_ttl_again(
     clock.now += 20_000  # "b" leaves the only window: the log empties on the next trim
     granted(limiter.acquire(1000, "pr", "c", 5000))
     assert all(redis.pttl(k) > 0 for k in (state, log, leases))
+
+
+def test_arrival_margin_keeps_a_charge_past_its_window(make: MakeLimiter) -> None:
+    """A provider counts a request from its arrival, a little after the grant: the
+    charge must not leave our window before it leaves the provider's."""
+    limiter, clock = make(plan_of(rolling("w", 1, "10s")), Policy(arrival_margin_ms=500))
+    granted(limiter.acquire(1000, "pr", "a", 5000))
+    clock.now += 10_000
+    assert denied(limiter.acquire(1000, "pr", "b", 5000)).retry_after_ms == 500
+    clock.now += 500
+    granted(limiter.acquire(1000, "pr", "b", 5000))
+    assert limiter.plan.windows[0].duration_ms == 10_000  # the plan as configured

@@ -19,7 +19,7 @@ import pytest
 import redis as redis_py
 
 from scheduler.limiter import Grant, Limiter
-from scheduler.plans import Plan, Window
+from scheduler.plans import Plan, Policy, Window
 
 pytestmark = pytest.mark.slow
 CTX = mp.get_context("fork")
@@ -39,7 +39,8 @@ def make_plan(windows: tuple[Window, ...], concurrency: int | None = None) -> Pl
 def hammer(url: str, account: str, plan: Plan, seconds: float, out: Queue[Any]) -> None:
     """Acquire as fast as the limiter allows; report the Redis time of every grant."""
     client = redis_py.Redis.from_url(url)
-    limiter = Limiter(client, account, plan)
+    # Exact windows on Redis time are the point here, so no arrival margin.
+    limiter = Limiter(client, account, plan, Policy(arrival_margin_ms=0))
     grants: list[int] = []
     denials = 0
     stop = time.monotonic() + seconds

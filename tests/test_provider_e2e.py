@@ -37,7 +37,7 @@ import redis as redis_py
 
 from scheduler.config import Settings
 from scheduler.limiter import Limiter
-from scheduler.plans import Account, Plan, Window
+from scheduler.plans import Account, Plan, Policy, Window
 from workers.providers.attempt import (
     DEFAULT_RETRY,
     Failed,
@@ -69,6 +69,9 @@ CTX = mp.get_context("fork")
 
 WORKERS = 4
 WINDOW_MS = 8_000
+# On loopback a request reaches the simulator 1-13 ms after its grant (measured), so a
+# 200 ms arrival margin covers it; production keeps the 1 s default.
+MARGIN_MS = 200
 LIMIT = 20  # requests per WINDOW_MS, locally and at the simulator unless a test says not
 LATENCY = Latency(median_s=0.09, p95_s=0.15)  # simulated == real seconds at scale 1
 MODELS: dict[Flavour, str] = {
@@ -361,6 +364,7 @@ class Harness:
             base_url=sim.base_url,
             api_key_env=key_env,
             plan=acct_plan,
+            policy=Policy(arrival_margin_ms=MARGIN_MS),
         )
 
     def run(
@@ -455,14 +459,6 @@ def window_stats(stats: dict[str, Any]) -> dict[str, Any]:
 # --- 1. a plan equal to the quota ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason=(
-        "known limiter gap: a charge ages out `window` after its grant (Redis TIME), at "
-        "the provider `window` after the request arrives, ms later; a request granted "
-        "the instant the limiter frees a unit can still meet a quota 429 there"
-    ),
-    strict=False,
-)
 def test_plan_equal_to_quota_meets_no_429_and_fills_every_window(
     harness: Harness, serve: Callable[..., Sim]
 ) -> None:
@@ -492,7 +488,7 @@ def test_plan_equal_to_quota_meets_no_429_and_fills_every_window(
     assert run.kinds()["retry"] == 0
     # No window idled: n = 3 windows' worth finishes soon after the third one opens.
     arrivals = [e["wall"] for e in sim.log()]
-    assert max(arrivals) - min(arrivals) < 2 * WINDOW_MS / 1000 + 1.5
+    assert max(arrivals) - min(arrivals) < 2 * (WINDOW_MS + MARGIN_MS) / 1000 + 1.5
     only_holds_left(harness, main)
 
 
