@@ -166,7 +166,6 @@ class Limiter:
         self._keys = [f"{base}:state", f"{base}:log", f"{base}:leases"]
         self._ttl_ms = max([_window_ttl_ms(w) for w in self._enforced.windows], default=_DAY_MS)
         prelude = self._lua_prelude()
-        self._uniform_cost: dict[int, bytes] = {}
         self._scripts = {
             name: redis.register_script(_script_source(name, prelude))
             for name in ("acquire", "renew", "release", "block", "settle", "sync", "status")
@@ -208,10 +207,7 @@ class Limiter:
         if isinstance(cost, int):
             if cost < 0:
                 raise ValueError(f"cost must be >= 0 milli-units, got {cost}")
-            cached = self._uniform_cost.get(cost)
-            if cached is None:
-                cached = self._uniform_cost[cost] = str(cost).encode()
-            return cached
+            return str(cost).encode()
         names = [w.name for w in self.plan.windows]
         unknown = set(cost) - set(names)
         if unknown:
@@ -242,11 +238,12 @@ class Limiter:
         if lease_ms <= 0:
             raise ValueError(f"lease_ms must be positive, got {lease_ms}")
         prefix = f"{model}|" if self.plan.concurrency_per_model else ""
+        lease_id = self.lease_id(request_id, model)
         args: list[_Arg] = [
             self._now_arg(),
             request_id,
             pr,
-            self.lease_id(request_id, model),
+            lease_id,
             str(lease_ms),
             prefix,
             self._costs(cost),
@@ -256,7 +253,7 @@ class Limiter:
             _, replayed, now, remaining = raw.split("|", 3)
             values = remaining.split(",") if remaining else []
             return Grant(
-                lease_id=self.lease_id(request_id, model),
+                lease_id=lease_id,
                 request_id=request_id,
                 remaining={w.name: int(v) for w, v in zip(self.plan.windows, values, strict=True)},
                 replayed=replayed == "1",
@@ -340,7 +337,3 @@ class Limiter:
             leases=leases,
             block=block,
         )
-
-
-def _str(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -121,9 +121,13 @@ local function check(w)
   if after <= w.hi and not (over and after > w.lo) then
     return
   end
-  local t_hi, t_lo, t_sh = rolling_waits(w, after - w.hi, after - w.lo, w.own + w.cost - w.share)
-  if w.kind == 'g' then
+  local t_hi, t_lo, t_sh
+  if w.kind == 'r' then
+    t_hi, t_lo, t_sh = rolling_waits(w, after - w.hi, after - w.lo, w.own + w.cost - w.share)
+  else -- the bucket sets the window's waits; the log still holds the PR's own use
     t_hi, t_lo = bucket_wait(w, after - w.hi), bucket_wait(w, after - w.lo)
+    local _, _, sh = rolling_waits(w, 0, 0, w.own + w.cost - w.share)
+    t_sh = sh
   end
   consider(t_hi, 'window', w.name)
   if over then
