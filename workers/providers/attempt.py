@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal
@@ -77,6 +78,13 @@ class Wait:
     until_ms: int
     reason: str
     account: str | None
+    kind: str | None = None  # the limiter's reason: `concurrency`, `window`, `reserve`...
+
+    @property
+    def account_wide(self) -> bool:
+        """Nothing else could use this account now either (versus a wait that is
+        this PR's own: over its share, or the reserve kept for other PRs)."""
+        return self.account is not None and self.kind in {"concurrency", "window", "cooldown"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,12 +210,14 @@ def attempt(
     retries: int = 0,
     policy: RetryPolicy = DEFAULT_RETRY,
     rng: random.Random | None = None,
+    on_grant: Callable[[Choice], None] | None = None,
 ) -> Outcome:
     """Serve `message` on the first account of `route` that can, or say when to retry.
 
     `retries` is how many `Retry` outcomes this message already had (the caller counts);
     `request_id` must stay the same across them, so a replayed acquire is not charged
-    twice.
+    twice. `on_grant` sees every grant before its call is made (for traces, and for
+    waking the next waiter once the slot is released).
     """
     when = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
 
@@ -218,6 +228,8 @@ def attempt(
         choice = choose(route, cost, pr=pr, request_id=request_id, model=message.model)
         if isinstance(choice, NoAccount):
             return _no_account(choice)
+        if on_grant is not None:
+            on_grant(choice)
         call = _call(choice, message, route, request_id, now_ms, policy)
         outcome = _handle(call, route, retries, policy, rng)
         _log(pr, request_id, call, outcome)
@@ -231,7 +243,7 @@ def attempt(
 def _no_account(choice: NoAccount) -> Outcome:
     if choice.until_ms is None:
         return Parked(choice.reason, choice.account)
-    return Wait(choice.until_ms, choice.reason, choice.account)
+    return Wait(choice.until_ms, choice.reason, choice.account, choice.kind)
 
 
 def _call(

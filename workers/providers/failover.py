@@ -92,6 +92,7 @@ class NoAccount:
     until_ms: int | None
     reason: str
     account: str | None
+    kind: str | None = None  # the limiter's denial reason (`concurrency`, `reserve`...)
 
 
 CostFn = Callable[[Account], Mapping[str, int]]
@@ -120,6 +121,7 @@ class _Best:
     until_ms: int | None = None
     reason: str = ""
     account: str | None = None
+    kind: str | None = None
 
     def offer(self, name: str, denial: Denial) -> None:
         wait = denial.retry_after_ms
@@ -127,6 +129,7 @@ class _Best:
             self.wait_ms, self.until_ms = wait, denial.now_ms + wait
             where = f" ({denial.window})" if denial.window else ""
             self.reason, self.account = f"{name}: {denial.reason}{where}", name
+            self.kind = denial.reason
 
 
 def choose(
@@ -155,9 +158,9 @@ def choose(
             if result.reason != "cooldown":
                 best.offer(entry.name, result)
         if best.wait_ms is not None and best.wait_ms <= route.max_wait_ms:
-            return NoAccount(best.until_ms, best.reason, best.account)
+            return NoAccount(best.until_ms, best.reason, best.account, best.kind)
     if overall.until_ms is not None:
-        return NoAccount(overall.until_ms, overall.reason, overall.account)
+        return NoAccount(overall.until_ms, overall.reason, overall.account, overall.kind)
     reason = "; ".join(parked) or "no account can ever fit this request (cost exceeds a window)"
     return NoAccount(None, reason, None)
 
@@ -175,6 +178,7 @@ def build_route(
     poll_interval_ms: int = DEFAULT_POLL_INTERVAL_MS,
     circuit: Circuit | None = None,
     clock: Callable[[], int] | None = None,
+    key_prefix: str = "reviewq",
 ) -> Route:
     """A route over `accounts` (names, main first; default: all, in config order).
 
@@ -183,13 +187,13 @@ def build_route(
     chosen = [settings.account(n) for n in accounts] if accounts else list(settings.accounts)
     entries = []
     for account in chosen:
-        limiter = Limiter(redis, account, clock=clock)
+        limiter = Limiter(redis, account, key_prefix=key_prefix, clock=clock)
         client = ProviderClient(account, env=env, transport=transport, timeout=timeout)
         poller = QuotaPoller(client, limiter, interval_ms=poll_interval_ms)
         entries.append(RouteEntry(account, limiter, client, poller))
     return Route(
         entries=tuple(entries),
-        circuit=circuit or Circuit(redis),
+        circuit=circuit or Circuit(redis, key_prefix=key_prefix),
         max_wait_ms=max_wait_ms,
         lease_ms=lease_ms,
     )

@@ -1,0 +1,529 @@
+"""Admission: which of a PR's messages may be on the queue, and what waits for budget.
+
+Every transition of a message is one Redis transaction (WATCH on the PR's keys, then
+MULTI/EXEC), and a transition that dispatches a message creates its RQ job inside the
+same transaction, so a crash can never leave a message marked queued without a job,
+or a job without its message marked queued.
+
+Fairness has two parts. A PR may have at most `per_pr_inflight` messages queued,
+running or waiting at once (`fifo`: no cap), so a 300-message PR does not put 300 jobs
+in front of everyone. And messages that wait for an account stand in that account's
+*line*: under `fair` in start-time fair order (each PR's next message is placed one
+step after its previous one, a newcomer one step after the message served last), under
+`fifo` by ticket. When a slot frees, the waker moves the line's head straight onto the
+queue: no polling gap. Messages that wait for a reason of their own (their PR is over
+its share, an error backoff) wait on their own due time instead, so they never block
+the head of a line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast
+
+import redis as redis_lib
+from pydantic import BaseModel, ConfigDict, Field
+from redis.client import Pipeline
+from rq import Queue
+
+from scheduler.prstate import (
+    PR_TTL_S,
+    TERMINAL,
+    Keys,
+    MessageState,
+    PrMeta,
+    decode_messages,
+    decode_meta,
+    encode_meta,
+    split_member,
+)
+
+__all__ = ["FINALIZE_JOB", "REVIEW_JOB", "Admission", "Claimed", "Fairness", "job_id_for"]
+
+T = TypeVar("T")
+REVIEW_JOB = "workers.jobs.review_message"
+FINALIZE_JOB = "workers.jobs.finalize_pr"
+# A job that dies without a word is noticed when its claim lapses; after this many
+# runs the message fails instead of crashing workers forever.
+MAX_RUNS = 6
+
+
+class Fairness(BaseModel):
+    """`fair` caps each PR's messages in flight and orders lines fairly; `fifo` is the
+    baseline: every message queued at once, lines in arrival order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["fair", "fifo"] = "fair"
+    per_pr_inflight: int = Field(default=2, ge=1, le=1000)
+
+    @property
+    def cap(self) -> int:
+        return 0 if self.mode == "fifo" else self.per_pr_inflight
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A message a worker now owns until `deadline_ms` (renewed by its heartbeat)."""
+
+    pr: str
+    mid: str
+    state: MessageState
+    body: str
+    meta: PrMeta
+
+
+def job_id_for(member: str, dispatch: int, kind: str = "msg") -> str:
+    """RQ job ids allow only `[A-Za-z0-9_-]`; PR ids have `/` and `#`."""
+    digest = hashlib.sha1(member.encode()).hexdigest()[:20]
+    return f"rq-{kind}-{digest}-{dispatch}"
+
+
+class _Txn:
+    """What one transaction read: the PR's meta and messages, writes queued later."""
+
+    def __init__(self, pipe: Pipeline, keys: Keys, pr: str) -> None:
+        self.pipe, self.keys, self.pr = pipe, keys, pr
+        self.meta = decode_meta(pr, cast(dict[bytes, bytes], pipe.hgetall(keys.meta(pr))))
+        self.msgs = decode_messages(cast(dict[bytes, bytes], pipe.hgetall(keys.msgs(pr))))
+        self.dirty: set[str] = set()
+        self.meta_dirty: set[str] = set()
+        self.ops: list[Callable[[Pipeline], object]] = []
+
+    def later(self, op: Callable[[Pipeline], object]) -> None:
+        """A write, applied inside MULTI: under WATCH the pipeline runs commands at once."""
+        self.ops.append(op)
+
+    def put(self, mid: str, state: MessageState) -> None:
+        self.msgs[mid] = state
+        self.dirty.add(mid)
+
+
+class Admission:
+    """The only code that changes PR and message state (see `scheduler.prstate`)."""
+
+    def __init__(
+        self,
+        redis: redis_lib.Redis,
+        queue: Queue,
+        *,
+        prefix: str,
+        fairness: Fairness | None = None,
+        job_timeout_s: int = 900,
+        fallback_ms: int = 2_000,
+    ) -> None:
+        self.redis, self.queue = redis, queue
+        self.fairness = fairness or Fairness()
+        self.keys = Keys(prefix)
+        self.job_timeout_s = job_timeout_s
+        self.fallback_ms = fallback_ms
+
+    def now_ms(self) -> int:
+        """Redis's clock, the one the limiter uses: worker clocks may be skewed."""
+        sec, usec = cast(tuple[int, int], self.redis.time())
+        return sec * 1000 + usec // 1000
+
+    # -- transactions ---------------------------------------------------------------
+
+    def _txn(self, pr: str, body: Callable[[_Txn], T]) -> T:
+        """Run `body` under WATCH of the PR's keys; it reads, then decides. Writes it
+        recorded are applied in one MULTI/EXEC; a concurrent change reruns it."""
+        with self.redis.pipeline() as pipe:
+            while True:
+                try:
+                    watched = (self.keys.meta(pr), self.keys.msgs(pr), self.keys.backlog(pr))
+                    pipe.watch(*watched)  # type: ignore[no-untyped-call]
+                    txn = _Txn(pipe, self.keys, pr)
+                    result = body(txn)
+                    pipe.multi()
+                    self._flush(txn)
+                    pipe.execute()
+                    return result
+                except redis_lib.WatchError:
+                    continue
+
+    def _flush(self, txn: _Txn) -> None:
+        pipe, keys, pr = txn.pipe, self.keys, txn.pr
+        for op in txn.ops:
+            op(pipe)
+        if txn.dirty:
+            pipe.hset(keys.msgs(pr), mapping={m: txn.msgs[m].model_dump_json() for m in txn.dirty})
+        if txn.meta is not None and txn.meta_dirty:
+            pipe.hset(keys.meta(pr), mapping=encode_meta(txn.meta, txn.meta_dirty))
+        if txn.dirty or txn.meta_dirty or txn.ops:
+            for key in keys.pr_keys(pr):
+                pipe.expire(key, PR_TTL_S)
+
+    def _enqueue(self, txn: _Txn, mid: str, state: MessageState, *, at_front: bool) -> None:
+        """Queue one run of a message: a fresh RQ job for its next dispatch number."""
+        member = f"{txn.pr}|{mid}"
+        state.dispatch += 1
+        state.status, state.line = "queued", None
+        txn.put(mid, state)
+        dispatch = state.dispatch
+        txn.later(lambda p: p.zrem(self.keys.timed, member))
+        txn.later(
+            lambda p: self.queue.enqueue_call(
+                REVIEW_JOB,
+                args=(self.keys.prefix, member, dispatch),
+                job_id=job_id_for(member, dispatch),
+                timeout=self.job_timeout_s,
+                result_ttl=3_600,
+                failure_ttl=7 * 86_400,
+                description=f"review {member} run {dispatch}",
+                at_front=at_front,
+                pipeline=p,
+            )
+        )
+
+    def _fill(self, txn: _Txn, backlog: list[str]) -> None:
+        """Dispatch pending messages while the PR is under its in-flight cap."""
+        meta = txn.meta
+        assert meta is not None
+        key = self.keys.backlog(txn.pr)
+        while backlog and (meta.cap == 0 or meta.inflight < meta.cap):
+            mid = backlog.pop(0)
+            state = txn.msgs.get(mid)
+            txn.later(lambda p: p.lpop(key))
+            if state is None or state.status != "pending" or state.gen != meta.gen:
+                continue
+            meta.inflight += 1
+            txn.meta_dirty.add("inflight")
+            self._enqueue(txn, mid, state, at_front=False)
+
+    def _backlog(self, txn: _Txn) -> list[str]:
+        raw = cast(list[bytes], txn.pipe.lrange(self.keys.backlog(txn.pr), 0, -1))
+        return [m.decode() for m in raw]
+
+    # -- a PR arrives, is planned, is superseded or cancelled -------------------------
+
+    def register(self, pr: str, ref: dict[str, Any], head_sha: str) -> PrMeta:
+        """Note a PR the moment its event arrives, before planning: arrival time is
+        when the user started waiting."""
+        now = self.now_ms()
+
+        def body(txn: _Txn) -> PrMeta:
+            meta = txn.meta or PrMeta(pr=pr, arrived_ms=now)
+            if txn.meta is None or meta.status in {"done", "cancelled"}:
+                meta.arrived_ms, meta.first_started_ms, meta.finished_ms = now, None, None
+            meta.ref, meta.head_sha, meta.status = dict(ref), head_sha, "planning"
+            txn.meta = meta
+            txn.meta_dirty |= set(PrMeta.model_fields) - {"pr"}
+            return meta
+
+        meta = self._txn(pr, body)
+        self.redis.zadd(self.keys.prs, {pr: meta.arrived_ms})
+        return meta
+
+    def submit(
+        self,
+        pr: str,
+        head_sha: str,
+        bodies: Sequence[str],
+        *,
+        files: int,
+        plan: dict[str, Any],
+    ) -> int:
+        """Replace the PR's work with `bodies` for `head_sha`; returns the generation.
+
+        Work for an older head that has not started is cancelled before it spends
+        anything; running messages finish and are kept, marked stale.
+        """
+        tickets = int(cast(int, self.redis.incrby(f"{self.keys.prefix}:ticket", len(bodies) or 1)))
+
+        def body(txn: _Txn) -> int:
+            meta = txn.meta or PrMeta(pr=pr, arrived_ms=self.now_ms())
+            txn.meta = meta
+            self._cancel_open(txn, f"superseded by {head_sha[:12]}")
+            meta.gen += 1
+            meta.head_sha, meta.files, meta.plan = head_sha, files, plan
+            meta.total, meta.inflight, meta.cap = len(bodies), 0, self.fairness.cap
+            meta.status = "active" if bodies else "finishing"
+            meta.finished_ms = None
+            txn.meta_dirty |= set(PrMeta.model_fields) - {"pr"}
+            mids = [f"{meta.gen}.{n}" for n in range(len(bodies))]
+            first = tickets - len(bodies)
+            for n, mid in enumerate(mids):
+                txn.put(mid, MessageState(gen=meta.gen, order=float(first + n + 1)))
+            mapping = dict(zip(mids, bodies, strict=True))
+            if mapping:
+                txn.later(lambda p: p.hset(self.keys.body(pr), mapping=mapping))
+                txn.later(lambda p: p.rpush(self.keys.backlog(pr), *mids))
+            arrived = meta.arrived_ms
+            txn.later(lambda p: p.zadd(self.keys.prs, {pr: arrived}))
+            self._fill(txn, list(mids))
+            if not bodies:
+                self._finalize(txn)
+            return meta.gen
+
+        return self._txn(pr, body)
+
+    def _cancel_open(self, txn: _Txn, reason: str) -> int:
+        """Cancel every message that has not started; running ones are left to finish."""
+        cancelled = 0
+        for mid, state in txn.msgs.items():
+            if state.terminal or state.status == "running":
+                continue
+            member = f"{txn.pr}|{mid}"
+            state.status, state.reason, state.retry_at_ms = "cancelled", reason, None
+            txn.put(mid, state)
+            self._unlist(txn, member, state.line)
+            cancelled += 1
+        backlog = self.keys.backlog(txn.pr)
+        txn.later(lambda p: p.delete(backlog))
+        if txn.meta is not None:
+            txn.meta.inflight = 0
+            txn.meta_dirty.add("inflight")
+        return cancelled
+
+    def _unlist(self, txn: _Txn, member: str, line: str | None) -> None:
+        keys = [self.keys.timed] + ([self.keys.line(line)] if line else [])
+        for key in keys:
+            txn.later(lambda p, k=key: p.zrem(k, member))  # type: ignore[misc]
+
+    def cancel(self, pr: str, reason: str = "cancelled") -> int:
+        """Cancel a PR's open work (the PR closed, or a person asked)."""
+
+        def body(txn: _Txn) -> int:
+            if txn.meta is None:
+                return 0
+            count = self._cancel_open(txn, reason)
+            if not any(m.status == "running" for m in txn.msgs.values()):
+                txn.meta.status, txn.meta.finished_ms = "cancelled", self.now_ms()
+                txn.meta_dirty |= {"status", "finished_ms"}
+            return count
+
+        return self._txn(pr, body)
+
+    # -- a worker takes, parks and finishes a message ---------------------------------
+
+    def claim(self, member: str, dispatch: int, claim_ms: int) -> Claimed | None:
+        """Take a queued message for this dispatch; None if the token is stale."""
+        pr, mid = split_member(member)
+        now = self.now_ms()
+
+        def body(txn: _Txn) -> Claimed | None:
+            state, meta = txn.msgs.get(mid), txn.meta
+            if state is None or meta is None:
+                return None
+            if state.status != "queued" or state.dispatch != dispatch:
+                return None
+            state.status, state.reason, state.retry_at_ms = "running", None, None
+            state.runs += 1
+            state.started_ms = state.started_ms or now
+            txn.put(mid, state)
+            if meta.first_started_ms is None:
+                meta.first_started_ms = now
+                txn.meta_dirty.add("first_started_ms")
+            txn.later(lambda p: p.zadd(self.keys.running, {member: now + claim_ms}))
+            raw = cast(bytes | None, txn.pipe.hget(self.keys.body(pr), mid))
+            return Claimed(pr, mid, state, (raw or b"").decode(), meta)
+
+        return self._txn(pr, body)
+
+    def heartbeat(self, member: str, claim_ms: int) -> bool:
+        """Push a running message's claim deadline on; False if it was taken away."""
+        updated = self.redis.zadd(
+            self.keys.running, {member: self.now_ms() + claim_ms}, xx=True, ch=True
+        )
+        return bool(updated)
+
+    def park(
+        self,
+        member: str,
+        dispatch: int,
+        *,
+        until_ms: int,
+        reason: str,
+        line: str | None,
+        error_retry: bool = False,
+    ) -> bool:
+        """A running message waits: in `line`'s line (an account-wide reason), or on
+        its own due time. An error retry counts against the retry budget; a wait for
+        budget never does."""
+        pr, mid = split_member(member)
+
+        def body(txn: _Txn) -> bool:
+            state = txn.msgs.get(mid)
+            if state is None or state.status != "running" or state.dispatch != dispatch:
+                return False
+            txn.later(lambda p: p.zrem(self.keys.running, member))
+            if txn.meta is None or state.gen != txn.meta.gen:
+                return self._drop_stale(txn, mid, state)
+            state.status, state.reason, state.retry_at_ms = "waiting", reason, until_ms
+            if error_retry:
+                state.retries += 1
+            else:
+                state.waits += 1
+            if line is None:
+                txn.later(lambda p: p.zadd(self.keys.timed, {member: until_ms}))
+            else:
+                self._join_line(txn, member, state, line, until_ms)
+            txn.put(mid, state)
+            return True
+
+        return self._txn(pr, body)
+
+    def _join_line(self, txn: _Txn, member: str, state: MessageState, line: str, due: int) -> None:
+        meta = txn.meta
+        assert meta is not None
+        if self.fairness.mode == "fair" and state.line is None and state.waits <= 1:
+            vt = float(cast(bytes | None, txn.pipe.get(self.keys.vtime)) or 0)
+            meta.tag = max(vt, meta.tag) + 1
+            txn.meta_dirty.add("tag")
+            state.order = meta.tag
+        state.line = line
+        order = state.order or 0.0
+        txn.later(lambda p: p.zadd(self.keys.line(line), {member: order}))
+        # LT alone adds a missing member too (Redis >= 6.2): the line's due only moves in.
+        txn.later(lambda p: p.zadd(self.keys.line_due, {line: due}, lt=True))
+
+    def _drop_stale(self, txn: _Txn, mid: str, state: MessageState) -> bool:
+        """A message of a superseded head that was running: it will not run again."""
+        state.status, state.reason, state.stale = "cancelled", "superseded while running", True
+        txn.put(mid, state)
+        return True
+
+    def finish(
+        self,
+        member: str,
+        dispatch: int,
+        *,
+        ok: bool,
+        reason: str | None,
+        account: str | None,
+        cost: dict[str, int],
+        reply: str | None,
+    ) -> bool:
+        """A message ends: done (its reply kept) or failed. Frees its PR's slot, which
+        dispatches the PR's next message; the last one queues the PR's finalize job."""
+        pr, mid = split_member(member)
+        now = self.now_ms()
+
+        def body(txn: _Txn) -> bool:
+            state, meta = txn.msgs.get(mid), txn.meta
+            if state is None or state.status != "running" or state.dispatch != dispatch:
+                return False
+            txn.later(lambda p: p.zrem(self.keys.running, member))
+            state.status = "done" if ok else "failed"
+            state.reason, state.account, state.cost = reason, account, dict(cost)
+            state.finished_ms, state.retry_at_ms = now, None
+            if reply is not None:
+                txn.later(lambda p: p.hset(self.keys.reply(pr), mid, reply))
+            if meta is None or state.gen != meta.gen:
+                state.stale = True
+                txn.put(mid, state)
+                return True
+            txn.put(mid, state)
+            meta.inflight = max(0, meta.inflight - 1)
+            txn.meta_dirty.add("inflight")
+            self._fill(txn, self._backlog(txn))
+            if all(m.terminal for m in txn.msgs.values() if m.gen == meta.gen):
+                self._finalize(txn)
+            return True
+
+        return self._txn(pr, body)
+
+    def _finalize(self, txn: _Txn) -> None:
+        meta = txn.meta
+        assert meta is not None
+        meta.status = "finishing"
+        txn.meta_dirty.add("status")
+        pr, gen = txn.pr, meta.gen
+        txn.later(
+            lambda p: self.queue.enqueue_call(
+                FINALIZE_JOB,
+                args=(self.keys.prefix, pr, gen),
+                job_id=job_id_for(pr, gen, "fin"),
+                timeout=self.job_timeout_s,
+                result_ttl=3_600,
+                failure_ttl=7 * 86_400,
+                description=f"finalize {pr} gen {gen}",
+                pipeline=p,
+            )
+        )
+
+    def mark_finished(self, pr: str, gen: int, *, error: str | None = None) -> bool:
+        """The review of generation `gen` went to its sink (or could not, `error`)."""
+        now = self.now_ms()
+
+        def body(txn: _Txn) -> bool:
+            meta = txn.meta
+            if meta is None or meta.gen != gen or meta.status != "finishing":
+                return False
+            meta.status, meta.finished_ms, meta.error = "done", now, error
+            txn.meta_dirty |= {"status", "finished_ms", "error"}
+            return True
+
+        return self._txn(pr, body)
+
+    # -- the waker moves waiting messages back onto the queue -------------------------
+
+    def wake(self, member: str) -> bool:
+        """A waiting message goes back on the queue (front: it has waited longest)."""
+        pr, mid = split_member(member)
+
+        def body(txn: _Txn) -> bool:
+            state = txn.msgs.get(mid)
+            if state is None or state.status != "waiting":
+                txn.later(lambda p: p.zrem(self.keys.timed, member))
+                return False
+            if state.line:
+                line_key = self.keys.line(state.line)
+                txn.later(lambda p: p.zrem(line_key, member))
+                if self.fairness.mode == "fair" and state.order is not None:
+                    vt = float(cast(bytes | None, txn.pipe.get(self.keys.vtime)) or 0)
+                    new_vt = repr(max(vt, state.order))
+                    txn.later(lambda p: p.set(self.keys.vtime, new_vt))
+            self._enqueue(txn, mid, state, at_front=True)
+            return True
+
+        return self._txn(pr, body)
+
+    def reap(self, member: str, now_ms: int) -> bool:
+        """A claim lapsed (its worker died): run the message again. Its request id is
+        unchanged, so the limiter replays its charge instead of charging twice."""
+        pr, mid = split_member(member)
+
+        def body(txn: _Txn) -> bool:
+            state = txn.msgs.get(mid)
+            score = cast(float | None, txn.pipe.zscore(self.keys.running, member))
+            if state is None or state.status != "running" or score is None or score > now_ms:
+                if state is None or state.status != "running":
+                    txn.later(lambda p: p.zrem(self.keys.running, member))
+                return False
+            txn.later(lambda p: p.zrem(self.keys.running, member))
+            if txn.meta is None or state.gen != txn.meta.gen:
+                return self._drop_stale(txn, mid, state)
+            if state.runs >= MAX_RUNS:
+                state.status, state.reason = "failed", f"worker lost {state.runs} times"
+                state.finished_ms = now_ms
+                txn.put(mid, state)
+                txn.meta.inflight = max(0, txn.meta.inflight - 1)
+                txn.meta_dirty.add("inflight")
+                self._fill(txn, self._backlog(txn))
+                if all(m.terminal for m in txn.msgs.values() if m.gen == txn.meta.gen):
+                    self._finalize(txn)
+                return True
+            state.reason = "its worker stopped answering; running it again"
+            self._enqueue(txn, mid, state, at_front=True)
+            return True
+
+        return self._txn(pr, body)
+
+    def signal(self, account: str) -> None:
+        """A slot on `account` freed: the waker moves that account's line head now."""
+        self.redis.rpush(self.keys.wake, account)
+
+    def line_head(self, account: str) -> str | None:
+        raw = cast(list[bytes], self.redis.zrange(self.keys.line(account), 0, 0))
+        return raw[0].decode() if raw else None
+
+    def all_terminal(self, pr: str) -> bool:
+        raw = cast(dict[bytes, bytes], self.redis.hgetall(self.keys.msgs(pr)))
+        return all(m.status in TERMINAL for m in decode_messages(raw).values())
+
+    def read_meta(self, pr: str) -> PrMeta | None:
+        return decode_meta(pr, cast(dict[bytes, bytes], self.redis.hgetall(self.keys.meta(pr))))

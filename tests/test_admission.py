@@ -1,0 +1,176 @@
+"""Admission and the waker against a real Redis and real RQ queues (no workers here:
+each test plays the worker by hand, so every transition can be checked in turn)."""
+
+from __future__ import annotations
+
+import time
+from typing import cast
+
+import pytest
+import redis as redis_py
+from rq import Queue
+from rq.job import Job
+
+from scheduler.admission import FINALIZE_JOB, REVIEW_JOB, Admission, Fairness, job_id_for
+from scheduler.prstate import read_pr
+from scheduler.waker import Waker
+
+
+@pytest.fixture
+def adm(redis: redis_py.Redis, unique: str) -> Admission:
+    return Admission(redis, Queue(f"q-{unique}", connection=redis), prefix=f"t:{unique}")
+
+
+def queued(adm: Admission) -> list[Job]:
+    return [j for j in adm.queue.get_jobs() if j is not None]
+
+
+def take(adm: Admission, claim_ms: int = 60_000) -> tuple[str, int]:
+    """Pop the queue's first job the way a worker would and claim its message."""
+    job_id = adm.queue.pop_job_id()
+    assert job_id is not None, "queue is empty"
+    job = Job.fetch(job_id, connection=adm.redis)
+    assert job.func_name == REVIEW_JOB
+    _, member, dispatch = job.args
+    assert adm.claim(member, dispatch, claim_ms) is not None
+    return member, dispatch
+
+
+def finish(adm: Admission, member: str, dispatch: int) -> None:
+    assert adm.finish(
+        member, dispatch, ok=True, reason=None, account="a", cost={"w": 1000}, reply="{}"
+    )
+
+
+def test_cap_keeps_a_big_pr_to_a_few_jobs_and_refills_as_they_finish(adm: Admission) -> None:
+    adm.submit("o/big#1", "sha1", [f"m{n}" for n in range(5)], files=5, plan={})
+    assert [j.args[1] for j in queued(adm)] == ["o/big#1|1.0", "o/big#1|1.1"]
+    member, dispatch = take(adm)
+    finish(adm, member, dispatch)
+    assert [j.args[1] for j in queued(adm)] == ["o/big#1|1.1", "o/big#1|1.2"]
+    view = read_pr(adm.redis, adm.keys, "o/big#1")
+    assert view is not None and view.meta.inflight == 2
+    assert view.counts() == {"done": 1, "queued": 2, "pending": 2}
+
+
+def test_fifo_queues_everything_and_the_last_finish_queues_finalize(
+    redis: redis_py.Redis, unique: str
+) -> None:
+    adm = Admission(
+        redis,
+        Queue(f"q-{unique}", connection=redis),
+        prefix=f"t:{unique}",
+        fairness=Fairness(mode="fifo"),
+    )
+    adm.submit("o/r#2", "sha", ["a", "b", "c"], files=3, plan={})
+    assert len(queued(adm)) == 3
+    for _ in range(3):
+        finish(adm, *take(adm))
+    jobs = queued(adm)
+    assert [j.func_name for j in jobs] == [FINALIZE_JOB]
+    assert jobs[0].args[1:] == ("o/r#2", 1)
+    meta = adm.read_meta("o/r#2")
+    assert meta is not None and meta.status == "finishing"
+    assert adm.mark_finished("o/r#2", 1) and not adm.mark_finished("o/r#2", 1)
+
+
+def test_a_stale_or_duplicate_token_does_nothing(adm: Admission) -> None:
+    adm.submit("o/r#3", "sha", ["a"], files=1, plan={})
+    member, dispatch = take(adm)
+    assert adm.claim(member, dispatch, 60_000) is None  # RQ delivered it twice
+    assert adm.claim(member, dispatch + 1, 60_000) is None
+    assert not adm.finish(
+        member, dispatch + 1, ok=True, reason=None, account=None, cost={}, reply=None
+    )
+    finish(adm, member, dispatch)
+    assert not adm.park(member, dispatch, until_ms=0, reason="x", line=None)
+
+
+def test_a_new_head_cancels_unstarted_work_and_keeps_running_work_as_stale(adm: Admission) -> None:
+    adm.submit("o/r#4", "old", ["a", "b", "c"], files=3, plan={})
+    running, dispatch = take(adm)
+    gen = adm.submit("o/r#4", "new", ["x"], files=1, plan={})
+    assert gen == 2
+    view = read_pr(adm.redis, adm.keys, "o/r#4")
+    assert view is not None
+    old = {k: m.status for k, m in view.messages.items() if m.gen == 1}
+    assert old == {"1.0": "running", "1.1": "cancelled", "1.2": "cancelled"}
+    # the old queued job still sits on the queue: it finds its message cancelled
+    stale_job = next(j for j in queued(adm) if j.args[1] == "o/r#4|1.1")
+    assert adm.claim(stale_job.args[1], stale_job.args[2], 60_000) is None
+    assert adm.finish(running, dispatch, ok=True, reason=None, account="a", cost={}, reply="{}")
+    after = read_pr(adm.redis, adm.keys, "o/r#4")
+    assert after is not None
+    assert after.messages["1.0"].status == "done" and after.messages["1.0"].stale
+    assert after.meta.inflight == 1 and after.counts() == {"queued": 1}
+
+
+def test_a_freed_slot_moves_the_head_of_the_line_at_once(adm: Admission) -> None:
+    adm.submit("o/r#5", "sha", ["a", "b"], files=2, plan={})
+    first, d1 = take(adm)
+    second, d2 = take(adm)
+    far = adm.now_ms() + 3_600_000
+    assert adm.park(first, d1, until_ms=far, reason="acct: concurrency", line="acct")
+    assert adm.park(second, d2, until_ms=far, reason="acct: concurrency", line="acct")
+    waker = Waker(adm)
+    assert waker.leader()
+    assert waker.step(block=False) == 0  # nothing due, no slot freed
+    adm.signal("acct")
+    t0 = time.perf_counter()
+    assert waker.step(block=True) == 1
+    assert time.perf_counter() - t0 < 0.5  # the BLPOP returned on the signal, not a timeout
+    jobs = queued(adm)
+    assert [j.args[1] for j in jobs] == [first]  # the head, not both
+    view = read_pr(adm.redis, adm.keys, "o/r#5")
+    assert view is not None
+    assert view.messages["1.0"].status == "queued" and view.messages["1.0"].dispatch == d1 + 1
+    assert view.messages["1.1"].status == "waiting" and view.messages["1.1"].waits == 1
+    assert view.messages["1.1"].retries == 0  # waiting for budget is not an error retry
+
+
+def test_fair_line_puts_a_newcomer_ahead_of_a_big_prs_later_messages(adm: Admission) -> None:
+    adm.submit("o/big#6", "sha", ["a", "b", "c"], files=3, plan={})
+    far = adm.now_ms() + 3_600_000
+    big = [take(adm), take(adm)]
+    for member, dispatch in big:
+        adm.park(member, dispatch, until_ms=far, reason="c", line="acct")
+    adm.submit("o/small#7", "sha", ["s"], files=1, plan={})
+    small = take(adm)
+    adm.park(*small, until_ms=far, reason="c", line="acct")
+    line = [m.decode() for m in cast(list[bytes], adm.redis.zrange(adm.keys.line("acct"), 0, -1))]
+    assert line.index("o/small#7|1.0") < line.index("o/big#6|1.1")
+
+
+def test_a_lapsed_claim_runs_the_message_again(adm: Admission) -> None:
+    adm.submit("o/r#8", "sha", ["a"], files=1, plan={})
+    member, dispatch = take(adm, claim_ms=50)
+    time.sleep(0.12)
+    assert Waker(adm).step(block=False) == 1
+    (job,) = queued(adm)
+    assert job.args[1:] == (member, dispatch + 1)
+    assert job.id == job_id_for(member, dispatch + 1)
+    view = read_pr(adm.redis, adm.keys, "o/r#8")
+    assert view is not None and view.messages["1.0"].runs == 1
+    assert not adm.finish(member, dispatch, ok=True, reason=None, account=None, cost={}, reply=None)
+
+
+def test_timed_waits_wake_when_due_and_not_before(adm: Admission) -> None:
+    adm.submit("o/r#9", "sha", ["a"], files=1, plan={})
+    member, dispatch = take(adm)
+    adm.park(
+        member, dispatch, until_ms=adm.now_ms() + 150, reason="o/r#9 over its share", line=None
+    )
+    waker = Waker(adm)
+    assert waker.step(block=False) == 0
+    t0 = time.perf_counter()
+    moved = waker.step(block=True) or waker.step(block=True)
+    assert moved == 1 and time.perf_counter() - t0 < 1.0
+
+
+def test_cancel_leaves_running_work_and_clears_the_rest(adm: Admission) -> None:
+    adm.submit("o/r#10", "sha", ["a", "b", "c"], files=3, plan={})
+    take(adm)
+    assert adm.cancel("o/r#10", "PR closed") == 2
+    view = read_pr(adm.redis, adm.keys, "o/r#10")
+    assert view is not None and view.counts() == {"running": 1, "cancelled": 2}
+    assert adm.redis.llen(adm.keys.backlog("o/r#10")) == 0
