@@ -1,4 +1,4 @@
-"""`reviewq sandbox`: local stand-ins for the providers (and, later, GitHub).
+"""`reviewq sandbox`: local stand-ins for the providers and for GitHub.
 
 They let the whole pipeline run on one machine against servers that behave like the
 real ones, quotas and failures included, without spending a real subscription.
@@ -14,11 +14,14 @@ import click
 from scheduler.plans import get_preset
 from workers.sandbox import (
     BASE_PATHS,
+    DEV_GITHUB_TOKEN,
     DEV_KEY,
+    FakeGitHubConfig,
     Flavour,
     Latency,
     ProviderConfig,
     ServerHandle,
+    create_github_app,
     create_provider_app,
     is_loopback,
     serve_in_thread,
@@ -99,6 +102,37 @@ def provider_command(
     click.echo(f"base_url: {handle.url}{BASE_PATHS[flavour]}")
     click.echo(f"api key:  {DEV_KEY}  (a fixed development key, not a secret)")
     click.echo(f"stats:    {handle.url}/_sim/stats")
+
+    _run_until_stopped(handle)
+
+
+@sandbox.command("github")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, help="0: any free port.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--token",
+    default=DEV_GITHUB_TOKEN,
+    help="The token API calls must carry.  [default: a fixed development token]",
+)
+def github_command(port: int, host: str, token: str) -> None:
+    """Serve a fake GitHub REST API (PRs, files, reviews) that keeps PRs in memory.
+
+    Create PRs with POST /_gh/prs, inject rate limits and 502s with POST /_gh/faults,
+    read posted reviews at GET /_gh/reviews; /_gh/* answers only over loopback.
+    """
+    if not token.strip() or any(c.isspace() for c in token):
+        raise click.BadParameter("must be non-empty, without whitespace", param_hint="--token")
+    if not is_loopback(host):
+        click.echo(f"warning: {host} is not loopback; the API is reachable by others", err=True)
+    app = create_github_app(FakeGitHubConfig(token=token))
+    handle = serve_in_thread(app, port, host, log_level="info")
+    click.echo("fake GitHub REST API")
+    click.echo(f"base_url: {handle.url}")
+    if token == DEV_GITHUB_TOKEN:
+        click.echo(f"token:    {token}  (a fixed development token, not a secret)")
+    else:
+        click.echo("token:    the one given with --token")
+    click.echo(f"control:  {handle.url}/_gh/prs, /_gh/faults, /_gh/reviews, /_gh/stats")
 
     _run_until_stopped(handle)
 

@@ -3,7 +3,8 @@
 The provider simulator is the independent referee of the limiter: it enforces its own
 quota with its own window code (nothing from `scheduler/` but a plan's numbers), in
 simulated time, and answers in each provider's real shapes. See `clock` for how
-simulated instants map onto the wall-clock reset times it prints.
+simulated instants map onto the wall-clock reset times it prints. The fake GitHub
+(`workers.sandbox.github`) plays the same part for the GitHub client and sinks.
 """
 
 from workers.sandbox.app import CHAT_PATHS, create_provider_app
@@ -18,6 +19,13 @@ from workers.sandbox.config import (
     ProviderConfig,
 )
 from workers.sandbox.flavours import SYNTHETIC_CREDITS_MESSAGE, SYNTHETIC_LIMIT_MESSAGE
+from workers.sandbox.github import (
+    DEV_GITHUB_TOKEN,
+    SECONDARY_RATE_LIMIT_MESSAGE,
+    FakeGitHub,
+    FakeGitHubConfig,
+    create_github_app,
+)
 from workers.sandbox.review import parse_diff, review_content
 from workers.sandbox.server import ServerHandle, is_loopback, serve_in_thread
 from workers.sandbox.state import Simulator
@@ -27,9 +35,13 @@ __all__ = [
     "BASE_PATHS",
     "CHAT_PATHS",
     "DEFAULT_MODELS",
+    "DEV_GITHUB_TOKEN",
     "DEV_KEY",
+    "SECONDARY_RATE_LIMIT_MESSAGE",
     "SYNTHETIC_CREDITS_MESSAGE",
     "SYNTHETIC_LIMIT_MESSAGE",
+    "FakeGitHub",
+    "FakeGitHubConfig",
     "Faults",
     "Flavour",
     "Latency",
@@ -37,6 +49,7 @@ __all__ = [
     "ServerHandle",
     "SimClock",
     "Simulator",
+    "create_github_app",
     "create_provider_app",
     "is_loopback",
     "max_used_in_any_window",
