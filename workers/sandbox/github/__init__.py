@@ -11,6 +11,7 @@ from workers.sandbox.github.app import (
     SECONDARY_RATE_LIMIT_MESSAGE,
     create_github_app,
 )
+from workers.sandbox.github.remote import FakeGitHubServer, GitHubControl, serve_fake_github
 from workers.sandbox.github.state import (
     DEV_GITHUB_TOKEN,
     FakeGitHub,
@@ -29,11 +30,14 @@ __all__ = [
     "SECONDARY_RATE_LIMIT_MESSAGE",
     "FakeGitHub",
     "FakeGitHubConfig",
+    "FakeGitHubServer",
     "FakePull",
     "FaultsUpdate",
+    "GitHubControl",
     "PostedReview",
     "PullSpec",
     "create_github_app",
     "diff_lines",
+    "serve_fake_github",
     "synthetic_files",
 ]
