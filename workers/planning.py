@@ -27,7 +27,7 @@ from scheduler.plans import Account
 from workers.changes import ChangedFile
 from workers.providers.client import ChatMessage, ChatRequest, request_cost
 from workers.replies import Reply, gather, new_side_lines, parse_reply, parse_unified_diff
-from workers.skiprules import headline, rank_by_risk, triage
+from workers.skiprules import degraded_note, headline, rank_by_risk, triage
 
 __all__ = [
     "DIFF_SYSTEM_PROMPT",
@@ -203,17 +203,24 @@ def _split_hunk(hunk: _Hunk, room: int) -> list[_Hunk]:
     """
     big = max(hunk.old, hunk.new) + len(hunk.lines)  # bounds every number in a header
     head_max = len(f"@@ -{big},{big} +{big},{big} @@ {hunk.section}")
+    units: list[list[str]] = []  # a line with the markers that follow it
+    for line in hunk.lines:
+        if line[:1] == "\\" and units:
+            units[-1].append(line)
+        else:
+            units.append([line])
     pieces: list[_Hunk] = []
     current: list[str] = []
     old, new, start, size = hunk.old, hunk.new, (hunk.old, hunk.new), head_max
-    for line in hunk.lines:
-        if current and line[:1] != "\\" and size + len(line) + 1 > room:
+    for unit in units:
+        cost = sum(len(line) + 1 for line in unit)
+        if current and size + cost > room:
             pieces.append(_Hunk(*start, hunk.section, tuple(current)))
             start, current, size = (old, new), [], head_max
-        current.append(line)
-        size += len(line) + 1
-        old += line[:1] in (" ", "", "-")
-        new += line[:1] in (" ", "", "+")
+        current += unit
+        size += cost
+        old += sum(line[:1] in (" ", "", "-") for line in unit)
+        new += sum(line[:1] in (" ", "", "+") for line in unit)
     pieces.append(_Hunk(*start, hunk.section, tuple(current)))
     return pieces
 
@@ -358,15 +365,7 @@ def plan_review(
         skipped=tuple(SkippedFile(path=p, reason=r) for p, r in skipped),
         summarised=tuple(sorted(f.filename for f in summarised)),
         degraded=bool(summarised),
-        note=_note(len(kept), len(full), config.large_pr_files) if summarised else None,
-    )
-
-
-def _note(kept: int, full: int, limit: int | None) -> str:
-    return (
-        f"This pull request changes {kept} reviewable files, more than the {limit} reviewq "
-        f"reviews in full: only the {full} riskiest (source before tests and docs, sensitive "
-        f"paths, bigger changes first) were reviewed line by line; {kept - full} were summarised."
+        note=degraded_note(len(kept), len(full), config.large_pr_files) if summarised else None,
     )
 
 

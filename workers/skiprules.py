@@ -21,6 +21,7 @@ from workers.changes import ChangedFile
 __all__ = [
     "HEADLINE_CHARS",
     "LOCKFILES",
+    "degraded_note",
     "headline",
     "matches_glob",
     "rank_by_risk",
@@ -125,6 +126,16 @@ def rank_by_risk(
     is deterministic."""
     ranked = sorted(files, key=lambda f: (-risk(f), f.filename))
     return ranked[:full], ranked[full:]
+
+
+def degraded_note(kept: int, full: int, limit: int | None) -> str:
+    """What a degraded review tells its readers; it names `risk`'s factors, so the two
+    live side by side."""
+    return (
+        f"This pull request changes {kept} reviewable files, more than the {limit} reviewq "
+        f"reviews in full: only the {full} riskiest (source before tests and docs, sensitive "
+        f"paths, bigger changes first) were reviewed line by line; {kept - full} were summarised."
+    )
 
 
 def matches_glob(path: str, pattern: str) -> bool:
