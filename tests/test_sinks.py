@@ -1,0 +1,268 @@
+"""Sinks under at-least-once delivery: the log against real Redis, GitHub against the fake.
+
+Every "called twice" test is a job that ran again after a crash or a retry: the second
+call must report `already_posted` and leave exactly one review behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import cast
+
+import pytest
+import redis as redis_py
+
+from workers.changes import ChangedFile, PullRequestRef
+from workers.github import (
+    GitHubAuthError,
+    GitHubClient,
+    GitHubRateLimited,
+    GitHubServerError,
+    GitHubUnprocessable,
+)
+from workers.review import Review, ReviewComment
+from workers.sandbox.github import FakeGitHubServer, serve_fake_github
+from workers.sinks import (
+    MAX_BODY_CHARS,
+    GitHubSink,
+    LogSink,
+    PostResult,
+    Sink,
+    render_body,
+    review_marker,
+)
+
+SECRET = "ghs_SinkSECRETtokenVALUE0987654321"
+PATCH = "@@ -1,3 +1,4 @@\n a = 1\n-b = 2\n+b = 3\n+c = 4\n d = 5"
+POST = "POST /repos/{owner}/{repo}/pulls/{number}/reviews"
+GOOD = ReviewComment(path="app.py", line=3, body="`b` changed meaning")
+ALSO_GOOD = ReviewComment(path="app.py", line=4, body="`c` is new")
+OUTSIDE = ReviewComment(path="app.py", line=90, body="this line is not in the diff")
+
+
+def ref(number: int = 1, sha: str = "sha1") -> PullRequestRef:
+    return PullRequestRef(
+        id=f"octo/app#{number}", head_sha=sha, owner="octo", repo="app", number=number
+    )
+
+
+def review(
+    number: int = 1, sha: str = "sha1", *, comments: tuple[ReviewComment, ...] = (), **kw: object
+) -> Review:
+    return Review.model_validate(
+        {
+            "pr": f"octo/app#{number}",
+            "head_sha": sha,
+            "summary": "Looks fine.",
+            "comments": comments,
+            **kw,
+        }
+    )
+
+
+# --- LogSink -----------------------------------------------------------------------------------
+
+
+def test_log_round_trip(redis: redis_py.Redis, unique: str) -> None:
+    sink = LogSink(redis, prefix=unique)
+    r = review(comments=(GOOD,), messages_done=3, stale=True)
+    result = sink.post(r, ref())
+    assert result == PostResult(True, False, f"redis:{unique}:reviewlog:octo/app#1#sha1", 0)
+    assert LogSink.get(redis, "octo/app#1", prefix=unique) == r
+    assert LogSink.get(redis, "octo/app#1", prefix=unique, head_sha="sha1") == r
+    assert LogSink.list_prs(redis, prefix=unique) == ["octo/app#1"]
+    assert LogSink.get(redis, "octo/app#2", prefix=unique) is None
+    assert LogSink.get(redis, "octo/app#1", prefix=unique, head_sha="nope") is None
+
+
+def test_log_posting_twice_stores_once(redis: redis_py.Redis, unique: str) -> None:
+    sink = LogSink(redis, prefix=unique)
+    first = review()
+    assert sink.post(first, ref()).posted
+    again = sink.post(review(summary="A different run's words."), ref())
+    assert not again.posted and again.already_posted
+    assert LogSink.get(redis, "octo/app#1", prefix=unique) == first  # the first one stays
+    assert set(cast(list[bytes], redis.hkeys(f"{unique}:reviewlog:octo/app#1"))) == {
+        b"sha:sha1",
+        b"latest",
+    }
+
+
+def test_log_latest_follows_new_heads_not_redeliveries(redis: redis_py.Redis, unique: str) -> None:
+    sink = LogSink(redis, prefix=unique)
+    old, new = review(sha="old"), review(sha="new")
+    sink.post(old, ref(sha="old"))
+    sink.post(new, ref(sha="new"))
+    assert sink.post(old, ref(sha="old")).already_posted  # a late redelivery
+    assert LogSink.get(redis, "octo/app#1", prefix=unique) == new
+    assert LogSink.get(redis, "octo/app#1", prefix=unique, head_sha="old") == old
+
+
+def test_log_expires_and_lists_newest_first(redis: redis_py.Redis, unique: str) -> None:
+    sink = LogSink(redis, prefix=unique, ttl_s=3600)
+    for n in (1, 2, 3):
+        sink.post(review(n), ref(n))
+        time.sleep(0.005)  # the index orders by Redis time in ms
+    sink.post(review(2, "sha2"), ref(2, "sha2"))
+    assert 3590 <= cast(int, redis.ttl(f"{unique}:reviewlog:octo/app#1")) <= 3600
+    assert 3590 <= cast(int, redis.ttl(f"{unique}:reviewlog")) <= 3600
+    prs = LogSink.list_prs(redis, prefix=unique)
+    assert prs[0] == "octo/app#2" and sorted(prs) == ["octo/app#1", "octo/app#2", "octo/app#3"]
+
+
+def test_log_refuses_a_review_of_another_pr(redis: redis_py.Redis, unique: str) -> None:
+    with pytest.raises(ValueError, match="octo/app#2"):
+        LogSink(redis, prefix=unique).post(review(1), ref(2))
+    assert LogSink.list_prs(redis, prefix=unique) == []
+
+
+# --- GitHubSink ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeGitHubServer]:
+    with serve_fake_github() as server:
+        files = [ChangedFile(filename="app.py", patch=PATCH), ChangedFile(filename="logo.png")]
+        server.control.add_pr("octo", "app", 1, "sha1", files=files)
+        yield server
+
+
+@pytest.fixture
+def sink(fake: FakeGitHubServer) -> GitHubSink:
+    return GitHubSink(GitHubClient(fake.token, base_url=fake.url))
+
+
+def test_both_sinks_satisfy_the_protocol(
+    redis: redis_py.Redis, unique: str, sink: GitHubSink
+) -> None:
+    sinks: list[Sink] = [LogSink(redis, prefix=unique), sink]
+    assert [s.name for s in sinks] == ["log", "github"]
+
+
+def test_github_posts_exactly_once_when_called_twice(
+    fake: FakeGitHubServer, sink: GitHubSink
+) -> None:
+    r = review(comments=(GOOD, ALSO_GOOD))
+    first = sink.post(r, ref())
+    second = sink.post(r, ref())
+    assert first.posted and not first.already_posted and first.folded_comments == 0
+    assert not second.posted and second.already_posted and second.location == first.location
+    (stored,) = fake.control.reviews()
+    assert stored["html_url"] == first.location and stored["commit_id"] == "sha1"
+    assert stored["state"] == "COMMENTED"
+    assert stored["body"].startswith(review_marker("octo/app#1", "sha1"))
+    assert "Looks fine." in stored["body"] and "Stale" not in stored["body"]
+    assert [(c["path"], c["line"]) for c in stored["comments"]] == [("app.py", 3), ("app.py", 4)]
+
+
+def test_github_502_before_storing_then_a_retry_posts_once(
+    fake: FakeGitHubServer, sink: GitHubSink
+) -> None:
+    fake.control.faults(review_5xx=1)
+    with pytest.raises(GitHubServerError):
+        sink.post(review(), ref())
+    assert fake.control.reviews() == []
+    assert sink.post(review(), ref()).posted
+    assert sink.post(review(), ref()).already_posted
+    assert len(fake.control.reviews()) == 1
+
+
+def test_github_502_after_storing_is_found_by_its_marker(
+    fake: FakeGitHubServer, sink: GitHubSink
+) -> None:
+    fake.control.faults(review_5xx_after_create=1)
+    with pytest.raises(GitHubServerError):
+        sink.post(review(), ref())
+    again = sink.post(review(), ref())
+    assert again.already_posted and not again.posted
+    assert len(fake.control.reviews()) == 1
+    assert fake.control.requests_to(POST) == 1  # the retry did not post
+
+
+def test_github_folds_comments_github_cannot_place(
+    fake: FakeGitHubServer, sink: GitHubSink
+) -> None:
+    result = sink.post(review(comments=(GOOD, OUTSIDE)), ref())
+    assert result.posted and result.folded_comments == 2
+    (stored,) = fake.control.reviews()
+    assert stored["comments"] == []
+    body = stored["body"]
+    assert "**`app.py`, line 90**" in body and OUTSIDE.body in body and GOOD.body in body
+    assert fake.control.requests_to(POST, 422) == 1 and fake.control.requests_to(POST, 200) == 1
+    assert sink.post(review(comments=(GOOD, OUTSIDE)), ref()).already_posted
+
+
+def test_github_422_with_nothing_to_fold_is_raised(
+    fake: FakeGitHubServer, sink: GitHubSink
+) -> None:
+    with pytest.raises(GitHubUnprocessable, match="No commit found for SHA: gone"):
+        sink.post(review(sha="gone"), ref(sha="gone"))
+    assert fake.control.reviews() == [] and fake.control.requests_to(POST) == 1
+
+
+def test_github_rate_limit_is_raised_and_nothing_posted(
+    fake: FakeGitHubServer, sink: GitHubSink
+) -> None:
+    fake.control.faults(secondary_rate_limit=1, retry_after_s=120)
+    with pytest.raises(GitHubRateLimited) as info:
+        sink.post(review(), ref())
+    assert info.value.retry_at_ms > 0 and fake.control.reviews() == []
+    assert sink.post(review(), ref()).posted
+
+
+def test_github_a_new_head_gets_its_own_review(fake: FakeGitHubServer, sink: GitHubSink) -> None:
+    assert sink.post(review(), ref()).posted
+    fake.control.add_pr(
+        "octo", "app", 1, "sha2", files=[ChangedFile(filename="app.py", patch=PATCH)]
+    )
+    assert sink.post(review(sha="sha2"), ref(sha="sha2")).posted
+    assert [r["commit_id"] for r in fake.control.reviews()] == ["sha1", "sha2"]
+
+
+def test_github_someone_elses_review_on_the_commit_does_not_count(
+    fake: FakeGitHubServer, sink: GitHubSink
+) -> None:
+    client = GitHubClient(fake.token, base_url=fake.url)
+    client.create_review("octo", "app", 1, commit_id="sha1", body="LGTM from a human")
+    other = review_marker("octo/app#1", "sha0")  # reviewq's, but of another commit
+    client.create_review("octo", "app", 1, commit_id="sha1", body=other)
+    assert sink.post(review(), ref()).posted
+    assert len(fake.control.reviews()) == 3
+
+
+def test_github_stale_review_says_so(fake: FakeGitHubServer, sink: GitHubSink) -> None:
+    sink.post(review(stale=True), ref(sha="sha9"))
+    (stored,) = fake.control.reviews()
+    assert stored["commit_id"] == "sha1"
+    assert "**Stale:** this review is of commit `sha1`" in stored["body"]
+
+
+def test_github_needs_a_github_ref(sink: GitHubSink) -> None:
+    local = PullRequestRef(id="octo/app#1", head_sha="sha1", forge="local")
+    with pytest.raises(ValueError, match="not a GitHub PR"):
+        sink.post(review(), local)
+
+
+def test_github_token_stays_out_of_logs_and_errors(
+    fake: FakeGitHubServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    bad = GitHubSink(GitHubClient(SECRET, base_url=fake.url))
+    with pytest.raises(GitHubAuthError) as info:
+        bad.post(review(), ref())
+    good = GitHubSink(GitHubClient(fake.token, base_url=fake.url))
+    good.post(review(comments=(OUTSIDE,)), ref())
+    assert "Bad credentials" in str(info.value) and "retrying with 1 comments" in caplog.text
+    for text in (str(info.value), repr(info.value), caplog.text):
+        assert SECRET not in text and fake.token not in text
+
+
+def test_body_is_cut_to_githubs_limit_keeping_the_marker() -> None:
+    marker = review_marker("octo/app#1", "sha1")
+    huge = review(summary="x" * 70_000)
+    body = render_body(huge, marker, folded=(GOOD,))
+    assert len(body) == MAX_BODY_CHARS and body.startswith(marker)
+    assert body.endswith("_(truncated: the review is longer than GitHub accepts)_")
+    assert render_body(review(summary="  "), marker).endswith("_No general remarks._")
