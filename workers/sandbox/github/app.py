@@ -211,7 +211,9 @@ def _review_problem(pull: FakePull, data: dict[str, Any]) -> str | None:
     event, body, comments = data.get("event"), data.get("body") or "", data.get("comments") or []
     if event is not None and event not in _STATES:
         return f"Event {event!r} is not one of APPROVE, REQUEST_CHANGES, COMMENT"
-    if not isinstance(body, str) or len(body) > MAX_REVIEW_BODY:
+    if not isinstance(body, str):
+        return "Body must be a string"
+    if len(body) > MAX_REVIEW_BODY:
         return f"Body is too long (maximum is {MAX_REVIEW_BODY} characters)"
     if not isinstance(comments, list):
         return "Comments is not an array"
