@@ -53,7 +53,7 @@ def post_review(fake: FakeGitHubServer, body: dict[str, Any]) -> httpx.Response:
 
 
 def links(response: httpx.Response) -> dict[str, int]:
-    return {rel: int(httpx.URL(v["url"]).params["page"]) for rel, v in response.links.items()}
+    return {str(rel): int(httpx.URL(v["url"]).params["page"]) for rel, v in response.links.items()}
 
 
 def test_diff_lines_knows_both_sides_of_every_hunk() -> None:
