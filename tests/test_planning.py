@@ -189,6 +189,7 @@ def test_physical_reasons_come_first_and_every_skip_is_listed() -> None:
         ChangedFile(filename="huge.sql", additions=40_000, changes=40_000),
         ChangedFile(filename="moved.py", status="renamed", previous_filename="old.py"),
         ChangedFile(filename="script.sh", patch=""),  # a mode change: no hunks
+        ChangedFile(filename="merge.py", patch="@@@ -1 -1 +1 @@@\n- a\n +b", changes=2),
         simple("keep.py"),
     ]
     plan = plan_review(files, config(repos={"a/b": {"keep": ["*"]}}), repo="a/b")
@@ -198,6 +199,7 @@ def test_physical_reasons_come_first_and_every_skip_is_listed() -> None:
         "huge.sql": "patch too large for the API (no patch)",
         "moved.py": "renamed without changes",
         "script.sh": "no content changes (no diff hunks)",
+        "merge.py": "no content changes (no diff hunks)",  # a combined diff is not one
     }
     assert [s.path for s in plan.skipped] == sorted(s.path for s in plan.skipped)
 

@@ -372,7 +372,9 @@ def _missing(
     planned = {m.index: m for m in plan.messages}
     unknown = {i: "no reply was recorded" for i in planned if i not in replies}
     return [
-        f"message {i + 1} ({_label(i, planned.get(i))}): {why}"
+        f"message {i + 1} ({_label(i, planned[i])}): {why}"
+        if i in planned
+        else f"message {i + 1}: {why}"
         for i, why in sorted({**unknown, **failed}.items())
     ]
 

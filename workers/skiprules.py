@@ -182,7 +182,7 @@ def _physical_reason(file: ChangedFile) -> str | None:
         if file.additions + file.deletions == 0:
             return "binary (no patch)"
         return "patch too large for the API (no patch)"
-    if "@@" not in file.patch:
+    if not _SECTION.search(file.patch):
         return "no content changes (no diff hunks)"
     return None
 
