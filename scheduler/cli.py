@@ -120,10 +120,12 @@ def _register() -> None:
     from scheduler.bench import bench
     from scheduler.demo_view import demo
     from scheduler.sandbox_cli import sandbox
+    from scheduler.simulate_cli import simulate
 
     main.add_command(demo)
     main.add_command(bench)
     main.add_command(sandbox)
+    main.add_command(simulate)
 
 
 _register()

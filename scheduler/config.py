@@ -21,13 +21,15 @@ import tomllib
 import types
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
+from scheduler.admission import Fairness
 from scheduler.plans import PRESETS, Account, Plan, Policy, Window, get_preset
+from workers.planning_config import PlanningConfig
 
 __all__ = [
     "AccountConfig",
@@ -90,6 +92,31 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:****@{host}"))
 
 
+# What a provider's plan is for, when `[review] model` does not say (dated presets too).
+DEFAULT_MODELS = {"synthetic": "hf:zai-org/GLM-4.6", "zai": "glm-4.6"}
+
+
+class ReviewSettings(BaseModel):
+    """The `[review]` table: what workers ask for, where reviews go, how PRs share."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    max_tokens: int = Field(default=2048, ge=64, le=200_000)
+    sink: Literal["log", "github"] = "log"
+    github_url: str = Field(default="https://api.github.com", pattern=r"^https?://")
+    github_token_env: str = Field(default="GITHUB_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    fairness: Fairness = Fairness()
+
+    def model_for(self, accounts: list[Account]) -> str:
+        if self.model:
+            return self.model
+        provider = accounts[0].provider if accounts else ""
+        if provider not in DEFAULT_MODELS:
+            raise ConfigError(f"[review] model is not set and provider {provider!r} has no default")
+        return DEFAULT_MODELS[provider]
+
+
 class Settings(BaseModel):
     """Everything a reviewq process needs to find Redis and the provider accounts.
 
@@ -103,6 +130,8 @@ class Settings(BaseModel):
     queue_name: str = Field(default="reviewq", pattern=r"^[\w.:-]{1,100}$")
     default_policy: Policy = Policy()
     accounts: list[Account] = Field(default_factory=list)
+    review: ReviewSettings = ReviewSettings()
+    planning: PlanningConfig = PlanningConfig()
 
     @field_validator("accounts")
     @classmethod

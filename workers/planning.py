@@ -13,7 +13,6 @@ API is re-exported here so callers need one import.
 from __future__ import annotations
 
 import datetime as dt
-import fnmatch
 import math
 import posixpath
 import re
@@ -21,10 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.plans import Account
 from workers.changes import ChangedFile
+from workers.planning_config import PlanningConfig, RepoOverride
 from workers.providers.client import ChatMessage, ChatRequest, request_cost
 from workers.replies import Reply, gather, new_side_lines, parse_reply, parse_unified_diff
 from workers.skiprules import degraded_note, headline, rank_by_risk, triage
@@ -74,46 +74,6 @@ _HUNK_HEADER = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@ ?(.*)$")
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class RepoOverride(_Frozen):
-    """Per-repository globs: `skip` adds to the global ones; `keep` rescues a file that
-    a default rule (lockfile, generated, vendored, minified) would skip."""
-
-    skip: tuple[str, ...] = ()
-    keep: tuple[str, ...] = ()
-
-
-class PlanningConfig(_Frozen):
-    """The `[planning]` table of the config file.
-
-    `max_message_tokens` bounds each whole request (system prompt included), since it
-    is the context a model must hold; `model_max_tokens` maps fnmatch patterns of
-    model names to their own bound, the first matching pattern winning.
-    """
-
-    skip: tuple[str, ...] = ()
-    repos: dict[str, RepoOverride] = Field(default_factory=dict)
-    max_message_tokens: PositiveInt = 8000
-    model_max_tokens: dict[str, PositiveInt] = Field(default_factory=dict)
-    chars_per_token: float = Field(default=4.0, gt=0, le=100)
-    large_pr_files: int | None = Field(default=None, ge=0)
-    large_pr_full_files: int = Field(default=50, ge=0)
-
-    def budget_for(self, model: str) -> int:
-        """Token bound for one message to `model`: exact name first, then patterns."""
-        if model in self.model_max_tokens:
-            return self.model_max_tokens[model]
-        for pattern, tokens in self.model_max_tokens.items():
-            if fnmatch.fnmatchcase(model, pattern):
-                return tokens
-        return self.max_message_tokens
-
-    def override_for(self, repo: str | None) -> RepoOverride:
-        """GitHub names are case-insensitive, so `Acme/API` finds the `acme/api` entry."""
-        exact = self.repos.get(repo or "")
-        same = (o for n, o in self.repos.items() if repo and n.casefold() == repo.casefold())
-        return exact or next(same, RepoOverride())
 
 
 class SkippedFile(_Frozen):
