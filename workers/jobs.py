@@ -1,0 +1,303 @@
+"""The RQ entry points, kept thin: each one reads ids, asks admission, acts, reports.
+
+- `plan_pr`: a PR's files become planned messages, handed to admission.
+- `review_message`: one message: claim it, take budget and call a provider through
+  `attempt`, then finish it or park it. Parking is how waiting for budget looks: the
+  job ends at once, the worker is free, and the waker queues a fresh job for the
+  message when its budget frees. No job ever sleeps or requeues itself.
+- `finalize_pr`: the replies of one PR head become one review, sent to the sink.
+
+A message's request id is `<member>.r<retries>`: the same across a crash and rerun
+(the limiter replays the charge instead of charging twice), new for an error retry
+(the provider may well have counted the failed request).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from types import TracebackType
+from typing import Any, cast
+
+from scheduler.admission import Claimed
+from scheduler.prstate import decode_messages
+from workers.changes import ChangedFile, PullRequestRef
+from workers.planning import (
+    PlannedMessage,
+    Reply,
+    ReviewPlan,
+    build_request,
+    gather,
+    parse_reply,
+    parse_unified_diff,
+    plan_review,
+)
+from workers.providers.attempt import Failed, Outcome, Parked, Retry, Served, Wait, attempt
+from workers.providers.client import request_cost
+from workers.providers.failover import Choice
+from workers.runtime import Runtime, runtime
+
+__all__ = ["finalize_pr", "plan_pr", "review_message"]
+
+log = logging.getLogger(__name__)
+
+
+def plan_pr(prefix: str, ref_json: str, source: dict[str, Any]) -> str:
+    """From a PR's files to messages. `source` is `{"kind": "github"}` (list the files
+    over the API) or `{"kind": "diff", "text": ...}` (a local unified diff)."""
+    rt = _runtime(prefix)
+    ref = PullRequestRef.model_validate_json(ref_json)
+    files = _files(rt, ref, source)
+    plan = plan_review(files, rt.spec.planning, repo=_repo(ref), model=rt.spec.model)
+    bodies = [m.model_dump_json() for m in plan.messages]
+    info = plan.model_dump(mode="json", exclude={"messages"})
+    gen = rt.admission.submit(ref.id, ref.head_sha, bodies, files=len(files), plan=info)
+    log.info(
+        "planned %s@%s: %d messages, %d skipped",
+        ref.id,
+        ref.head_sha[:12],
+        len(bodies),
+        len(plan.skipped),
+    )
+    return f"gen {gen}: {len(bodies)} messages"
+
+
+def _repo(ref: PullRequestRef) -> str | None:
+    return f"{ref.owner}/{ref.repo}" if ref.owner and ref.repo else None
+
+
+def _files(rt: Runtime, ref: PullRequestRef, source: dict[str, Any]) -> list[ChangedFile]:
+    kind = source.get("kind")
+    if kind == "diff":
+        return parse_unified_diff(str(source.get("text", "")))
+    if kind == "github":
+        from workers.github import GitHubClient
+
+        if not (ref.owner and ref.repo and ref.number):
+            raise ValueError(f"{ref.id}: a GitHub source needs owner, repo and number")
+        client = GitHubClient(rt.github_token(), base_url=rt.spec.github_url)
+        try:
+            listing = client.list_files(ref.owner, ref.repo, ref.number)
+        finally:
+            client.close()
+        if listing.truncated:
+            log.warning("%s: GitHub lists at most 3,000 files; reviewing those", ref.id)
+        return list(listing.files)
+    raise ValueError(f"unknown PR source kind {kind!r}; expected 'github' or 'diff'")
+
+
+class _ClaimHeartbeat:
+    """Keeps a running message's claim alive while its call runs; a worker killed
+    mid-call stops renewing, and the waker runs the message again."""
+
+    def __init__(self, rt: Runtime, member: str) -> None:
+        self.rt, self.member = rt, member
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="claim-heartbeat", daemon=True)
+
+    def __enter__(self) -> _ClaimHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        claim_ms = self.rt.spec.claim_ms
+        while not self._stop.wait(claim_ms / 3000):
+            try:
+                self.rt.admission.heartbeat(self.member, claim_ms)
+            except Exception:  # a Redis hiccup; the next beat tries again
+                log.warning("claim heartbeat failed for %s", self.member, exc_info=True)
+
+
+def review_message(prefix: str, member: str, dispatch: int) -> str:
+    """One run of one message (see module doc). Returns what happened, for RQ's record."""
+    rt = _runtime(prefix)
+    claimed = rt.admission.claim(member, dispatch, rt.spec.claim_ms)
+    if claimed is None:
+        return "stale: this run was superseded, cancelled or already done"
+    message = PlannedMessage.model_validate_json(claimed.body)
+    request = build_request(message, model=rt.spec.model, max_tokens=rt.spec.max_tokens)
+    grants: list[Choice] = []
+    state = claimed.state
+
+    def on_grant(choice: Choice) -> None:
+        grants.append(choice)
+        rt.admission.note_started(member)
+
+    try:
+        with _ClaimHeartbeat(rt, member):
+            outcome = attempt(
+                request,
+                pr=claimed.pr,
+                request_id=f"{member}.r{state.retries}",
+                route=rt.route,
+                now_ms=rt.admission.now_ms(),
+                retries=state.retries,
+                policy=rt.spec.retry,
+                on_grant=on_grant,
+            )
+    except Exception as exc:
+        _park_error(rt, claimed, dispatch, exc)
+        raise
+    finally:
+        released_ms = rt.admission.now_ms()
+        for choice in grants:  # each grant's lease is released by now: wake the next
+            rt.admission.signal(choice.entry.name)
+        _trace(rt, claimed, grants, released_ms)
+    return _settle(rt, claimed, dispatch, message, outcome, grants)
+
+
+def _settle(
+    rt: Runtime,
+    claimed: Claimed,
+    dispatch: int,
+    message: PlannedMessage,
+    outcome: Outcome,
+    grants: list[Choice],
+) -> str:
+    member = f"{claimed.pr}|{claimed.mid}"
+    adm, now = rt.admission, rt.admission.now_ms()
+    if isinstance(outcome, Served):
+        reply = parse_reply(outcome.content, message)
+        cost = _cost(rt, grants, outcome.account)
+        adm.finish(
+            member,
+            dispatch,
+            ok=True,
+            reason=None,
+            account=outcome.account,
+            cost=cost,
+            reply=reply.model_dump_json(),
+        )
+        return f"done on {outcome.account}"
+    if isinstance(outcome, Wait):
+        line = outcome.account if outcome.account_wide else None
+        adm.park(member, dispatch, until_ms=outcome.until_ms, reason=outcome.reason, line=line)
+        return f"waiting for budget: {outcome.reason}"
+    if isinstance(outcome, Retry):
+        adm.park(
+            member,
+            dispatch,
+            until_ms=now + outcome.after_ms,
+            reason=outcome.reason,
+            line=None,
+            error_retry=True,
+        )
+        return f"retry {outcome.attempt_count} in {outcome.after_ms} ms: {outcome.reason}"
+    if isinstance(outcome, Parked):
+        reason = f"needs a person: {outcome.reason}"
+        adm.park(member, dispatch, until_ms=now + rt.spec.park_recheck_ms, reason=reason, line=None)
+        return reason
+    assert isinstance(outcome, Failed)
+    reason = outcome.reason + (
+        " (the message is too long for the model)" if outcome.too_long else ""
+    )
+    adm.finish(
+        member, dispatch, ok=False, reason=reason, account=outcome.account, cost={}, reply=None
+    )
+    return f"failed: {reason}"
+
+
+def _cost(rt: Runtime, grants: list[Choice], account: str) -> dict[str, int]:
+    for choice in grants:
+        if choice.entry.name == account:
+            return request_cost(choice.entry.account, rt.spec.model)
+    return {}
+
+
+def _park_error(rt: Runtime, claimed: Claimed, dispatch: int, exc: BaseException) -> None:
+    """An unexpected error inside a run: an error retry, so a bug cannot loop forever."""
+    member = f"{claimed.pr}|{claimed.mid}"
+    retries = claimed.state.retries + 1
+    try:
+        if retries > rt.spec.retry.max_retries:
+            reason = f"gave up after {retries - 1} retries: {type(exc).__name__}: {exc}"
+            rt.admission.finish(
+                member, dispatch, ok=False, reason=reason, account=None, cost={}, reply=None
+            )
+        else:
+            until = rt.admission.now_ms() + rt.spec.retry.base_ms * retries
+            rt.admission.park(
+                member,
+                dispatch,
+                until_ms=until,
+                reason=f"{type(exc).__name__}: {exc}",
+                line=None,
+                error_retry=True,
+            )
+    except Exception:  # Redis itself is down: the claim lapses and the waker reruns it
+        log.warning("could not record the error of %s", member, exc_info=True)
+
+
+def _trace(rt: Runtime, claimed: Claimed, grants: list[Choice], released_ms: int) -> None:
+    """One line per grant and per release, for `simulate` (off unless the spec asks);
+    a release notes how many messages stood in the account's line at that moment."""
+    if not rt.spec.trace or not grants:
+        return
+    keys = rt.admission.keys
+    for choice in grants:
+        cost = request_cost(choice.entry.account, rt.spec.model)
+        line = {
+            "t_ms": choice.grant.now_ms,
+            "pr": claimed.pr,
+            "account": choice.entry.name,
+            "request_id": choice.grant.request_id,
+            "replayed": choice.grant.replayed,
+            "cost": cost,
+            "remaining": choice.grant.remaining,
+        }
+        waiting = cast(int, rt.redis.zcard(keys.line(choice.entry.name)))
+        release = {
+            "event": "release",
+            "t_ms": released_ms,
+            "account": choice.entry.name,
+            "waiting": waiting,
+        }
+        for item in (line, release):
+            rt.redis.rpush(keys.trace, json.dumps(item, separators=(",", ":")))
+
+
+def finalize_pr(prefix: str, pr: str, gen: int) -> str:
+    """Gather one PR head's replies into one review and send it to the sink. Safe to
+    run twice: the sinks are idempotent per PR and head SHA."""
+    rt = _runtime(prefix)
+    keys, redis = rt.admission.keys, rt.redis
+    meta = rt.admission.read_meta(pr)
+    if meta is None or meta.gen != gen:
+        return "stale: the PR moved on"
+    states = decode_messages(cast(dict[bytes, bytes], redis.hgetall(keys.msgs(pr))))
+    current = {mid: s for mid, s in states.items() if s.gen == gen}
+    bodies = cast(list[bytes | None], redis.hmget(keys.body(pr), list(current)) if current else [])
+    replies_raw = cast(dict[bytes, bytes], redis.hgetall(keys.reply(pr)))
+    messages = [PlannedMessage.model_validate_json(b) for b in bodies if b]
+    plan = ReviewPlan.model_validate(
+        {**meta.plan, "messages": sorted(messages, key=lambda m: m.index)}
+    )
+    replies: dict[int, Reply] = {}
+    failed: dict[int, str] = {}
+    for mid, state in current.items():
+        n = int(mid.split(".", 1)[1])
+        raw = replies_raw.get(mid.encode())
+        if state.status == "done" and raw is not None:
+            replies[n] = Reply.model_validate_json(raw)
+        elif state.status in {"failed", "cancelled"}:
+            failed[n] = state.reason or state.status
+    ref = PullRequestRef.model_validate(meta.ref)
+    result = rt.sink.post(gather(ref, plan, replies, failed), ref)
+    rt.admission.mark_finished(pr, gen)
+    return "review posted" if result.posted else "review was already there"
+
+
+def _runtime(prefix: str) -> Runtime:
+    rt = runtime()
+    if rt.spec.prefix != prefix:
+        raise RuntimeError(
+            f"job for prefix {prefix!r} reached a worker configured for {rt.spec.prefix!r}"
+        )
+    return rt

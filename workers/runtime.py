@@ -1,0 +1,134 @@
+"""What a worker process needs, built once per process from a picklable `RuntimeSpec`.
+
+RQ job arguments carry only ids; everything else (settings, the Redis client, the
+route of accounts, the sink) comes from here. A spec crosses process boundaries
+(`reviewq worker --processes`, `simulate`), the clients built from it never do, so
+no socket is ever shared between a parent and its forked children.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import redis as redis_lib
+from rq import Queue
+
+from scheduler.admission import Admission, Fairness
+from scheduler.config import ConfigError, Settings
+from workers.planning import PlanningConfig
+from workers.providers.attempt import DEFAULT_RETRY, RetryPolicy
+from workers.providers.circuit import Circuit
+from workers.providers.failover import DEFAULT_LEASE_MS, DEFAULT_MAX_WAIT_MS, Route, build_route
+from workers.sinks import GitHubSink, LogSink, Sink
+
+__all__ = ["Runtime", "RuntimeSpec", "configure", "runtime"]
+
+SinkName = Literal["log", "github"]
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """Everything a worker process builds its clients from. `env` overrides the process
+    environment for API keys (tests and `simulate`); it is never logged."""
+
+    settings: Settings
+    redis_url: str
+    prefix: str
+    queue_name: str
+    model: str
+    limiter_prefix: str = "reviewq"
+    fairness: Fairness = field(default_factory=Fairness)
+    planning: PlanningConfig = field(default_factory=PlanningConfig)
+    sink: SinkName = "log"
+    github_url: str = "https://api.github.com"
+    github_token_env: str = "GITHUB_TOKEN"
+    max_tokens: int = 2048
+    lease_ms: int = DEFAULT_LEASE_MS
+    max_wait_ms: int = DEFAULT_MAX_WAIT_MS
+    claim_ms: int = 60_000
+    park_recheck_ms: int = 5 * 60_000
+    fallback_ms: int = 2_000
+    retry: RetryPolicy = DEFAULT_RETRY
+    trace: bool = False
+    job_timeout_s: int = 900
+    env: Mapping[str, str] | None = field(default=None, repr=False)
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        return os.environ if self.env is None else {**os.environ, **self.env}
+
+
+class Runtime:
+    """The clients of one process. Built lazily: importing `workers.jobs` is free."""
+
+    def __init__(self, spec: RuntimeSpec) -> None:
+        self.spec = spec
+        self.redis = redis_lib.Redis.from_url(spec.redis_url)
+        self.queue = Queue(spec.queue_name, connection=self.redis)
+        self.admission = Admission(
+            self.redis,
+            self.queue,
+            prefix=spec.prefix,
+            fairness=spec.fairness,
+            job_timeout_s=spec.job_timeout_s,
+            fallback_ms=spec.fallback_ms,
+        )
+        self.route: Route = build_route(
+            spec.settings,
+            self.redis,
+            env=spec.environ,
+            max_wait_ms=spec.max_wait_ms,
+            lease_ms=spec.lease_ms,
+            circuit=Circuit(self.redis, key_prefix=spec.limiter_prefix),
+            key_prefix=spec.limiter_prefix,
+        )
+        self.sink: Sink = self._sink()
+
+    def _sink(self) -> Sink:
+        if self.spec.sink == "log":
+            return LogSink(self.redis, prefix=self.spec.prefix)
+        from workers.github import GitHubClient
+
+        return GitHubSink(GitHubClient(self.github_token(), base_url=self.spec.github_url))
+
+    def github_token(self) -> str:
+        token = self.spec.environ.get(self.spec.github_token_env, "").strip()
+        if not token:
+            raise ConfigError(
+                f"environment variable {self.spec.github_token_env} is not set; "
+                "the GitHub source and sink need a token"
+            )
+        return token
+
+    def close(self) -> None:
+        for entry in self.route.entries:
+            entry.client.close()
+        self.redis.close()
+
+
+_lock = threading.Lock()
+_spec: RuntimeSpec | None = None
+_runtime: Runtime | None = None
+_pid: int | None = None
+
+
+def configure(spec: RuntimeSpec) -> None:
+    """Set the spec this process (and processes forked from it) build from."""
+    global _spec, _runtime, _pid
+    with _lock:
+        _spec, _runtime, _pid = spec, None, None
+
+
+def runtime() -> Runtime:
+    """This process's runtime; a forked child builds its own on first use."""
+    global _runtime, _pid
+    with _lock:
+        if _runtime is None or _pid != os.getpid():
+            if _spec is None:
+                raise RuntimeError("no runtime configured: start workers with `reviewq worker`")
+            _runtime, _pid = Runtime(_spec), os.getpid()
+        return _runtime
