@@ -9,7 +9,7 @@ Fairness has two parts. A PR may have at most `per_pr_inflight` messages queued,
 running or waiting at once (`fifo`: no cap), so a 300-message PR does not put 300 jobs
 in front of everyone. And messages that wait for an account stand in that account's
 *line*: under `fair` in start-time fair order (each PR's next message is placed one
-step after its previous one, a newcomer one step after the message served last), under
+step after its previous one, a newcomer half a step ahead of the message served last), under
 `fifo` by ticket. When a slot frees, the waker moves the line's head straight onto the
 queue: no polling gap. Messages that wait for a reason of their own (their PR is over
 its share, an error backoff) wait on their own due time instead, so they never block
@@ -25,20 +25,18 @@ from typing import Any, Literal, TypeVar, cast
 
 import redis as redis_lib
 from pydantic import BaseModel, ConfigDict, Field
-from redis.client import Pipeline
 from rq import Queue
 
 from scheduler.prstate import (
-    PR_TTL_S,
     TERMINAL,
     Keys,
     MessageState,
     PrMeta,
     decode_messages,
     decode_meta,
-    encode_meta,
     split_member,
 )
+from scheduler.prtxn import PrTxn, run_txn
 
 __all__ = ["FINALIZE_JOB", "REVIEW_JOB", "Admission", "Claimed", "Fairness", "job_id_for"]
 
@@ -81,26 +79,6 @@ def job_id_for(member: str, dispatch: int, kind: str = "msg") -> str:
     return f"rq-{kind}-{digest}-{dispatch}"
 
 
-class _Txn:
-    """What one transaction read: the PR's meta and messages, writes queued later."""
-
-    def __init__(self, pipe: Pipeline, keys: Keys, pr: str) -> None:
-        self.pipe, self.keys, self.pr = pipe, keys, pr
-        self.meta = decode_meta(pr, cast(dict[bytes, bytes], pipe.hgetall(keys.meta(pr))))
-        self.msgs = decode_messages(cast(dict[bytes, bytes], pipe.hgetall(keys.msgs(pr))))
-        self.dirty: set[str] = set()
-        self.meta_dirty: set[str] = set()
-        self.ops: list[Callable[[Pipeline], object]] = []
-
-    def later(self, op: Callable[[Pipeline], object]) -> None:
-        """A write, applied inside MULTI: under WATCH the pipeline runs commands at once."""
-        self.ops.append(op)
-
-    def put(self, mid: str, state: MessageState) -> None:
-        self.msgs[mid] = state
-        self.dirty.add(mid)
-
-
 class Admission:
     """The only code that changes PR and message state (see `scheduler.prstate`)."""
 
@@ -112,7 +90,7 @@ class Admission:
         prefix: str,
         fairness: Fairness | None = None,
         job_timeout_s: int = 900,
-        fallback_ms: int = 2_000,
+        fallback_ms: int = 5_000,
     ) -> None:
         self.redis, self.queue = redis, queue
         self.fairness = fairness or Fairness()
@@ -125,38 +103,10 @@ class Admission:
         sec, usec = cast(tuple[int, int], self.redis.time())
         return sec * 1000 + usec // 1000
 
-    # -- transactions ---------------------------------------------------------------
+    def _txn(self, pr: str, body: Callable[[PrTxn], T]) -> T:
+        return run_txn(self.redis, self.keys, pr, body)
 
-    def _txn(self, pr: str, body: Callable[[_Txn], T]) -> T:
-        """Run `body` under WATCH of the PR's keys; it reads, then decides. Writes it
-        recorded are applied in one MULTI/EXEC; a concurrent change reruns it."""
-        with self.redis.pipeline() as pipe:
-            while True:
-                try:
-                    watched = (self.keys.meta(pr), self.keys.msgs(pr), self.keys.backlog(pr))
-                    pipe.watch(*watched)  # type: ignore[no-untyped-call]
-                    txn = _Txn(pipe, self.keys, pr)
-                    result = body(txn)
-                    pipe.multi()
-                    self._flush(txn)
-                    pipe.execute()
-                    return result
-                except redis_lib.WatchError:
-                    continue
-
-    def _flush(self, txn: _Txn) -> None:
-        pipe, keys, pr = txn.pipe, self.keys, txn.pr
-        for op in txn.ops:
-            op(pipe)
-        if txn.dirty:
-            pipe.hset(keys.msgs(pr), mapping={m: txn.msgs[m].model_dump_json() for m in txn.dirty})
-        if txn.meta is not None and txn.meta_dirty:
-            pipe.hset(keys.meta(pr), mapping=encode_meta(txn.meta, txn.meta_dirty))
-        if txn.dirty or txn.meta_dirty or txn.ops:
-            for key in keys.pr_keys(pr):
-                pipe.expire(key, PR_TTL_S)
-
-    def _enqueue(self, txn: _Txn, mid: str, state: MessageState, *, at_front: bool) -> None:
+    def _enqueue(self, txn: PrTxn, mid: str, state: MessageState, *, at_front: bool) -> None:
         """Queue one run of a message: a fresh RQ job for its next dispatch number."""
         member = f"{txn.pr}|{mid}"
         state.dispatch += 1
@@ -178,7 +128,7 @@ class Admission:
             )
         )
 
-    def _fill(self, txn: _Txn, backlog: list[str]) -> None:
+    def _fill(self, txn: PrTxn, backlog: list[str]) -> None:
         """Dispatch pending messages while the PR is under its in-flight cap."""
         meta = txn.meta
         assert meta is not None
@@ -193,7 +143,7 @@ class Admission:
             txn.meta_dirty.add("inflight")
             self._enqueue(txn, mid, state, at_front=False)
 
-    def _backlog(self, txn: _Txn) -> list[str]:
+    def _backlog(self, txn: PrTxn) -> list[str]:
         raw = cast(list[bytes], txn.pipe.lrange(self.keys.backlog(txn.pr), 0, -1))
         return [m.decode() for m in raw]
 
@@ -204,7 +154,7 @@ class Admission:
         when the user started waiting."""
         now = self.now_ms()
 
-        def body(txn: _Txn) -> PrMeta:
+        def body(txn: PrTxn) -> PrMeta:
             meta = txn.meta or PrMeta(pr=pr, arrived_ms=now)
             if txn.meta is None or meta.status in {"done", "cancelled"}:
                 meta.arrived_ms, meta.first_started_ms, meta.finished_ms = now, None, None
@@ -233,7 +183,7 @@ class Admission:
         """
         tickets = int(cast(int, self.redis.incrby(f"{self.keys.prefix}:ticket", len(bodies) or 1)))
 
-        def body(txn: _Txn) -> int:
+        def body(txn: PrTxn) -> int:
             meta = txn.meta or PrMeta(pr=pr, arrived_ms=self.now_ms())
             txn.meta = meta
             self._cancel_open(txn, f"superseded by {head_sha[:12]}")
@@ -260,7 +210,7 @@ class Admission:
 
         return self._txn(pr, body)
 
-    def _cancel_open(self, txn: _Txn, reason: str) -> int:
+    def _cancel_open(self, txn: PrTxn, reason: str) -> int:
         """Cancel every message that has not started; running ones are left to finish."""
         cancelled = 0
         for mid, state in txn.msgs.items():
@@ -278,7 +228,7 @@ class Admission:
             txn.meta_dirty.add("inflight")
         return cancelled
 
-    def _unlist(self, txn: _Txn, member: str, line: str | None) -> None:
+    def _unlist(self, txn: PrTxn, member: str, line: str | None) -> None:
         keys = [self.keys.timed] + ([self.keys.line(line)] if line else [])
         for key in keys:
             txn.later(lambda p, k=key: p.zrem(k, member))  # type: ignore[misc]
@@ -286,7 +236,7 @@ class Admission:
     def cancel(self, pr: str, reason: str = "cancelled") -> int:
         """Cancel a PR's open work (the PR closed, or a person asked)."""
 
-        def body(txn: _Txn) -> int:
+        def body(txn: PrTxn) -> int:
             if txn.meta is None:
                 return 0
             count = self._cancel_open(txn, reason)
@@ -304,7 +254,7 @@ class Admission:
         pr, mid = split_member(member)
         now = self.now_ms()
 
-        def body(txn: _Txn) -> Claimed | None:
+        def body(txn: PrTxn) -> Claimed | None:
             state, meta = txn.msgs.get(mid), txn.meta
             if state is None or meta is None:
                 return None
@@ -312,16 +262,29 @@ class Admission:
                 return None
             state.status, state.reason, state.retry_at_ms = "running", None, None
             state.runs += 1
-            state.started_ms = state.started_ms or now
             txn.put(mid, state)
-            if meta.first_started_ms is None:
-                meta.first_started_ms = now
-                txn.meta_dirty.add("first_started_ms")
             txn.later(lambda p: p.zadd(self.keys.running, {member: now + claim_ms}))
             raw = cast(bytes | None, txn.pipe.hget(self.keys.body(pr), mid))
             return Claimed(pr, mid, state, (raw or b"").decode(), meta)
 
         return self._txn(pr, body)
+
+    def note_started(self, member: str) -> None:
+        """The message got budget: its review (and its PR's) has really started. A
+        claim alone is not a start; the budget may still say wait."""
+        pr, mid = split_member(member)
+        now = self.now_ms()
+
+        def body(txn: PrTxn) -> None:
+            state, meta = txn.msgs.get(mid), txn.meta
+            if state is not None and state.started_ms is None:
+                state.started_ms = now
+                txn.put(mid, state)
+            if meta is not None and meta.first_started_ms is None:
+                meta.first_started_ms = now
+                txn.meta_dirty.add("first_started_ms")
+
+        self._txn(pr, body)
 
     def heartbeat(self, member: str, claim_ms: int) -> bool:
         """Push a running message's claim deadline on; False if it was taken away."""
@@ -345,7 +308,7 @@ class Admission:
         budget never does."""
         pr, mid = split_member(member)
 
-        def body(txn: _Txn) -> bool:
+        def body(txn: PrTxn) -> bool:
             state = txn.msgs.get(mid)
             if state is None or state.status != "running" or state.dispatch != dispatch:
                 return False
@@ -366,21 +329,25 @@ class Admission:
 
         return self._txn(pr, body)
 
-    def _join_line(self, txn: _Txn, member: str, state: MessageState, line: str, due: int) -> None:
+    def _join_line(self, txn: PrTxn, member: str, state: MessageState, line: str, due: int) -> None:
         meta = txn.meta
         assert meta is not None
-        if self.fairness.mode == "fair" and state.line is None and state.waits <= 1:
+        if self.fairness.mode == "fair" and state.tag is None:
+            # Start-time fair queueing: one step after this PR's previous message, but
+            # not before the message served last, except that a newcomer goes half a
+            # step ahead of it: that message may have been woken and refused, and is
+            # back at the head of the line with the same tag.
             vt = float(cast(bytes | None, txn.pipe.get(self.keys.vtime)) or 0)
-            meta.tag = max(vt, meta.tag) + 1
+            meta.tag = max(vt - 0.5, meta.tag + 1)
             txn.meta_dirty.add("tag")
-            state.order = meta.tag
+            state.tag = meta.tag
         state.line = line
-        order = state.order or 0.0
+        order = (state.tag if self.fairness.mode == "fair" else state.order) or 0.0
         txn.later(lambda p: p.zadd(self.keys.line(line), {member: order}))
         # LT alone adds a missing member too (Redis >= 6.2): the line's due only moves in.
         txn.later(lambda p: p.zadd(self.keys.line_due, {line: due}, lt=True))
 
-    def _drop_stale(self, txn: _Txn, mid: str, state: MessageState) -> bool:
+    def _drop_stale(self, txn: PrTxn, mid: str, state: MessageState) -> bool:
         """A message of a superseded head that was running: it will not run again."""
         state.status, state.reason, state.stale = "cancelled", "superseded while running", True
         txn.put(mid, state)
@@ -402,7 +369,7 @@ class Admission:
         pr, mid = split_member(member)
         now = self.now_ms()
 
-        def body(txn: _Txn) -> bool:
+        def body(txn: PrTxn) -> bool:
             state, meta = txn.msgs.get(mid), txn.meta
             if state is None or state.status != "running" or state.dispatch != dispatch:
                 return False
@@ -426,7 +393,7 @@ class Admission:
 
         return self._txn(pr, body)
 
-    def _finalize(self, txn: _Txn) -> None:
+    def _finalize(self, txn: PrTxn) -> None:
         meta = txn.meta
         assert meta is not None
         meta.status = "finishing"
@@ -449,7 +416,7 @@ class Admission:
         """The review of generation `gen` went to its sink (or could not, `error`)."""
         now = self.now_ms()
 
-        def body(txn: _Txn) -> bool:
+        def body(txn: PrTxn) -> bool:
             meta = txn.meta
             if meta is None or meta.gen != gen or meta.status != "finishing":
                 return False
@@ -465,7 +432,7 @@ class Admission:
         """A waiting message goes back on the queue (front: it has waited longest)."""
         pr, mid = split_member(member)
 
-        def body(txn: _Txn) -> bool:
+        def body(txn: PrTxn) -> bool:
             state = txn.msgs.get(mid)
             if state is None or state.status != "waiting":
                 txn.later(lambda p: p.zrem(self.keys.timed, member))
@@ -473,9 +440,9 @@ class Admission:
             if state.line:
                 line_key = self.keys.line(state.line)
                 txn.later(lambda p: p.zrem(line_key, member))
-                if self.fairness.mode == "fair" and state.order is not None:
+                if self.fairness.mode == "fair" and state.tag is not None:
                     vt = float(cast(bytes | None, txn.pipe.get(self.keys.vtime)) or 0)
-                    new_vt = repr(max(vt, state.order))
+                    new_vt = repr(max(vt, state.tag))
                     txn.later(lambda p: p.set(self.keys.vtime, new_vt))
             self._enqueue(txn, mid, state, at_front=True)
             return True
@@ -487,7 +454,7 @@ class Admission:
         unchanged, so the limiter replays its charge instead of charging twice."""
         pr, mid = split_member(member)
 
-        def body(txn: _Txn) -> bool:
+        def body(txn: PrTxn) -> bool:
             state = txn.msgs.get(mid)
             score = cast(float | None, txn.pipe.zscore(self.keys.running, member))
             if state is None or state.status != "running" or score is None or score > now_ms:

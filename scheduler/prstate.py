@@ -63,7 +63,8 @@ class MessageState(BaseModel):
     retries: int = 0
     waits: int = 0
     runs: int = 0
-    order: float | None = None
+    order: float | None = None  # ticket: arrival order, the line's order under fifo
+    tag: float | None = None  # start tag: the line's order under fair
     line: str | None = None
     started_ms: int | None = None
     finished_ms: int | None = None

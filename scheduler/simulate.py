@@ -140,7 +140,6 @@ def _spec(sc: Scenario, mode: str, url: str, accounts: list[Account], tag: str) 
         planning=PlanningConfig(max_message_tokens=sc.max_message_tokens),
         max_wait_ms=max(1, round(15 * 60_000 / scale)),
         park_recheck_ms=max(50, round(5 * 60_000 / scale)),
-        fallback_ms=1_000,
         retry=RetryPolicy(
             base_ms=max(1, round(2_000 / scale)),
             cap_ms=max(2, round(120_000 / scale)),

@@ -51,7 +51,7 @@ class RuntimeSpec:
     max_wait_ms: int = DEFAULT_MAX_WAIT_MS
     claim_ms: int = 60_000
     park_recheck_ms: int = 5 * 60_000
-    fallback_ms: int = 2_000
+    fallback_ms: int = 5_000
     retry: RetryPolicy = DEFAULT_RETRY
     trace: bool = False
     job_timeout_s: int = 900
