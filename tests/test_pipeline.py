@@ -1,0 +1,417 @@
+"""The whole review pipeline, end to end, with real parts only.
+
+A real Redis; real RQ `SimpleWorker` processes, spawned as `reviewq worker` and
+`simulate` spawn them, each building its runtime from a picklable `RuntimeSpec`;
+admission and the waker (a thread here, as in `simulate`); the Lua limiter; the
+provider simulator over loopback HTTP as the referee of what was sent; and, for the
+GitHub test, the fake GitHub. Nothing is mocked. Each test has its own key prefix,
+queue, limiter prefix, simulator and account, and cleans its keys up after.
+
+Time scale 1: the simulator's seconds are real seconds and every window is a few
+seconds long, so each test takes a few seconds. Run with `pytest -s` to see figures.
+
+What the simulator can tell (`/_sim/stats`, `/_sim/log`): how many chat requests came,
+their status, cost and arrival time. It does not log request bodies, so which
+messages reached it is read from the workers' grant trace (`RuntimeSpec.trace`, one
+line per grant naming the request id `<pr>|<message>.r<retries>`), cross-checked
+against the simulator's request count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import httpx
+import pytest
+import redis as redis_py
+from rq import Queue, Worker
+from rq.job import Job
+
+from scheduler.admission import Admission, Fairness, job_id_for
+from scheduler.config import Settings
+from scheduler.intake import enqueue_pr
+from scheduler.limiter import Limiter
+from scheduler.plans import Account, Plan, Policy, Window
+from scheduler.prstate import MessageState, PrView, read_pr
+from scheduler.waker import Waker
+from workers.changes import PullRequestRef
+from workers.planning import PlanningConfig, parse_unified_diff, plan_review
+from workers.providers.attempt import RetryPolicy
+from workers.review import Review
+from workers.runtime import RuntimeSpec
+from workers.sandbox import (
+    BASE_PATHS,
+    DEFAULT_MODELS,
+    DEV_KEY,
+    Latency,
+    ProviderConfig,
+    ServerHandle,
+    create_provider_app,
+    serve_in_thread,
+)
+from workers.sinks import LogSink
+
+pytestmark = pytest.mark.slow
+
+KEY_ENV = "REVIEWQ_PIPELINE_KEY"
+TOKEN_ENV = "REVIEWQ_PIPELINE_GH_TOKEN"
+MODEL = DEFAULT_MODELS["synthetic"][0]
+# A grant reaches the simulator on loopback within milliseconds (see test_provider_e2e).
+MARGIN_MS = 200
+# One file of `file_diff` fills most of a message of this budget, so each file gets
+# a message of its own: a PR's message count is its file count.
+PLANNING = PlanningConfig(max_message_tokens=400)
+CTX = mp.get_context("spawn")
+
+
+def plan_of(
+    name: str,
+    *,
+    limit: int | None = 100,
+    window_ms: int = 60_000,
+    concurrency: int | None = None,
+) -> Plan:
+    """One rolling request window (none if `limit` is None), seconds long at most."""
+    windows = (
+        ()
+        if limit is None
+        else (Window(name="requests", limit_milli=limit * 1000, duration_ms=window_ms),)
+    )
+    return Plan(
+        name=f"pipeline-{name}",
+        provider="synthetic",
+        windows=windows,
+        concurrency=concurrency,
+        source="tests/test_pipeline.py",
+        as_of=dt.date(2026, 3, 1),
+    )
+
+
+def fixed(seconds: float) -> Latency:
+    """No spread: every call holds the simulator exactly this long."""
+    return Latency(median_s=seconds, p95_s=seconds)
+
+
+def file_patch(path: str, lines: int = 9) -> str:
+    body = "".join(
+        f"+value_{n} = compute('{path}', {n})  # keep this line long enough\n" for n in range(lines)
+    )
+    return f"@@ -0,0 +1,{lines} @@\n{body}"
+
+
+def unified_diff(paths: list[str]) -> str:
+    return "".join(
+        f"diff --git a/{p} b/{p}\nnew file mode 100644\n--- /dev/null\n+++ b/{p}\n{file_patch(p)}"
+        for p in paths
+    )
+
+
+# --- worker processes -----------------------------------------------------------------
+
+
+def worker_main(spec: RuntimeSpec) -> None:
+    """One RQ worker process, as `reviewq worker` runs its children."""
+    from rq import SimpleWorker
+
+    from workers.runtime import configure, runtime
+
+    configure(spec)
+    rt = runtime()
+    SimpleWorker([rt.queue], connection=rt.redis).work(logging_level="WARNING")
+
+
+@dataclass
+class Pipeline:
+    """One deployment's worth of real parts, under names no other test uses."""
+
+    spec: RuntimeSpec
+    redis: redis_py.Redis
+    admission: Admission
+    sim: ServerHandle
+    http: httpx.Client
+    account: Account
+    procs: list[Any] = field(default_factory=list)
+
+    # -- workers
+
+    def start_workers(self, count: int) -> list[Any]:
+        """Spawn `count` workers and return once each is listening on the queue."""
+        new = [
+            CTX.Process(target=worker_main, args=(self.spec,), daemon=True) for _ in range(count)
+        ]
+        for proc in new:
+            proc.start()
+        self.procs += new
+        pids = {p.pid for p in new}
+        self.wait(
+            lambda: pids <= {w.pid for w in Worker.all(queue=self.admission.queue)},
+            60,
+            f"{count} workers to start",
+        )
+        return new
+
+    def worker_running(self, member: str) -> int | None:
+        """The pid of the RQ worker whose current job is a run of `member`."""
+        for worker in Worker.all(queue=self.admission.queue):
+            job = worker.get_current_job()
+            if job is not None and len(job.args) > 1 and job.args[1] == member:
+                return worker.pid
+        return None
+
+    def stop_workers(self) -> None:
+        for proc in self.procs:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.procs:
+            proc.join(max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+    # -- waiting and reading back
+
+    @staticmethod
+    def wait(ok: Callable[[], object], timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not ok():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+            time.sleep(0.02)
+
+    def enqueue(self, ref: PullRequestRef, source: dict[str, Any]) -> None:
+        assert enqueue_pr(self.admission, ref, source)
+
+    def view(self, pr: str) -> PrView:
+        found = read_pr(self.redis, self.admission.keys, pr)
+        assert found is not None, f"{pr} is unknown"
+        return found
+
+    def wait_done(self, pr: str, timeout_s: float = 30) -> PrView:
+        def done() -> bool:
+            found = read_pr(self.redis, self.admission.keys, pr)
+            return found is not None and found.meta.status == "done"
+
+        self.wait(done, timeout_s, f"{pr} to be done")
+        return self.view(pr)
+
+    def stats(self) -> dict[str, Any]:
+        return cast(dict[str, Any], self.http.get("/_sim/stats").json())
+
+    def sim_log(self) -> list[dict[str, Any]]:
+        """Every chat request the simulator answered, by arrival (`t`, simulated s)."""
+        entries = cast(list[dict[str, Any]], self.http.get("/_sim/log").json()["entries"])
+        return sorted(entries, key=lambda e: float(e["t"]))
+
+    def trace(self) -> list[dict[str, Any]]:
+        raw = cast(list[bytes], self.redis.lrange(self.admission.keys.trace, 0, -1))
+        return [json.loads(line) for line in raw]
+
+    def grants(self) -> list[dict[str, Any]]:
+        return [t for t in self.trace() if "request_id" in t]
+
+    def limiter(self) -> Limiter:
+        return Limiter(self.redis, self.account, key_prefix=self.spec.limiter_prefix)
+
+    def review(self, pr: str, head_sha: str | None = None) -> Review | None:
+        return LogSink.get(self.redis, pr, prefix=self.spec.prefix, head_sha=head_sha)
+
+    def stored_heads(self, pr: str) -> set[str]:
+        """The head SHAs the log sink holds a review of, for `pr`."""
+        fields = cast(list[bytes], self.redis.hkeys(f"{self.spec.prefix}:reviewlog:{pr}"))
+        return {f.decode()[4:] for f in fields if f.startswith(b"sha:")}
+
+    def cleanup(self) -> None:
+        """Our prefix (PR state, limiter, log sink), the queue and its jobs."""
+        queue = self.admission.queue
+        job_ids = set(queue.job_ids)
+        for registry in (
+            queue.started_job_registry,
+            queue.finished_job_registry,
+            queue.failed_job_registry,
+            queue.scheduled_job_registry,
+            queue.deferred_job_registry,
+            queue.canceled_job_registry,
+        ):
+            job_ids |= set(registry.get_job_ids())
+        keys = [f"rq:job:{j}" for j in job_ids] + [f"rq:results:{j}" for j in job_ids]
+        for pattern in (f"{self.spec.prefix}:*", f"*{self.spec.queue_name}*"):
+            keys += [k.decode() for k in self.redis.scan_iter(match=pattern, count=1000)]
+        for i in range(0, len(keys), 500):
+            self.redis.delete(*keys[i : i + 500])
+
+
+PipelineFactory = Callable[..., Pipeline]
+
+
+@pytest.fixture
+def pipeline(redis: redis_py.Redis, redis_url: str, unique: str) -> Iterator[PipelineFactory]:
+    """Builds one `Pipeline` (simulator, spec, admission, waker); stops it all after."""
+    stack = contextlib.ExitStack()
+
+    def build(
+        *,
+        plan: Plan,
+        latency: Latency,
+        fairness: Fairness | None = None,
+        retry: RetryPolicy | None = None,
+        **spec_kw: Any,
+    ) -> Pipeline:
+        sim = stack.enter_context(
+            serve_in_thread(
+                create_provider_app(
+                    ProviderConfig(
+                        flavour="synthetic", plan=plan, time_scale=1.0, latency=latency, seed=7
+                    )
+                )
+            )
+        )
+        http = httpx.Client(base_url=sim.url, timeout=10)
+        stack.callback(http.close)
+        account = Account(
+            name=f"{unique}-acct",
+            provider="synthetic",
+            base_url=sim.url + BASE_PATHS["synthetic"],
+            api_key_env=KEY_ENV,
+            plan=plan,
+            policy=Policy(arrival_margin_ms=MARGIN_MS),
+        )
+        spec = RuntimeSpec(
+            settings=Settings(redis_url=redis_url, queue_name=f"pl-{unique}", accounts=[account]),
+            redis_url=redis_url,
+            prefix=f"t:{unique}",
+            queue_name=f"pl-{unique}",
+            limiter_prefix=f"t:{unique}",
+            model=MODEL,
+            fairness=fairness or Fairness(),
+            planning=PLANNING,
+            lease_ms=2_000,
+            claim_ms=1_500,
+            max_wait_ms=30_000,
+            park_recheck_ms=2_000,
+            fallback_ms=500,
+            retry=retry or RetryPolicy(base_ms=200, cap_ms=1_000, concurrency_hold_ms=500),
+            trace=True,
+            job_timeout_s=60,
+            **{"env": {KEY_ENV: DEV_KEY}, **spec_kw},
+        )
+        admission = Admission(
+            redis,
+            Queue(spec.queue_name, connection=redis),
+            prefix=spec.prefix,
+            fairness=spec.fairness,
+            job_timeout_s=spec.job_timeout_s,
+            fallback_ms=spec.fallback_ms,
+        )
+        pl = Pipeline(spec, redis, admission, sim, http, account)
+        stack.callback(pl.cleanup)
+        stack.callback(pl.stop_workers)
+        stop = threading.Event()
+        waker = threading.Thread(target=Waker(admission).run, args=(stop,), daemon=True)
+        waker.start()
+        stack.callback(waker.join, 5)
+        stack.callback(stop.set)
+        return pl
+
+    with stack:
+        yield build
+
+
+def local_pr(unique: str, name: str, sha: str) -> PullRequestRef:
+    return PullRequestRef(id=f"{unique}/{name}#1", head_sha=sha, forge="local")
+
+
+def planned_files(paths: list[str]) -> list[tuple[str, ...]]:
+    """What planning makes of `unified_diff(paths)`: each message's files."""
+    plan = plan_review(parse_unified_diff(unified_diff(paths)), PLANNING, model=MODEL)
+    return [m.files for m in plan.messages]
+
+
+def member_of(request_id: str) -> str:
+    """`<pr>|<mid>.r<retries>` -> `<pr>|<mid>`."""
+    return request_id.rsplit(".r", 1)[0]
+
+
+def current(view: PrView) -> dict[str, MessageState]:
+    return view.current()
+
+
+# --- 1. a worker killed mid-call --------------------------------------------------------
+
+
+def test_a_worker_killed_mid_call_loses_nothing_and_charges_once(
+    pipeline: PipelineFactory, unique: str
+) -> None:
+    """SIGKILL a worker while its provider call is in flight. The message's claim lapses,
+    the waker runs it again with the same request id, the limiter replays the charge;
+    every message ends done once and the review is stored once."""
+    latency_s = 1.2
+    pl = pipeline(plan=plan_of(unique), latency=fixed(latency_s))
+    pl.start_workers(2)
+    paths = [f"src/crash_{i}.py" for i in range(6)]
+    assert len(planned_files(paths)) == 6
+    ref = local_pr(unique, "crash", "c0ffee01")
+    pl.enqueue(ref, {"kind": "diff", "text": unified_diff(paths)})
+
+    # A message that has its grant (note_started) is about to call or calling; give the
+    # request a moment to reach the simulator, which holds it for `latency_s`.
+    victim: tuple[str, int] = ("", 0)
+
+    def granted() -> bool:
+        nonlocal victim
+        view = read_pr(pl.redis, pl.admission.keys, ref.id)
+        for mid, state in (view.current() if view else {}).items():
+            if state.status == "running" and state.started_ms is not None:
+                pid = pl.worker_running(f"{ref.id}|{mid}")
+                if pid is not None:
+                    victim = (mid, pid)
+                    return True
+        return False
+
+    pl.wait(granted, 20, "a message to get its grant")
+    time.sleep(0.25)
+    mid, pid = victim
+    assert pl.stats()["in_flight"] >= 1
+    os.kill(pid, signal.SIGKILL)
+    killed_at = pl.view(ref.id).messages[mid]
+    assert killed_at.status == "running" and killed_at.runs == 1  # killed mid-call
+    pl.start_workers(1)  # the replacement
+
+    view = pl.wait_done(ref.id, 30)
+    msgs = current(view)
+    assert {m: s.status for m, s in msgs.items()} == dict.fromkeys(msgs, "done")
+    assert len(msgs) == 6 and view.meta.total == 6
+    assert msgs[mid].runs == 2 and msgs[mid].dispatch == 2 and msgs[mid].retries == 0
+    assert all(s.runs == 1 for m, s in msgs.items() if m != mid)
+
+    # The limiter's window holds one charge per message: the rerun's acquire, same
+    # request id, was a replay. The simulator saw the killed request too (it answered
+    # into a closed socket), so it counts one more than we were charged.
+    (window,) = pl.limiter().status().windows
+    assert window.used == 6 * 1000
+    grants = pl.grants()
+    rerun = [g for g in grants if member_of(g["request_id"]) == f"{ref.id}|{mid}"]
+    assert [g["replayed"] for g in rerun] == [True]  # the killed run never got to trace
+    assert sum(not g["replayed"] for g in grants) == 5
+    stats = pl.stats()
+    assert stats["requests"] == 7 and stats["by_status"] == {"200": 7}
+
+    review = pl.review(ref.id, ref.head_sha)
+    assert review is not None and review.messages_done == 6 and review.messages_failed == 0
+    assert pl.stored_heads(ref.id) == {ref.head_sha}
+    fin = Job.fetch(job_id_for(ref.id, view.meta.gen, "fin"), connection=pl.redis)
+    assert fin.return_value() == "review posted"
+    print(
+        f"\ncrash: killed {mid} (pid {pid}); limiter used {window.used // 1000}, "
+        f"simulator requests {stats['requests']}, {len(rerun)} replayed grant"
+    )
