@@ -175,6 +175,7 @@ class Admission:
         *,
         files: int,
         plan: dict[str, Any],
+        estimate: dict[str, int] | None = None,
     ) -> int:
         """Replace the PR's work with `bodies` for `head_sha`; returns the generation.
 
@@ -189,6 +190,7 @@ class Admission:
             self._cancel_open(txn, f"superseded by {head_sha[:12]}")
             meta.gen += 1
             meta.head_sha, meta.files, meta.plan = head_sha, files, plan
+            meta.estimate = dict(estimate or {})
             meta.total, meta.inflight, meta.cap = len(bodies), 0, self.fairness.cap
             meta.status = "active" if bodies else "finishing"
             meta.finished_ms = None

@@ -119,13 +119,17 @@ def _register() -> None:
     """Commands live beside the code they drive; the group only collects them."""
     from scheduler.bench import bench
     from scheduler.demo_view import demo
+    from scheduler.estimate_cli import estimate_command
     from scheduler.sandbox_cli import sandbox
     from scheduler.simulate_cli import simulate
+    from scheduler.worker_cli import worker
 
     main.add_command(demo)
     main.add_command(bench)
     main.add_command(sandbox)
     main.add_command(simulate)
+    main.add_command(worker)
+    main.add_command(estimate_command)
 
 
 _register()

@@ -94,6 +94,7 @@ class PrMeta(BaseModel):
     cap: int = 0
     files: int = 0
     plan: dict[str, Any] = Field(default_factory=dict)
+    estimate: dict[str, int] = Field(default_factory=dict)  # milli-units per window
     tag: float = 0.0
     error: str | None = None
 
@@ -152,7 +153,7 @@ def decode_meta(pr: str, raw: Mapping[bytes, bytes]) -> PrMeta | None:
     data: dict[str, Any] = {"pr": pr}
     for key, value in raw.items():
         name, text = key.decode(), value.decode()
-        data[name] = json.loads(text) if name in {"ref", "plan"} else text
+        data[name] = json.loads(text) if name in {"ref", "plan", "estimate"} else text
     for name in ("first_started_ms", "finished_ms", "error"):
         if data.get(name) == "":
             data[name] = None
@@ -164,7 +165,7 @@ def encode_meta(meta: PrMeta, fields: set[str] | None = None) -> dict[str, str]:
     for name, value in meta.model_dump(exclude={"pr"}).items():
         if fields is not None and name not in fields:
             continue
-        if name in {"ref", "plan"}:
+        if name in {"ref", "plan", "estimate"}:
             out[name] = json.dumps(value, separators=(",", ":"))
         else:
             out[name] = "" if value is None else str(value)

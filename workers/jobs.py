@@ -28,6 +28,7 @@ from workers.planning import (
     Reply,
     ReviewPlan,
     build_request,
+    estimate,
     gather,
     parse_reply,
     parse_unified_diff,
@@ -52,7 +53,10 @@ def plan_pr(prefix: str, ref_json: str, source: dict[str, Any]) -> str:
     plan = plan_review(files, rt.spec.planning, repo=_repo(ref), model=rt.spec.model)
     bodies = [m.model_dump_json() for m in plan.messages]
     info = plan.model_dump(mode="json", exclude={"messages"})
-    gen = rt.admission.submit(ref.id, ref.head_sha, bodies, files=len(files), plan=info)
+    cost = estimate(plan, rt.route.entries[0].account, rt.spec.model)
+    gen = rt.admission.submit(
+        ref.id, ref.head_sha, bodies, files=len(files), plan=info, estimate=cost
+    )
     log.info(
         "planned %s@%s: %d messages, %d skipped",
         ref.id,

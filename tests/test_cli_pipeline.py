@@ -1,0 +1,109 @@
+"""`reviewq estimate` and `reviewq worker`: the CLI doors onto planning and the workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from scheduler.cli import main
+from scheduler.plans import get_preset
+
+DIFF = """diff --git a/src/app.py b/src/app.py
+--- a/src/app.py
++++ b/src/app.py
+@@ -1,2 +1,3 @@
+ import os
++import sys
+ print(os.name)
+diff --git a/poetry.lock b/poetry.lock
+--- a/poetry.lock
++++ b/poetry.lock
+@@ -1 +1 @@
+-a = 1
++a = 2
+"""
+
+
+def _config(tmp_path: Path, redis_url: str, queue: str) -> Path:
+    path = tmp_path / "reviewq.toml"
+    path.write_text(
+        f'redis_url = "{redis_url}"\nqueue_name = "{queue}"\n'
+        '[[accounts]]\nname = "synth"\nplan = "synthetic"\napi_key_env = "REVIEWQ_TEST_KEY"\n'
+        '[[accounts]]\nname = "zai"\nplan = "zai-pro"\napi_key_env = "REVIEWQ_TEST_KEY"\n'
+    )
+    return path
+
+
+def test_estimate_prices_a_diff_against_every_account(tmp_path: Path, redis_url: str) -> None:
+    diff = tmp_path / "pr.diff"
+    diff.write_text(DIFF)
+    config = _config(tmp_path, redis_url, "q")
+    result = CliRunner().invoke(
+        main, ["--config", str(config), "estimate", "--diff", str(diff), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["messages"] == 1
+    assert data["skipped"] == [{"path": "poetry.lock", "reason": "lockfile"}]
+    windows = {a["name"]: {w["name"]: w["cost"] for w in a["windows"]} for a in data["accounts"]}
+    assert windows["synth"] == {"requests_5h": 1.0}
+    zai_windows = [w.name for w in get_preset("zai-pro").windows]
+    assert list(windows["zai"]) == zai_windows and len(zai_windows) == 2
+    assert all(cost > 0 for cost in windows["zai"].values())
+
+
+def test_estimate_needs_a_readable_diff(tmp_path: Path, redis_url: str) -> None:
+    config = _config(tmp_path, redis_url, "q")
+    missing = tmp_path / "nope.diff"
+    result = CliRunner().invoke(main, ["--config", str(config), "estimate", "--diff", str(missing)])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+
+
+def test_worker_burst_exits_when_the_queue_is_empty(
+    tmp_path: Path, redis_url: str, unique: str
+) -> None:
+    """Real processes: the parent spawns an RQ worker, which finds nothing and exits."""
+    config = _config(tmp_path, redis_url, f"q-{unique}")
+    env = {**os.environ, "REVIEWQ_TEST_KEY": "not-a-real-key"}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from scheduler.cli import main; main()",
+            "--config",
+            str(config),
+            "worker",
+            "--burst",
+            "--processes",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"2 worker process(es) on queue 'q-{unique}'" in done.stdout
+    assert "not-a-real-key" not in done.stdout + done.stderr
+
+
+def test_worker_without_accounts_is_a_usage_error(tmp_path: Path, redis_url: str) -> None:
+    path = tmp_path / "empty.toml"
+    path.write_text(f'redis_url = "{redis_url}"\n')
+    result = CliRunner().invoke(main, ["--config", str(path), "worker", "--burst"])
+    assert result.exit_code == 2
+    assert "no accounts configured" in result.output
+
+
+def test_worker_with_redis_down_exits_3(tmp_path: Path) -> None:
+    config = _config(tmp_path, "redis://127.0.0.1:1/0", "q")
+    result = CliRunner().invoke(main, ["--config", str(config), "worker", "--burst"])
+    assert result.exit_code == 3
+    assert "Redis unreachable" in result.output
