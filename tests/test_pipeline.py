@@ -415,3 +415,65 @@ def test_a_worker_killed_mid_call_loses_nothing_and_charges_once(
         f"\ncrash: killed {mid} (pid {pid}); limiter used {window.used // 1000}, "
         f"simulator requests {stats['requests']}, {len(rerun)} replayed grant"
     )
+
+
+# --- 2. a new head supersedes the old one ---------------------------------------------
+
+
+def test_a_new_head_cancels_unstarted_work_before_it_spends_budget(
+    pipeline: PipelineFactory, unique: str
+) -> None:
+    """PR at sha A (6 messages, 2 in flight), then sha B while A's first two are mid-call.
+    A's never-started messages are cancelled without a grant or a request; A's running
+    ones finish, marked stale; B's all finish and only B's review is stored."""
+    pl = pipeline(plan=plan_of(unique), latency=fixed(1.2), fairness=Fairness(per_pr_inflight=2))
+    pl.start_workers(3)  # two busy with A's calls, one free to plan B at once
+    a_paths = [f"src/old_{i}.py" for i in range(6)]
+    b_paths = [f"src/new_{i}.py" for i in range(3)]
+    ref_a = local_pr(unique, "moving", "aaaa0001")
+    ref_b = ref_a.model_copy(update={"head_sha": "bbbb0002"})
+    pl.enqueue(ref_a, {"kind": "diff", "text": unified_diff(a_paths)})
+
+    def a_calling() -> bool:
+        view = read_pr(pl.redis, pl.admission.keys, ref_a.id)
+        started = [s for s in (view.current() if view else {}).values() if s.started_ms]
+        return len(started) == 2 and pl.stats()["in_flight"] == 2
+
+    pl.wait(a_calling, 20, "two of A's messages to be calling the provider")
+    pl.enqueue(ref_b, {"kind": "diff", "text": unified_diff(b_paths)})
+    pl.wait(lambda: pl.view(ref_a.id).meta.gen == 2, 10, "B's plan to land")
+    at_supersede = {m: s for m, s in pl.view(ref_a.id).messages.items() if s.gen == 1}
+    running = {m for m, s in at_supersede.items() if s.status == "running"}
+    assert len(running) == 2, at_supersede  # A's first two were still mid-call
+
+    view = pl.wait_done(ref_a.id, 30)
+    assert view.meta.gen == 2 and view.meta.head_sha == ref_b.head_sha
+    old = {m: s for m, s in view.messages.items() if s.gen == 1}
+    new = view.current()
+    for mid, state in old.items():
+        if mid in running:
+            assert state.status == "done" and state.stale and state.runs == 1, (mid, state)
+        else:
+            assert state.status == "cancelled", (mid, state)
+            assert state.reason == f"superseded by {ref_b.head_sha[:12]}"
+            assert state.runs == 0 and state.started_ms is None and not state.stale
+    assert len(new) == 3 and all(s.status == "done" and not s.stale for s in new.values())
+
+    # Budget went to A's two running messages and B's three, nothing else: the grant
+    # trace names exactly those, the limiter holds five charges, the simulator saw five.
+    granted = {member_of(g["request_id"]) for g in pl.grants()}
+    assert granted == {f"{ref_a.id}|{m}" for m in running} | {f"{ref_a.id}|{m}" for m in new}
+    (window,) = pl.limiter().status().windows
+    assert window.used == 5 * 1000
+    stats = pl.stats()
+    assert stats["requests"] == 5 and stats["by_status"] == {"200": 5}
+
+    # One review, of B: A's stale finishes never queue A's finalize job.
+    assert pl.stored_heads(ref_a.id) == {ref_b.head_sha}
+    assert pl.review(ref_a.id, ref_a.head_sha) is None
+    review = pl.review(ref_a.id)
+    assert review is not None and review.head_sha == ref_b.head_sha and not review.stale
+    assert review.messages_done == 3
+    assert {c.path for c in review.comments} == set(b_paths)
+    assert not Job.exists(job_id_for(ref_a.id, 1, "fin"), connection=pl.redis)
+    print(f"\nsupersede: A running at B {sorted(running)}, A cancelled {len(old) - len(running)}")
