@@ -326,6 +326,9 @@ class Admission:
                 txn.later(lambda p: p.zadd(self.keys.timed, {member: until_ms}))
             else:
                 self._join_line(txn, member, state, line, until_ms)
+            # The waker may be asleep until a later due time than this one: an empty
+            # wake-up makes it read the due times again (it wakes no line).
+            txn.later(lambda p: p.rpush(self.keys.wake, ""))
             txn.put(mid, state)
             return True
 

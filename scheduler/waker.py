@@ -5,7 +5,8 @@ registry scores are whole seconds, rounded down, and it polls once a second: a
 message could start up to a second early (and be refused again) or two seconds late,
 and a freed concurrency slot would sit idle until the next poll. Here a freed slot is
 a push onto `P:wake` that the waker's BLPOP returns at once, and a due time is slept
-to with millisecond precision.
+to with millisecond precision. A message that parks pushes an empty wake-up, so a due
+time earlier than the one the waker is asleep until is not missed.
 
 One waker acts at a time (a lock with a TTL); every `reviewq worker` runs one, so
 another takes over within `lock_ms` when the active one dies. Two acting at once would
@@ -85,7 +86,8 @@ class Waker:
         now = self.admission.now_ms()
         moved = self._due_timed(now) + self._due_lines(now) + self._lapsed(now)
         for account in [*signals, *(more or [])]:
-            moved += self._wake_line(account.decode())
+            if account:  # an empty one only asks to read the due times again
+                moved += self._wake_line(account.decode())
         self.moved += moved
         return moved
 
