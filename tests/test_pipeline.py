@@ -477,3 +477,49 @@ def test_a_new_head_cancels_unstarted_work_before_it_spends_budget(
     assert {c.path for c in review.comments} == set(b_paths)
     assert not Job.exists(job_id_for(ref_a.id, 1, "fin"), connection=pl.redis)
     print(f"\nsupersede: A running at B {sorted(running)}, A cancelled {len(old) - len(running)}")
+
+
+# --- 3. waiting for quota is not an error -----------------------------------------------
+
+
+def test_quota_waits_do_not_use_the_retry_budget(pipeline: PipelineFactory, unique: str) -> None:
+    """Eight messages through a window of three per 2.5 s, one retry allowed: messages
+    wait their turn (waits > 0, retries == 0), none fails, no 429 is met. And the line's
+    head is served as soon as the window frees, not at the waker's next poll."""
+    limit, window_ms = 3, 2_500
+    pl = pipeline(
+        plan=plan_of(unique, limit=limit, window_ms=window_ms),
+        latency=fixed(0.1),
+        retry=RetryPolicy(max_retries=1, base_ms=200, cap_ms=1_000, concurrency_hold_ms=500),
+    )
+    pl.start_workers(2)
+    paths = [f"src/quota_{i}.py" for i in range(8)]
+    ref = local_pr(unique, "quota", "0a0a0a0a")
+    pl.enqueue(ref, {"kind": "diff", "text": unified_diff(paths)})
+
+    view = pl.wait_done(ref.id, 30)
+    msgs = current(view)
+    assert len(msgs) == 8 and all(s.status == "done" for s in msgs.values())
+    assert all(s.retries == 0 for s in msgs.values())
+    waited = {m: s.waits for m, s in msgs.items() if s.waits > 0}
+    # Two are in flight at a time (per_pr_inflight): the window fills with the first
+    # three, the fourth and fifth wait in line for it; so do the seventh and eighth.
+    assert len(waited) >= 4, msgs
+    stats = pl.stats()
+    assert stats["by_status"] == {"200": 8} and stats["429_by_code"] == {}
+    (sim_window,) = stats["windows"]
+    assert sim_window["max_used_in_any_window"] == limit * 1000  # full, never over
+    review = pl.review(ref.id, ref.head_sha)
+    assert review is not None and review.messages_done == 8
+
+    # Grant k * limit is the first after the window refills: the charge `limit` grants
+    # earlier leaves it `window_ms + MARGIN_MS` after it was made, and the line's head
+    # has been waiting for that moment.
+    grants = sorted(g["t_ms"] for g in pl.grants())
+    assert len(grants) == 8
+    late = [
+        grants[k] - (grants[k - limit] + window_ms + MARGIN_MS)
+        for k in range(limit, len(grants), limit)
+    ]
+    print(f"\nquota: {sum(waited.values())} waits, {len(waited)} messages; refills late {late} ms")
+    assert all(0 <= ms < 150 for ms in late), late
