@@ -8,6 +8,9 @@ a push onto `P:wake` that the waker's BLPOP returns at once, and a due time is s
 to with millisecond precision. A message that parks pushes an empty wake-up, so a due
 time earlier than the one the waker is asleep until is not missed.
 
+The waker also reruns a PR's finalize job whose sink could not deliver for now (a
+GitHub rate limit or 5xx): `schedule_finalize` records when, in `P:finalize-due`.
+
 One waker acts at a time (a lock with a TTL); every `reviewq worker` runs one, so
 another takes over within `lock_ms` when the active one dies. Two acting at once would
 still be safe, as every move is a transaction that checks the message's state.
@@ -15,15 +18,16 @@ still be safe, as every move is a transaction that checks the message's state.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import threading
 from typing import cast
 
-from scheduler.admission import Admission
+from scheduler.admission import FINALIZE_JOB, Admission, job_id_for
 
-__all__ = ["Waker"]
+__all__ = ["Waker", "finalize_due_key", "schedule_finalize"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,20 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
+
+
+def finalize_due_key(prefix: str) -> str:
+    """ZSET `[pr, gen, attempt]` JSON -> when (Redis ms) to run that finalize again."""
+    return f"{prefix}:finalize-due"
+
+
+def schedule_finalize(admission: Admission, pr: str, gen: int, attempt: int, due_ms: int) -> None:
+    """Have the waker queue run `attempt` of `pr`'s finalize job for `gen` at `due_ms`."""
+    member = json.dumps([pr, gen, attempt])
+    with admission.redis.pipeline(transaction=True) as pipe:
+        pipe.zadd(finalize_due_key(admission.keys.prefix), {member: due_ms})
+        pipe.rpush(admission.keys.wake, "")  # it may be asleep until later
+        pipe.execute()
 
 
 class Waker:
@@ -85,6 +103,7 @@ class Waker:
         more = cast(list[bytes] | None, self.redis.lpop(self.keys.wake, self.batch))
         now = self.admission.now_ms()
         moved = self._due_timed(now) + self._due_lines(now) + self._lapsed(now)
+        moved += self._due_finalize(now)
         for account in [*signals, *(more or [])]:
             if account:  # an empty one only asks to read the due times again
                 moved += self._wake_line(account.decode())
@@ -136,10 +155,35 @@ class Waker:
                 moved += 1
         return moved
 
+    def _due_finalize(self, now: int) -> int:
+        """Queue the finalize reruns that are due; queuing and unlisting are one
+        transaction, so a crash between them cannot lose a rerun."""
+        key = finalize_due_key(self.keys.prefix)
+        due = cast(list[bytes], self.redis.zrangebyscore(key, "-inf", now, start=0, num=self.batch))
+        adm = self.admission
+        for raw in due:
+            pr, gen, attempt = json.loads(raw)
+            with self.redis.pipeline(transaction=True) as pipe:
+                adm.queue.enqueue_call(
+                    FINALIZE_JOB,
+                    args=(self.keys.prefix, pr, gen, attempt),
+                    job_id=f"{job_id_for(pr, gen, 'fin')}-r{attempt}",
+                    timeout=adm.job_timeout_s,
+                    result_ttl=3_600,
+                    failure_ttl=7 * 86_400,
+                    description=f"finalize {pr} gen {gen}, retry {attempt}",
+                    pipeline=pipe,
+                )
+                pipe.zrem(key, raw)
+                pipe.execute()
+        return len(due)
+
     def _next_due_in(self, now: int) -> int:
-        """Milliseconds until the soonest timer, line or claim deadline (capped)."""
+        """Milliseconds until the soonest timer, line, claim deadline or finalize rerun
+        (capped)."""
         soonest = now + self.max_block_ms
-        for key in (self.keys.timed, self.keys.line_due, self.keys.running):
+        finalize = finalize_due_key(self.keys.prefix)
+        for key in (self.keys.timed, self.keys.line_due, self.keys.running, finalize):
             first = cast(list[tuple[bytes, float]], self.redis.zrange(key, 0, 0, withscores=True))
             if first:
                 soonest = min(soonest, int(first[0][1]))

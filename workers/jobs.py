@@ -17,12 +17,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from types import TracebackType
 from typing import Any, cast
 
 from scheduler.admission import Claimed
 from scheduler.prstate import decode_messages
+from scheduler.waker import schedule_finalize
 from workers.changes import ChangedFile, PullRequestRef
+from workers.github import GitHubRateLimited, GitHubServerError, GitHubTransportError
 from workers.planning import (
     PlannedMessage,
     Reply,
@@ -34,7 +37,16 @@ from workers.planning import (
     parse_unified_diff,
     plan_review,
 )
-from workers.providers.attempt import Failed, Outcome, Parked, Retry, Served, Wait, attempt
+from workers.providers.attempt import (
+    Failed,
+    Outcome,
+    Parked,
+    Retry,
+    Served,
+    Wait,
+    attempt,
+    jittered_backoff,
+)
 from workers.providers.client import request_cost
 from workers.providers.failover import Choice
 from workers.runtime import Runtime, runtime
@@ -42,6 +54,11 @@ from workers.runtime import Runtime, runtime
 __all__ = ["finalize_pr", "plan_pr", "review_message"]
 
 log = logging.getLogger(__name__)
+
+# A sink that cannot deliver for now (a rate limit, a 5xx, no answer) is tried again
+# this many times, each after GitHub's retry time or a backoff, before the PR is
+# marked done with the error.
+FINALIZE_RETRIES = 8
 
 
 def plan_pr(prefix: str, ref_json: str, source: dict[str, Any]) -> str:
@@ -267,9 +284,10 @@ def _trace(rt: Runtime, claimed: Claimed, grants: list[Choice], released_ms: int
             rt.redis.rpush(keys.trace, json.dumps(item, separators=(",", ":")))
 
 
-def finalize_pr(prefix: str, pr: str, gen: int) -> str:
+def finalize_pr(prefix: str, pr: str, gen: int, attempt: int = 0) -> str:
     """Gather one PR head's replies into one review and send it to the sink. Safe to
-    run twice: the sinks are idempotent per PR and head SHA."""
+    run twice: the sinks are idempotent per PR and head SHA. `attempt` counts reruns
+    after the sink could not deliver (see `_retry_finalize`)."""
     rt = _runtime(prefix)
     keys, redis = rt.admission.keys, rt.redis
     meta = rt.admission.read_meta(pr)
@@ -293,9 +311,28 @@ def finalize_pr(prefix: str, pr: str, gen: int) -> str:
         elif state.status in {"failed", "cancelled"}:
             failed[n] = state.reason or state.status
     ref = PullRequestRef.model_validate(meta.ref)
-    result = rt.sink.post(gather(ref, plan, replies, failed), ref)
+    try:
+        result = rt.sink.post(gather(ref, plan, replies, failed), ref)
+    except (GitHubRateLimited, GitHubServerError, GitHubTransportError) as exc:
+        return _retry_finalize(rt, pr, gen, attempt, exc)
     rt.admission.mark_finished(pr, gen)
     return "review posted" if result.posted else "review was already there"
+
+
+def _retry_finalize(rt: Runtime, pr: str, gen: int, attempt: int, exc: Exception) -> str:
+    """Nothing, or only a marked review, was posted, so a rerun is safe: the waker
+    queues one when GitHub said to (a rate limit) or after a backoff. RQ's own
+    scheduler is not running, and a job never sleeps."""
+    if attempt >= FINALIZE_RETRIES:
+        rt.admission.mark_finished(pr, gen, error=f"review not posted: {exc}")
+        return f"gave up after {attempt} retries: {exc}"
+    if isinstance(exc, GitHubRateLimited):  # dated by the client's (this host's) clock
+        wait_ms = max(0, exc.retry_at_ms - time.time_ns() // 1_000_000)
+    else:
+        wait_ms = jittered_backoff(attempt + 1, rt.spec.retry)
+    schedule_finalize(rt.admission, pr, gen, attempt + 1, rt.admission.now_ms() + wait_ms)
+    log.warning("%s: review not posted (%s); retry %d in %d ms", pr, exc, attempt + 1, wait_ms)
+    return f"retry {attempt + 1} in {wait_ms} ms: {exc}"
 
 
 def _runtime(prefix: str) -> Runtime:
