@@ -39,14 +39,14 @@ import redis as redis_py
 from rq import Queue, Worker
 from rq.job import Job
 
-from scheduler.admission import Admission, Fairness, job_id_for
+from scheduler.admission import FINALIZE_JOB, Admission, Fairness, job_id_for
 from scheduler.config import Settings
 from scheduler.intake import enqueue_pr
 from scheduler.limiter import Limiter
 from scheduler.plans import Account, Plan, Policy, Window
 from scheduler.prstate import MessageState, PrView, read_pr
 from scheduler.waker import Waker
-from workers.changes import PullRequestRef
+from workers.changes import ChangedFile, PullRequestRef
 from workers.planning import PlanningConfig, parse_unified_diff, plan_review
 from workers.providers.attempt import RetryPolicy
 from workers.review import Review
@@ -61,7 +61,8 @@ from workers.sandbox import (
     create_provider_app,
     serve_in_thread,
 )
-from workers.sinks import LogSink
+from workers.sandbox.github import FakeGitHubServer, diff_lines, serve_fake_github
+from workers.sinks import LogSink, review_marker
 
 pytestmark = pytest.mark.slow
 
@@ -574,3 +575,131 @@ def test_a_freed_slot_is_handed_on_without_a_polling_gap(
     )
     assert waited >= count - 2  # the hand-offs went through the line and the waker
     assert p50 < 250 and worst < 1000
+
+
+# --- 4. GitHub in, GitHub out -----------------------------------------------------------
+
+APP_PATCH = (
+    "@@ -10,4 +10,6 @@ def main():\n"
+    "     setup()\n"
+    "-    run(1)\n"
+    "+    run(2)\n"
+    "+    report()\n"
+    "+    cleanup()\n"
+    "     log('done')\n"
+    "     return 0"
+)
+UTIL_PATCH = "@@ -0,0 +1,3 @@\n+def helper(x):\n+    return x * 2\n+"
+REVIEW_POST = "POST /repos/{owner}/{repo}/pulls/{number}/reviews"
+
+
+def github_files() -> list[ChangedFile]:
+    return [
+        ChangedFile(filename="src/app.py", additions=3, deletions=1, changes=4, patch=APP_PATCH),
+        ChangedFile(filename="src/util.py", status="added", additions=3, patch=UTIL_PATCH),
+        ChangedFile(
+            filename="package-lock.json", additions=1, changes=1, patch="@@ -1 +1 @@\n-{}\n+{ }"
+        ),
+        ChangedFile(filename="assets/logo.png", status="added"),  # binary: no patch
+    ]
+
+
+@pytest.fixture
+def fake_github() -> Iterator[FakeGitHubServer]:
+    with serve_fake_github() as server:
+        yield server
+
+
+def github_pipeline(
+    pipeline: PipelineFactory, fake: FakeGitHubServer, unique: str, number: int
+) -> tuple[Pipeline, PullRequestRef]:
+    pl = pipeline(
+        plan=plan_of(unique),
+        latency=fixed(0.5),
+        sink="github",
+        github_url=fake.url,
+        github_token_env=TOKEN_ENV,
+        env={KEY_ENV: DEV_KEY, TOKEN_ENV: fake.token},
+    )
+    sha = f"{number:04d}beef"
+    fake.control.add_pr(unique, "app", number, sha, files=github_files())
+    ref = PullRequestRef(
+        id=f"{unique}/app#{number}", head_sha=sha, owner=unique, repo="app", number=number
+    )
+    return pl, ref
+
+
+def check_posted(fake: FakeGitHubServer, ref: PullRequestRef) -> dict[str, Any]:
+    """Exactly one review, on the head, marked, its comments on lines of the diff."""
+    (review,) = fake.control.reviews()
+    assert review["commit_id"] == ref.head_sha and review["state"] == "COMMENTED"
+    body: str = review["body"]
+    assert body.startswith(review_marker(ref.id, ref.head_sha))
+    assert "`package-lock.json`: lockfile" in body and "`assets/logo.png`: binary" in body
+    patches = {f.filename: f.patch or "" for f in github_files()}
+    anchored = [(c["path"], c["line"]) for c in review["comments"]]
+    assert anchored == [("src/app.py", 11), ("src/util.py", 1)]  # first + line of each hunk
+    for path, line in anchored:
+        assert line in diff_lines(patches[path])[1]
+    assert "could not place" not in body  # nothing was folded into the body
+    return review
+
+
+def test_a_github_pr_gets_one_review_posted_on_its_head(
+    pipeline: PipelineFactory, fake_github: FakeGitHubServer, unique: str
+) -> None:
+    """Files listed from the (fake) GitHub API, planned (a lockfile and a binary
+    skipped), reviewed by the simulator, posted back as one review with anchored
+    comments. A second finalize run finds its marker and posts nothing."""
+    pl, ref = github_pipeline(pipeline, fake_github, unique, 7)
+    pl.start_workers(2)
+    pl.enqueue(ref, {"kind": "github"})
+    view = pl.wait_done(ref.id, 30)
+    assert view.meta.files == 4 and view.meta.error is None
+    assert all(s.status == "done" for s in current(view).values())
+    check_posted(fake_github, ref)
+
+    again = pl.admission.queue.enqueue_call(
+        FINALIZE_JOB, args=(pl.spec.prefix, ref.id, view.meta.gen), job_id=f"again-{unique}"
+    )
+    pl.wait(lambda: again.get_status(refresh=True) == "finished", 20, "the second finalize")
+    assert again.return_value() == "review was already there"
+    check_posted(fake_github, ref)
+    assert fake_github.control.requests_to(REVIEW_POST) == 1
+    assert fake_github.control.requests_to("GET /repos/{owner}/{repo}/pulls/{number}/files") == 1
+
+
+def test_github_rate_limits_and_a_502_while_posting_still_post_exactly_once(
+    pipeline: PipelineFactory, fake_github: FakeGitHubServer, unique: str
+) -> None:
+    """Once the plan has landed (the file listing is done), the fake refuses the next
+    two API requests with a secondary rate limit (retry-after 1 s) and answers the
+    first review creation with a 502 after storing it. The finalize job reschedules
+    itself past each; the review ends posted exactly once and the PR done."""
+    pl, ref = github_pipeline(pipeline, fake_github, unique, 8)
+    pl.start_workers(2)
+    pl.enqueue(ref, {"kind": "github"})
+    pl.wait(lambda: pl.view(ref.id).meta.status == "active", 20, "the plan to land")
+    fake_github.control.faults(secondary_rate_limit=2, retry_after_s=1, review_5xx_after_create=1)
+    view = pl.wait_done(ref.id, 30)
+    assert view.meta.error is None
+    check_posted(fake_github, ref)
+    stats = fake_github.control.stats()
+    assert stats["by_status"].get("403") == 2  # both rate limits were met
+    assert fake_github.control.requests_to(REVIEW_POST, 502) == 1
+    assert fake_github.control.requests_to(REVIEW_POST) == 1  # the retry found the marker
+    # Run 0 and 1 met the rate limits, run 2 the 502; run 3 found the review posted.
+    first = job_id_for(ref.id, view.meta.gen, "fin")
+    runs = [Job.fetch(first, connection=pl.redis)]
+    runs += [Job.fetch(f"{first}-r{n}", connection=pl.redis) for n in (1, 2, 3)]
+    results = [cast(str, job.return_value()) for job in runs]
+    assert [r.split(" ")[:2] for r in results[:3]] == [
+        ["retry", "1"],
+        ["retry", "2"],
+        ["retry", "3"],
+    ]
+    assert "rate limit" in results[0] and "502" in results[2], results
+    assert results[3] == "review was already there"
+    assert not Job.exists(f"{first}-r4", connection=pl.redis)
+    took_s = (cast(int, view.meta.finished_ms) - view.meta.arrived_ms) / 1000
+    print(f"\ngithub faults: posted once after 2 rate limits and a 502, {took_s:.1f} s")
