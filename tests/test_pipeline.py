@@ -7,8 +7,9 @@ provider simulator over loopback HTTP as the referee of what was sent; and, for 
 GitHub test, the fake GitHub. Nothing is mocked. Each test has its own key prefix,
 queue, limiter prefix, simulator and account, and cleans its keys up after.
 
-Time scale 1: the simulator's seconds are real seconds and every window is a few
-seconds long, so each test takes a few seconds. Run with `pytest -s` to see figures.
+Time scale 1: the simulator's seconds are real seconds, windows last seconds, and
+claims and leases lapse within two seconds, so each test takes a few seconds. Run with
+`pytest -s` to see the figures.
 
 What the simulator can tell (`/_sim/stats`, `/_sim/log`): how many chat requests came,
 their status, cost and arrival time. It does not log request bodies, so which
@@ -44,7 +45,7 @@ from scheduler.config import Settings
 from scheduler.intake import enqueue_pr
 from scheduler.limiter import Limiter
 from scheduler.plans import Account, Plan, Policy, Window
-from scheduler.prstate import MessageState, PrView, read_pr
+from scheduler.prstate import PrView, read_pr
 from scheduler.waker import Waker
 from workers.changes import ChangedFile, PullRequestRef
 from workers.planning import PlanningConfig, parse_unified_diff, plan_review
@@ -55,6 +56,7 @@ from workers.sandbox import (
     BASE_PATHS,
     DEFAULT_MODELS,
     DEV_KEY,
+    Faults,
     Latency,
     ProviderConfig,
     ServerHandle,
@@ -71,7 +73,7 @@ TOKEN_ENV = "REVIEWQ_PIPELINE_GH_TOKEN"
 MODEL = DEFAULT_MODELS["synthetic"][0]
 # A grant reaches the simulator on loopback within milliseconds (see test_provider_e2e).
 MARGIN_MS = 200
-# One file of `file_diff` fills most of a message of this budget, so each file gets
+# One file of `file_patch` fills most of a message of this budget, so each file gets
 # a message of its own: a PR's message count is its file count.
 PLANNING = PlanningConfig(max_message_tokens=400)
 CTX = mp.get_context("spawn")
@@ -84,7 +86,7 @@ def plan_of(
     window_ms: int = 60_000,
     concurrency: int | None = None,
 ) -> Plan:
-    """One rolling request window (none if `limit` is None), seconds long at most."""
+    """One rolling request window (none if `limit` is None), a minute long at most."""
     windows = (
         ()
         if limit is None
@@ -268,13 +270,19 @@ def pipeline(redis: redis_py.Redis, redis_url: str, unique: str) -> Iterator[Pip
         latency: Latency,
         fairness: Fairness | None = None,
         retry: RetryPolicy | None = None,
+        faults: Faults | None = None,
         **spec_kw: Any,
     ) -> Pipeline:
         sim = stack.enter_context(
             serve_in_thread(
                 create_provider_app(
                     ProviderConfig(
-                        flavour="synthetic", plan=plan, time_scale=1.0, latency=latency, seed=7
+                        flavour="synthetic",
+                        plan=plan,
+                        time_scale=1.0,
+                        latency=latency,
+                        seed=7,
+                        faults=faults or Faults(),
                     )
                 )
             )
@@ -302,11 +310,10 @@ def pipeline(redis: redis_py.Redis, redis_url: str, unique: str) -> Iterator[Pip
             claim_ms=1_500,
             max_wait_ms=30_000,
             park_recheck_ms=2_000,
-            fallback_ms=500,
             retry=retry or RetryPolicy(base_ms=200, cap_ms=1_000, concurrency_hold_ms=500),
             trace=True,
             job_timeout_s=60,
-            **{"env": {KEY_ENV: DEV_KEY}, **spec_kw},
+            **({"env": {KEY_ENV: DEV_KEY}} | spec_kw),
         )
         admission = Admission(
             redis,
@@ -343,10 +350,6 @@ def planned_files(paths: list[str]) -> list[tuple[str, ...]]:
 def member_of(request_id: str) -> str:
     """`<pr>|<mid>.r<retries>` -> `<pr>|<mid>`."""
     return request_id.rsplit(".r", 1)[0]
-
-
-def current(view: PrView) -> dict[str, MessageState]:
-    return view.current()
 
 
 # --- 1. a worker killed mid-call --------------------------------------------------------
@@ -391,7 +394,7 @@ def test_a_worker_killed_mid_call_loses_nothing_and_charges_once(
     pl.start_workers(1)  # the replacement
 
     view = pl.wait_done(ref.id, 30)
-    msgs = current(view)
+    msgs = view.current()
     assert {m: s.status for m, s in msgs.items()} == dict.fromkeys(msgs, "done")
     assert len(msgs) == 6 and view.meta.total == 6
     assert msgs[mid].runs == 2 and msgs[mid].dispatch == 2 and msgs[mid].retries == 0
@@ -501,7 +504,7 @@ def test_quota_waits_do_not_use_the_retry_budget(pipeline: PipelineFactory, uniq
     pl.enqueue(ref, {"kind": "diff", "text": unified_diff(paths)})
 
     view = pl.wait_done(ref.id, 30)
-    msgs = current(view)
+    msgs = view.current()
     assert len(msgs) == 8 and all(s.status == "done" for s in msgs.values())
     assert all(s.retries == 0 for s in msgs.values())
     waited = {m: s.waits for m, s in msgs.items() if s.waits > 0}
@@ -528,53 +531,46 @@ def test_quota_waits_do_not_use_the_retry_budget(pipeline: PipelineFactory, uniq
     assert all(0 <= ms < 150 for ms in late), late
 
 
-# --- 5. a freed slot is handed on at once ---------------------------------------------
+# --- 3b. an error retry runs when it is due -------------------------------------------
 
 
-def test_a_freed_slot_is_handed_on_without_a_polling_gap(
+def test_an_error_retry_runs_when_due_not_at_the_wakers_next_poll(
     pipeline: PipelineFactory, unique: str
 ) -> None:
-    """Concurrency 1, ten messages of 0.1 s each, two workers: a hand-off goes release
-    -> P:wake -> waker -> queue -> worker -> grant -> request. The gap between one
-    request's completion and the next one's arrival at the simulator stays far below
-    RQ's one-second scheduler poll."""
-    latency_s, count = 0.1, 10
+    """The simulator answers about a third of requests with a 5xx; each is retried after
+    the retry policy's backoff (100-200 ms for a first retry, 200-400 ms after). The
+    failed run's release wakes the waker just before the message parks, so the waker
+    goes back to sleep (up to a second) not knowing the retry's due time; the park's
+    wake-up makes it read the due times again, and the retry runs on time."""
     pl = pipeline(
-        plan=plan_of(unique, limit=None, concurrency=1),
-        latency=fixed(latency_s),
-        fairness=Fairness(per_pr_inflight=count),  # all queued at once: all but one wait
+        plan=plan_of(unique),
+        latency=fixed(0.1),
+        faults=Faults(error_rate=0.35),
+        retry=RetryPolicy(max_retries=6, base_ms=200, cap_ms=400, concurrency_hold_ms=500),
+        fairness=Fairness(per_pr_inflight=1),  # one at a time: nothing else wakes the waker
     )
     pl.start_workers(2)
-    paths = [f"src/slot_{i}.py" for i in range(count)]
-    ref = local_pr(unique, "slot", "5107a11e")
-    pl.enqueue(ref, {"kind": "diff", "text": unified_diff(paths)})
+    ref = local_pr(unique, "flaky", "f1a4f1a4")
+    pl.enqueue(ref, {"kind": "diff", "text": unified_diff([f"src/flaky_{i}.py" for i in range(5)])})
     view = pl.wait_done(ref.id, 30)
-    msgs = current(view)
-    assert len(msgs) == count and all(s.status == "done" for s in msgs.values())
-
+    msgs = view.current()
+    assert all(s.status == "done" for s in msgs.values())
+    retried = {m: s.retries for m, s in msgs.items() if s.retries}
+    assert retried and all(s.waits == 0 for s in msgs.values())
     stats = pl.stats()
-    assert stats["by_status"] == {"200": count} and stats["max_in_flight"]["overall"] == 1
-    # The simulator logs each request's arrival `t`; with a fixed latency and one slot,
-    # request i completes at t_i + latency, so the next arrival minus that is the gap
-    # (an upper bound: the answer leaves a moment after its hold ends).
-    arrivals = [float(e["t"]) for e in pl.sim_log()]
-    sim_gaps = [1000 * (b - a - latency_s) for a, b in itertools.pairwise(arrivals)]
-    # The same hand-off from our side: a release (after the response was read) to the
-    # next grant, both on Redis's clock.
-    trace = sorted(pl.trace(), key=lambda t: t["t_ms"])
-    releases = [t["t_ms"] for t in trace if t.get("event") == "release"]
-    grant_times = [t["t_ms"] for t in trace if "request_id" in t]
-    our_gaps = [min(g for g in grant_times if g >= r) - r for r in releases[:-1]]
-    assert len(sim_gaps) == len(our_gaps) == count - 1
-    waited = sum(1 for s in msgs.values() if s.waits)
-    p50, worst = statistics.median(sim_gaps), max(sim_gaps)
-    print(
-        f"\nhand-off gap at the simulator: p50 {p50:.0f} ms, max {worst:.0f} ms; "
-        f"release to next grant: p50 {statistics.median(our_gaps):.0f} ms, "
-        f"max {max(our_gaps)} ms; {waited} of {count} messages waited in line"
-    )
-    assert waited >= count - 2  # the hand-offs went through the line and the waker
-    assert p50 < 250 and worst < 1000
+    errors = sum(n for code, n in stats["by_status"].items() if code.startswith("5"))
+    assert errors == sum(retried.values()) and stats["by_status"]["200"] == 5
+
+    # Each retry has its own request id, `.r<n>`; its grant comes the backoff (at most
+    # 400 ms) plus a hand-off after the failed grant, whose error came back at once.
+    by_request = {g["request_id"]: g["t_ms"] for g in pl.grants()}
+    gaps = [
+        by_request[f"{ref.id}|{mid}.r{n}"] - by_request[f"{ref.id}|{mid}.r{n - 1}"]
+        for mid, count in retried.items()
+        for n in range(1, count + 1)
+    ]
+    print(f"\nerror retries: {len(gaps)}, failed grant to retry grant {sorted(gaps)} ms")
+    assert max(gaps) < 400 + 150, gaps
 
 
 # --- 4. GitHub in, GitHub out -----------------------------------------------------------
@@ -656,7 +652,7 @@ def test_a_github_pr_gets_one_review_posted_on_its_head(
     pl.enqueue(ref, {"kind": "github"})
     view = pl.wait_done(ref.id, 30)
     assert view.meta.files == 4 and view.meta.error is None
-    assert all(s.status == "done" for s in current(view).values())
+    assert all(s.status == "done" for s in view.current().values())
     check_posted(fake_github, ref)
 
     again = pl.admission.queue.enqueue_call(
@@ -703,3 +699,52 @@ def test_github_rate_limits_and_a_502_while_posting_still_post_exactly_once(
     assert not Job.exists(f"{first}-r4", connection=pl.redis)
     took_s = (cast(int, view.meta.finished_ms) - view.meta.arrived_ms) / 1000
     print(f"\ngithub faults: posted once after 2 rate limits and a 502, {took_s:.1f} s")
+
+
+# --- 5. a freed slot is handed on at once ---------------------------------------------
+
+
+def test_a_freed_slot_is_handed_on_without_a_polling_gap(
+    pipeline: PipelineFactory, unique: str
+) -> None:
+    """Concurrency 1, ten messages of 0.1 s each, two workers: a hand-off goes release
+    -> P:wake -> waker -> queue -> worker -> grant -> request. The gap between one
+    request's completion and the next one's arrival at the simulator stays far below
+    RQ's one-second scheduler poll."""
+    latency_s, count = 0.1, 10
+    pl = pipeline(
+        plan=plan_of(unique, limit=None, concurrency=1),
+        latency=fixed(latency_s),
+        fairness=Fairness(per_pr_inflight=count),  # all queued at once: all but one wait
+    )
+    pl.start_workers(2)
+    paths = [f"src/slot_{i}.py" for i in range(count)]
+    ref = local_pr(unique, "slot", "5107a11e")
+    pl.enqueue(ref, {"kind": "diff", "text": unified_diff(paths)})
+    view = pl.wait_done(ref.id, 30)
+    msgs = view.current()
+    assert len(msgs) == count and all(s.status == "done" for s in msgs.values())
+
+    stats = pl.stats()
+    assert stats["by_status"] == {"200": count} and stats["max_in_flight"]["overall"] == 1
+    # The simulator logs each request's arrival `t`; with a fixed latency and one slot,
+    # request i completes at t_i + latency, so the next arrival minus that is the gap
+    # (an upper bound: the answer leaves a moment after its hold ends).
+    arrivals = [float(e["t"]) for e in pl.sim_log()]
+    sim_gaps = [1000 * (b - a - latency_s) for a, b in itertools.pairwise(arrivals)]
+    # The same hand-off from our side: a release (after the response was read) to the
+    # next grant, both on Redis's clock.
+    trace = sorted(pl.trace(), key=lambda t: t["t_ms"])
+    releases = [t["t_ms"] for t in trace if t.get("event") == "release"]
+    grant_times = [t["t_ms"] for t in trace if "request_id" in t]
+    our_gaps = [g - r for r, g in zip(releases, grant_times[1:], strict=False)]
+    assert len(sim_gaps) == len(our_gaps) == count - 1
+    waited = sum(1 for s in msgs.values() if s.waits)
+    p50, worst = statistics.median(sim_gaps), max(sim_gaps)
+    print(
+        f"\nhand-off gap at the simulator: p50 {p50:.0f} ms, max {worst:.0f} ms; "
+        f"release to next grant: p50 {statistics.median(our_gaps):.0f} ms, "
+        f"max {max(our_gaps)} ms; {waited} of {count} messages waited in line"
+    )
+    assert waited >= count - 2  # the hand-offs went through the line and the waker
+    assert p50 < 250 and worst < 1000
