@@ -237,7 +237,8 @@ class Pipeline:
         return {f.decode()[4:] for f in fields if f.startswith(b"sha:")}
 
     def cleanup(self) -> None:
-        """Our prefix (PR state, limiter, log sink), the queue and its jobs."""
+        """Our prefix (PR state, limiter, log sink), the queue and its jobs; RQ's worker
+        records expire by themselves."""
         queue = self.admission.queue
         job_ids = set(queue.job_ids)
         for registry in (
@@ -254,6 +255,7 @@ class Pipeline:
             keys += [k.decode() for k in self.redis.scan_iter(match=pattern, count=1000)]
         for i in range(0, len(keys), 500):
             self.redis.delete(*keys[i : i + 500])
+        self.redis.srem("rq:queues", queue.key)  # RQ's set of every queue's key
 
 
 PipelineFactory = Callable[..., Pipeline]
