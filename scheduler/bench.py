@@ -10,8 +10,8 @@ Every call must be a grant: a denial takes a different path through each script,
 the limits are set far above what a run can spend and a denial aborts the bench.
 
 reviewq's concurrency cap is 10**6, so the cap check runs on every call yet never
-denies. Leases last 1 ms and are not released: acquire itself drops expired ones, so
-the lease set holds the few calls of the last millisecond, like production, where it
+denies. Leases last 1 ms and are not released: acquire itself sweeps expired ones once
+32 are stored, so the lease set holds a few dozen entries, like production, where it
 holds the calls in flight (at most the cap, typically 1 to 30) because every call
 releases its lease. No uncounted release traffic competes with the timed calls.
 """

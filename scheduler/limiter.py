@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis as redis_lib
 
@@ -33,6 +33,9 @@ __all__ = [
 Cost = int | Mapping[str, int]
 _Arg = bytes | str | int
 _DAY_MS = 86_400_000
+# acquire sweeps expired leases once this many leases are stored (or the cap): a
+# released lease leaves at once, so only crashed or unreleased ones wait for it.
+_SWEEP_AT = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +111,29 @@ def _lua_file(name: str) -> str:
     return (resources.files("scheduler") / "lua" / f"{name}.lua").read_text()
 
 
-def _script_source(name: str, prelude: str) -> str:
-    """The shared helpers, this plan's numbers as literals, then the script itself."""
-    return "\n".join((_lua_file("_lib"), prelude, _lua_file(name)))
+def _script_source(name: str, plan_lua: _PlanLua) -> str:
+    """This plan's numbers as literals, then the script, which starts with the plan's
+    tables and the shared helpers (lua/_lib.lua). acquire has them, and its fast path
+    generated for the plan, inserted at its own markers instead: its usual path then
+    builds neither the tables nor the helpers' closures."""
+    lib = "\n".join((plan_lua.tables, _lua_file("_lib")))
+    if name != "acquire":
+        return "\n".join((plan_lua.numbers, lib, _lua_file(name)))
+    body = _lua_file(name)
+    for marker, code in (("-- @FAST\n", plan_lua.fast), ("-- @LIB\n", lib)):
+        if body.count(marker) != 1:
+            raise RuntimeError(f"acquire.lua must hold the marker {marker.strip()!r} once")
+        body = body.replace(marker, code)
+    return "\n".join((plan_lua.numbers, body))
+
+
+@dataclass(frozen=True, slots=True)
+class _PlanLua:
+    """A plan and policy as Lua (see `Limiter._plan_lua`)."""
+
+    numbers: str
+    tables: str
+    fast: str
 
 
 def _with_arrival_margin(plan: Plan, margin_ms: int) -> Plan:
@@ -164,10 +187,12 @@ class Limiter:
         self._clock = clock
         base = f"{key_prefix}:{{{account}}}"
         self._keys = [f"{base}:state", f"{base}:log", f"{base}:leases"]
+        self._window_names = tuple(w.name for w in plan.windows)
+        self._execute: Callable[..., Any] = redis.execute_command
         self._ttl_ms = max([_window_ttl_ms(w) for w in self._enforced.windows], default=_DAY_MS)
-        prelude = self._lua_prelude()
+        plan_lua = self._plan_lua()
         self._scripts = {
-            name: redis.register_script(_script_source(name, prelude))
+            name: redis.register_script(_script_source(name, plan_lua))
             for name in ("acquire", "renew", "release", "block", "settle", "sync", "status")
         }
 
@@ -176,28 +201,122 @@ class Limiter:
         """Every key this account owns; all share one hash tag for Redis Cluster."""
         return list(self._keys)
 
-    def _lua_prelude(self) -> str:
+    def _plan_lua(self) -> _PlanLua:
         """The plan and policy as Lua literals (see lua/_lib.lua). Baked into the
-        script, they cost neither argument encoding nor parsing on each call; each
-        plan gets its own script SHA, which `register_script` reloads after NOSCRIPT."""
-        longest = max((w.duration_ms for w in self._enforced.windows), default=0)
-        tables = []
-        purge_taken = False
-        for w in self._enforced.windows:
+        scripts, they cost neither argument encoding nor parsing on each call; each
+        plan gets its own script SHAs, which `register_script` reloads after NOSCRIPT.
+
+        The tables are built only by the functions that return them (`PLAN()`,
+        `WINDOWS()`): in Redis, each table and closure built on every acquire costs,
+        and acquire's usual path builds none."""
+        windows = self._enforced.windows
+        longest = max((w.duration_ms for w in windows), default=0)
+        purge = next((i for i, w in enumerate(windows, 1) if w.duration_ms == longest), 0)
+        flat, tables = [], []
+        gi = 3  # g is "x|bu|<window>...": the first window's v is its 3rd slot
+        for i, w in enumerate(windows, 1):
             hi, lo, share = self.policy.caps(w.limit_milli)
-            purge = w.duration_ms == longest and not purge_taken
-            purge_taken = purge_taken or purge
-            kind = "r" if w.kind == "rolling" else "g"
             regen = w.regen_milli if w.kind == "regenerating" else 0
-            tables.append(
-                f"{{name = '{w.name}', kind = '{kind}', dur = {w.duration_ms}, hi = {hi}, "
-                f"lo = {lo}, share = {share}, limit = {w.limit_milli}, tick = {w.tick_ms or 0}, "
-                f"regen = {regen}, purge = {'true' if purge else 'false'}, f = 'w:{w.name}:'}}"
+            tick = w.tick_ms or 0
+            flat.append(
+                f"{w.duration_ms}, {hi}, {lo}, {share}, {w.limit_milli}, {tick}, {regen}, "
+                f"{gi}, '{w.name}'"
             )
-        return (
-            f"local TTL, CAP = {self._ttl_ms}, {self.plan.concurrency or 0}\n"
-            f"local WINDOWS = {{{', '.join(tables)}}}\n"
+            tables.append(
+                f"{{name = '{w.name}', kind = '{'r' if regen == 0 else 'g'}', "
+                f"dur = {w.duration_ms}, hi = {hi}, lo = {lo}, share = {share}, "
+                f"limit = {w.limit_milli}, tick = {tick}, regen = {regen}, "
+                f"purge = {'true' if i == purge else 'false'}, gi = {gi}}}"
+            )
+            gi += 3 if regen else 2
+        cap = self.plan.concurrency or 0
+        per_model = "true" if cap and self.plan.concurrency_per_model else "false"
+        numbers = (
+            f"local TTL, TTL_REFRESH = {self._ttl_ms}, {self._ttl_ms} / 4\n"
+            f"local CAP, PER_MODEL, SWEEP_AT, INF = {cap}, {per_model}, {_SWEEP_AT}, math.huge\n"
+            f"local NW, GN, PURGE, LONGEST = {len(windows)}, {gi - 1}, {purge}, {longest}\n"
         )
+        tables_lua = (
+            f"local function PLAN() return {{{', '.join(flat)}}} end\n"
+            f"local function WINDOWS() return {{{', '.join(tables)}}} end\n"
+        )
+        return _PlanLua(numbers, tables_lua, self._fast_path())
+
+    def _fast_path(self) -> str:
+        """acquire's usual case as straight-line Lua for this plan, for acquire.lua's
+        `-- @FAST` marker: it grants a new request when its slot is free (acquire has
+        checked that), no block is active, no TTL refresh is due, and in every window a
+        charge is already counted, none is due to be trimmed, and the cost fits under
+        the caps. If any of that does not hold it leaves (`break`) before writing
+        anything, and acquire's general path takes over. It writes what the general
+        path writes in that case: the same fields, values and reply."""
+        windows = self._enforced.windows
+        nums = range(1, len(windows) + 1)
+        own, costs = ", ".join(f"o{i}" for i in nums), ", ".join(f"c{i}" for i in nums)
+        slots, g_out, g_args, checks, record, remaining = ["x", "bu"], [], [], [], [], []
+        for i, w in zip(nums, windows, strict=True):
+            hi, lo, share = self.policy.caps(w.limit_milli)
+            checks += [
+                f"local c{i} = cost or cost_list[{i}]",
+                f"if n{i} == '' or n{i} + 0 <= now - {w.duration_ms} then break end",
+            ]
+            if w.kind == "rolling":
+                slots += [f"v{i}", f"n{i}"]
+                g_out += ["%d", "%s"]
+                g_args += [f"u{i}", f"n{i}"]
+                checks.append(f"local u{i} = (v{i} == '' and 0 or v{i}) + c{i}")
+            else:  # the bucket brought to now, as bucket_at in lua/_lib.lua
+                full, tick, regen = w.limit_milli, w.tick_ms, w.regen_milli
+                slots += [f"v{i}", f"a{i}", f"n{i}"]
+                g_out += ["%d", "%d", "%s"]
+                g_args += [f"r{i} - c{i}", f"a{i}", f"n{i}"]
+                checks += [
+                    f"local r{i} = v{i} == '' and {full} or v{i} + 0",
+                    f"a{i} = a{i} == '' and now or a{i} + 0",
+                    f"if r{i} >= {full} then",
+                    f"  r{i}, a{i} = {full}, now",
+                    "else",
+                    f"  local k = math.floor((now - a{i}) / {tick})",
+                    "  if k > 0 then",
+                    f"    r{i}, a{i} = math.min({full}, r{i} + k * {regen}), a{i} + k * {tick}",
+                    f"    if r{i} >= {full} then r{i}, a{i} = {full}, now end",
+                    "  end",
+                    "end",
+                    f"local u{i} = {full} - r{i} + c{i}",
+                ]
+            checks += [
+                f"o{i} = o{i} + c{i}",
+                f"if u{i} > {hi} or (o{i} > {share} and u{i} > {lo}) then break end",
+            ]
+            record.append(f"{w.name}=%d")
+            remaining.append(f"{hi} - u{i}")
+        g_pattern = "^" + "|".join(["([^|]*)"] * len(slots)) + "$"
+        code = [
+            f"local {', '.join(slots)} = string.match(vals[2], '{g_pattern}')",
+            "if not x or x == '' or x + 0 < now - TTL_REFRESH then break end",
+            "if bu ~= '' and bu + 0 > now then break end",
+        ]
+        if windows:
+            p_pattern = "^" + "|".join(["([^|]*)"] * len(windows)) + "$"
+            code += [
+                f"local {own} = {', '.join(['0'] * len(windows))}",
+                f"if vals[3] then {own} = string.match(vals[3], '{p_pattern}') end",
+                *checks,
+                f"if {' and '.join(f'o{i} <= 0' for i in nums)} then break end",
+                "local record = cost and nows .. '|' .. pr .. '|' .. costs",
+                f"  or fmt('%s|%s|{'|'.join(record)}', nows, pr, {costs})",
+                "redis.call('HSET', state,",
+                f"  'g', fmt('%s|%s|{'|'.join(g_out)}', x, bu, {', '.join(g_args)}),",
+                f"  'p:' .. pr, fmt('{'|'.join(['%d'] * len(windows))}', {own}),",
+                "  'c:' .. rid, record)",
+                "redis.call('ZADD', log, nows, rid)",
+            ]
+        code += [
+            "redis.call('ZADD', leases, fmt('%d', now + ARGV[3]), lease)",
+            "if leases_new then redis.call('PEXPIRE', leases, TTL) end",
+            f"return {{{', '.join(['1, 0, now', *remaining])}}}",
+        ]
+        return "\n".join(["  repeat", *(f"    {line}" for line in code), "  until true", ""])
 
     def _now_arg(self) -> bytes:
         return b"" if self._clock is None else str(int(self._clock())).encode()
@@ -217,10 +336,22 @@ class Limiter:
         costs = [int(cost.get(n, 0)) for n in names]
         if min(costs, default=0) < 0:
             raise ValueError(f"costs must be >= 0 milli-units, got {dict(cost)}")
-        return ",".join(map(str, costs)).encode() or b"0"
+        if len(set(costs)) <= 1:  # one cost for every window: the shorter charge record
+            return str(costs[0] if costs else 0).encode()
+        return ",".join(map(str, costs)).encode()
 
     def lease_id(self, request_id: str, model: str = "") -> str:
         return f"{model}|{request_id}"
+
+    def _run(self, name: str, keys: list[str], args: list[_Arg]) -> Any:
+        """EVALSHA of one script, loading it again after NOSCRIPT (a restarted or
+        flushed server). As `Script.__call__` does, minus its per-call overhead."""
+        script, execute = self._scripts[name], self._execute
+        try:
+            return execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except redis_lib.exceptions.NoScriptError:
+            script.sha = cast(str, self.redis.script_load(script.script))
+            return execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def acquire(
         self, cost: Cost, pr: str, request_id: str, lease_ms: int, *, model: str = ""
@@ -237,34 +368,28 @@ class Limiter:
             raise ValueError("request_id must be non-empty and model must not contain '|'")
         if lease_ms <= 0:
             raise ValueError(f"lease_ms must be positive, got {lease_ms}")
-        prefix = f"{model}|" if self.plan.concurrency_per_model else ""
         lease_id = self.lease_id(request_id, model)
-        args: list[_Arg] = [
-            self._now_arg(),
-            request_id,
-            pr,
-            lease_id,
-            str(lease_ms),
-            prefix,
-            self._costs(cost),
-        ]
-        raw = self._scripts["acquire"](keys=self._keys, args=args).decode()
-        if raw[0] == "1":
-            _, replayed, now, remaining = raw.split("|", 3)
-            values = remaining.split(",") if remaining else []
+        costs = str(cost) if type(cost) is int and cost >= 0 else self._costs(cost)
+        args: list[_Arg] = [request_id, pr, lease_ms, costs]
+        if self._clock is not None:
+            args += [model, self._now_arg()]
+        elif model:
+            args.append(model)
+        reply = self._run("acquire", self._keys, args)
+        if reply[0] == 1:
             return Grant(
                 lease_id=lease_id,
                 request_id=request_id,
-                remaining={w.name: int(v) for w, v in zip(self.plan.windows, values, strict=True)},
-                replayed=replayed == "1",
-                now_ms=int(now),
+                remaining=dict(zip(self._window_names, reply[3:], strict=True)),
+                replayed=reply[1] == 1,
+                now_ms=reply[2],
             )
-        _, reason, window, wait, now = raw.split("|")
+        _, reason, window, wait, now = reply
         return Denial(
-            reason=reason,
-            window=window or None,
-            retry_after_ms=None if int(wait) < 0 else int(wait),
-            now_ms=int(now),
+            reason=reason.decode(),
+            window=window.decode() or None,
+            retry_after_ms=None if wait < 0 else wait,
+            now_ms=now,
         )
 
     def renew(self, lease_id: str, lease_ms: int) -> bool:

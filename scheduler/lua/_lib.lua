@@ -1,117 +1,246 @@
 -- Shared helpers, prepended to every limiter script when it is loaded.
 --
 -- Data layout of one account (all keys share the account's {hash tag}):
---   state  HASH  b:u / b:r           block until (ms) and reason
---                w:<w>:v             rolling: the window's total; regenerating: the
---                                    bucket's remaining amount
---                w:<w>:a             regenerating: the bucket's tick anchor
---                w:<w>:n             grant time of the oldest charge still in <w>'s
---                                    totals (absent: none); older ones were trimmed
---                w:<w>:p:<pr>        the PR's use in window <w>
---                c:<request id>      charge record "grant_ms|pr|<w>=cost|<w>=cost..."
---                x                   when the keys' TTLs were last refreshed
+--   state  HASH  g                   "x|bu|<window>|<window>..." in plan order, where
+--                                    x is when the keys' TTLs were last refreshed, bu
+--                                    the block's end (ms), and each <window> is "v|n"
+--                                    for a rolling window, "v|a|n" for a regenerating
+--                                    one: v the rolling total or the bucket's remaining
+--                                    amount, a the bucket's tick anchor, n the grant
+--                                    time of the oldest charge still in the window's
+--                                    totals (older ones were trimmed). '' stands for
+--                                    unset: no block, total 0, a full bucket, no charge.
+--                b:r                 the block's reason
+--                p:<pr>              the PR's use, "u|u..." one per window in plan order;
+--                                    gone when all are 0
+--                c:<request id>      charge record: "grant_ms|pr|cost" when the charge
+--                                    is the same in every window, else
+--                                    "grant_ms|pr|<w>=cost|<w>=cost..."
 --   log    ZSET  request id -> grant ms, one log for every window of the plan
---   leases ZSET  lease id   -> deadline ms (live while deadline > now)
+--   leases ZSET  lease id   -> deadline ms (live while deadline > now); expired ones
+--                are swept by acquire once SWEEP_AT leases (or the cap) are stored
 -- Amounts are integer milli-units. A charge counts in a window while now < grant + D.
 --
+-- Why packed: in Redis, every hash field read or written, every command and every Lua
+-- table costs on each acquire; acquire's usual path reads three fields and writes
+-- three. Numbers go to Redis as strings made by string.format('%d'): Lua's own number
+-- to string conversion is several times slower.
+--
 -- The plan's static numbers are not arguments: `Limiter` prepends them to each script
--- as Lua literals (TTL, CAP and WINDOWS, one table per window with name, kind, dur,
--- hi, lo, share, limit, tick, regen, purge and the field prefix f), so each plan has
--- its own script SHA and no call pays for encoding or parsing them.
+-- as Lua literals (see `Limiter._plan_lua`), so each plan has its own script SHAs and
+-- no call pays for encoding or parsing them:
+--   TTL, TTL_REFRESH   key TTL (ms); refresh the TTLs once this much time has passed
+--   CAP, PER_MODEL     concurrency cap (0 = none); whether leases count per model
+--   SWEEP_AT           acquire removes expired leases once this many leases are stored
+--   INF                math.huge
+--   NW, GN             number of windows; number of '|'-separated slots in g
+--   PURGE, LONGEST     index and duration of the window whose expiry forgets a charge
+--                      record (PURGE = 0 without windows)
+--   PLAN()             per window, 9 slots: dur, hi, lo, share, limit, tick, regen
+--                      (0 for rolling), index of the window's v in g, name
+--   WINDOWS()          the same, one table per window, for the scripts off the hot path
+-- acquire also gets its usual case as straight-line code (`Limiter._fast_path`).
 
-local INF = math.huge
+-- The helpers are built on demand: a function defined at the top of a script is
+-- created anew on every call, and acquire's usual path needs none of them.
+local function LIB()
+  local L = {}
 
-local function now_ms(override)
-  if override ~= '' then
-    return tonumber(override)
+  -- Now in epoch ms, as a number and as its decimal string.
+  function L.now(override)
+    if override and override ~= '' then
+      return override + 0, override
+    end
+    local t = redis.call('TIME')
+    local s = t[1] .. string.sub('00000' .. t[2], -6, -4)
+    return s + 0, s
   end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
 
--- A charge record is forgotten once its charge has left the plan's longest window,
--- even before a trim has removed it: settle, refund and replays must not see it.
-local function live_record(record, now, windows)
-  if not record then
-    return false
+  -- g as a table of GN strings ('' when unset).
+  function L.gload(g)
+    local gv = {}
+    if g then
+      for s in string.gmatch(g .. '|', '([^|]*)|') do
+        gv[#gv + 1] = s
+      end
+    else
+      for i = 1, GN do
+        gv[i] = ''
+      end
+    end
+    return gv
   end
-  for _, w in ipairs(windows) do
-    if w.purge and tonumber(string.match(record, '^([^|]*)')) <= now - w.dur then
+
+  -- A PR's use per window as numbers (0 when unset).
+  function L.pload(p)
+    local pv, i = {}, 0
+    if p then
+      for s in string.gmatch(p .. '|', '([^|]*)|') do
+        i = i + 1
+        pv[i] = s + 0
+      end
+    end
+    for j = i + 1, NW do
+      pv[j] = 0
+    end
+    return pv
+  end
+
+  -- A PR's use as stored, or nil when nothing is left and the field should go (use
+  -- never drops below 0: a negative amount is stored as 0).
+  function L.pstr(pv)
+    local out, any = {}, false
+    for i = 1, NW do
+      local u = pv[i] > 0 and pv[i] or 0
+      any = any or u > 0
+      out[i] = string.format('%d', u)
+    end
+    return any and table.concat(out, '|') or nil
+  end
+
+  -- A charge record is forgotten once its charge has left the plan's longest window,
+  -- even before a trim has removed it: settle, refund and replays must not see it.
+  function L.live_record(record, now)
+    if not record then
       return false
     end
-  end
-  return record
-end
-
--- The cost a charge record holds for one window, and the PR it belongs to.
-local function charge_of(record, name)
-  if not record then
-    return 0, ''
-  end
-  local amount = tonumber(string.match(record, '|' .. name .. '=(%-?%d+)')) or 0
-  return amount, string.match(record, '^[^|]*|([^|]*)')
-end
-
--- Regenerating bucket at `now`. A full bucket re-anchors at now, so the first tick
--- after a spend comes one tick after that spend.
-local function bucket_at(r, a, now, w)
-  r = tonumber(r or w.limit)
-  a = tonumber(a or now)
-  if r >= w.limit then
-    return w.limit, now
-  end
-  local k = math.floor((now - a) / w.tick)
-  if k > 0 then
-    r = math.min(w.limit, r + k * w.regen)
-    a = a + k * w.tick
-    if r >= w.limit then
-      return w.limit, now
+    if PURGE > 0 and string.match(record, '^[^|]*') + 0 <= now - LONGEST then
+      return false
     end
+    return record
   end
-  return r, a
-end
 
--- Take charges that left window `w` off its totals, if any are due (`n` is the grant
--- time of the oldest charge still counted). `own` is the calling PR's use, kept in
--- memory and written back by the caller; other PRs are updated in place.
--- Returns the rolling total, the caller PR's use, the expired entries (nil if nothing
--- was due) and the new `n` (false when no charge is left in the totals).
-local function trim(state, log, w, now, total, own, pr, n)
-  local cutoff = now - w.dur
-  if not n or n == '' or tonumber(n) > cutoff then
-    return total, own, nil, n
+  -- The cost a charge record holds for window `name`, and the PR it belongs to.
+  function L.charge_of(record, name)
+    if not record then
+      return 0, ''
+    end
+    local pr, costs = string.match(record, '^[^|]*|([^|]*)|(.*)$')
+    if not string.find(costs, '=', 1, true) then
+      return costs + 0, pr
+    end
+    return tonumber(string.match(record, '|' .. name .. '=(%-?%d+)')) or 0, pr
   end
-  local expired = redis.call('ZRANGEBYSCORE', log, n, cutoff, 'WITHSCORES')
-  for j = 1, #expired, 2 do
-    local amount, owner = charge_of(redis.call('HGET', state, 'c:' .. expired[j]), w.name)
-    total = total - amount
-    if owner == pr then
-      own = own - amount
-    elseif owner ~= '' and amount ~= 0 then
-      if redis.call('HINCRBY', state, w.f .. 'p:' .. owner, -amount) <= 0 then
-        redis.call('HDEL', state, w.f .. 'p:' .. owner)
+
+  -- Regenerating bucket at `now` ('' or nil: unset). A full bucket re-anchors at now,
+  -- so the first tick after a spend comes one tick after that spend.
+  function L.bucket_at(r, a, now, limit, tick, regen)
+    r = (r and r ~= '') and r + 0 or limit
+    a = (a and a ~= '') and a + 0 or now
+    if r >= limit then
+      return limit, now
+    end
+    local k = math.floor((now - a) / tick)
+    if k > 0 then
+      r = math.min(limit, r + k * regen)
+      a = a + k * tick
+      if r >= limit then
+        return limit, now
+      end
+    end
+    return r, a
+  end
+
+  -- Take charges that left window `i` (duration `dur`) off its totals, if any are due
+  -- (`n` is the grant time of the oldest charge still counted). `own` is the calling
+  -- PR's use, kept in memory and written back by the caller; what other PRs lose is
+  -- added up in `others[pr][i]` for `flush`. `records` caches the records read.
+  -- Returns the rolling total, the caller PR's use, the expired entries (nil if
+  -- nothing was due) and the new `n` ('' when no charge is left in the totals).
+  function L.trim(state, log, i, dur, name, now, total, own, pr, n, others, records)
+    local cutoff = now - dur
+    if n == '' or n + 0 > cutoff then
+      return total, own, nil, n
+    end
+    local expired = redis.call('ZRANGEBYSCORE', log, n, string.format('%d', cutoff), 'WITHSCORES')
+    for j = 1, #expired, 2 do
+      local rid = expired[j]
+      local record = records[rid]
+      if record == nil then
+        record = redis.call('HGET', state, 'c:' .. rid)
+        records[rid] = record
+      end
+      local amount, owner = L.charge_of(record, name)
+      total = total - amount
+      if owner == pr then
+        own = own - amount
+      elseif owner ~= '' and amount ~= 0 then
+        local use = others[owner]
+        if not use then
+          use = {}
+          for w = 1, NW do
+            use[w] = 0
+          end
+          others[owner] = use
+        end
+        use[i] = use[i] - amount
+      end
+    end
+    local next_entry = redis.call('ZRANGEBYSCORE', log, string.format('(%d', cutoff), '+inf',
+      'WITHSCORES', 'LIMIT', 0, 1)
+    return total, own, expired, next_entry[2] or ''
+  end
+
+  -- Apply what `trim` took off other PRs' use: one read and one write per PR.
+  function L.flush(state, others)
+    for owner, delta in pairs(others) do
+      local pv = L.pload(redis.call('HGET', state, 'p:' .. owner))
+      for i = 1, NW do
+        pv[i] = pv[i] + delta[i]
+      end
+      local p = L.pstr(pv)
+      if p then
+        redis.call('HSET', state, 'p:' .. owner, p)
+      else
+        redis.call('HDEL', state, 'p:' .. owner)
       end
     end
   end
-  local next_entry = redis.call('ZRANGEBYSCORE', log, '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-  return total, own, expired, next_entry[2] or false
-end
 
--- Forget charges that left the plan's longest window: no window needs them any more.
-local function purge(state, log, expired, cutoff)
-  if #expired == 0 then
-    return
-  end
-  local fields = {}
-  for j = 1, #expired, 2 do
-    fields[#fields + 1] = 'c:' .. expired[j]
-    if #fields == 500 then -- unpack() has a stack limit; a week-long idle gap is large
-      redis.call('HDEL', state, unpack(fields))
-      fields = {}
+  -- Forget charges that left the plan's longest window: no window needs them any more.
+  function L.purge(state, log, expired, cutoff)
+    if #expired == 0 then
+      return
     end
+    local fields = {}
+    for j = 1, #expired, 2 do
+      fields[#fields + 1] = 'c:' .. expired[j]
+      if #fields == 500 then -- unpack() has a stack limit; a week-long idle gap is large
+        redis.call('HDEL', state, unpack(fields))
+        fields = {}
+      end
+    end
+    if #fields > 0 then
+      redis.call('HDEL', state, unpack(fields))
+    end
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', string.format('%d', cutoff))
   end
-  if #fields > 0 then
-    redis.call('HDEL', state, unpack(fields))
+
+  -- When enough of a rolling window's live charges (or of this PR's) will have
+  -- expired: the waits until `need_hi`, `need_lo` and `need_share` more are free.
+  function L.rolling_waits(state, log, dur, name, now, pr, need_hi, need_lo, need_share)
+    local t_hi = need_hi > 0 and INF or 0
+    local t_lo = need_lo > 0 and INF or 0
+    local t_sh = need_share > 0 and INF or 0
+    local entries = redis.call('ZRANGEBYSCORE', log, string.format('(%d', now - dur), '+inf',
+      'WITHSCORES')
+    local acc, acc_pr = 0, 0
+    for j = 1, #entries, 2 do
+      if t_hi < INF and t_lo < INF and t_sh < INF then
+        break
+      end
+      local amount, owner = L.charge_of(redis.call('HGET', state, 'c:' .. entries[j]), name)
+      local when = entries[j + 1] + dur - now
+      acc = acc + amount
+      if t_hi == INF and acc >= need_hi then t_hi = when end
+      if t_lo == INF and acc >= need_lo then t_lo = when end
+      if owner == pr then
+        acc_pr = acc_pr + amount
+        if t_sh == INF and acc_pr >= need_share then t_sh = when end
+      end
+    end
+    return t_hi, t_lo, t_sh
   end
-  redis.call('ZREMRANGEBYSCORE', log, '-inf', cutoff)
+
+  return L
 end

@@ -4,39 +4,98 @@
 -- KEYS[1] = state hash of the account
 -- KEYS[2] = charge log zset
 -- KEYS[3] = leases zset
--- ARGV[1] = now in ms, or '' for Redis TIME
--- ARGV[2] = request id
--- ARGV[3] = PR id
--- ARGV[4] = lease id
--- ARGV[5] = lease length in ms
--- ARGV[6] = prefix of the lease ids that count against the cap ('' = all)
--- ARGV[7] = cost per window, "c" for all or "c1,c2,..." in plan order
--- Returns "1|replayed|now|remaining,..." or "0|reason|window|retry after ms (-1 never)|now"
+-- ARGV[1] = request id
+-- ARGV[2] = PR id
+-- ARGV[3] = lease length in ms
+-- ARGV[4] = cost per window, "c" for all or "c1,c2,..." in plan order
+-- ARGV[5] = model, optional (default ''); the lease id is "<model>|<request id>"
+-- ARGV[6] = now in ms, optional (default: Redis TIME)
+-- Returns {1, replayed (0/1), now, remaining per window...}
+-- or {0, reason, window, retry after ms (-1: never), now}
+--
+-- This is the hot path: it avoids what costs in Redis Lua, namely commands whose
+-- answer it can infer, hash fields, tables and closures it does not need, and Lua's
+-- number formatting. The usual case runs in the fast path generated for the plan
+-- (`Limiter._fast_path`, at the marker below); the general path handles every case.
 
-local now = now_ms(ARGV[1])
 local state, log, leases = KEYS[1], KEYS[2], KEYS[3]
-local rid, pr, lease = ARGV[2], ARGV[3], ARGV[4]
-local ttl, cap, windows = TTL, CAP, WINDOWS
+local rid, pr, costs = ARGV[1], ARGV[2], ARGV[4]
+local model = ARGV[5] or ''
+local lease = model .. '|' .. rid
+local fmt = string.format
+local nows = ARGV[6]
+if not nows then
+  local t = redis.call('TIME')
+  nows = t[1] .. string.sub('00000' .. t[2], -6, -4)
+end
+local now = nows + 0
 
-local fields = {'b:u', 'c:' .. rid, 'x'}
-for _, w in ipairs(windows) do
-  local f = w.f
-  w.at = #fields -- this window's fields follow: v, n, p:<pr>, then a if regenerating
-  fields[w.at + 1] = f .. 'v'
-  fields[w.at + 2] = f .. 'n'
-  fields[w.at + 3] = f .. 'p:' .. pr
-  if w.kind == 'g' then
-    fields[w.at + 4] = f .. 'a'
+local vals = redis.call('HMGET', state, 'c:' .. rid, 'g', 'p:' .. pr)
+-- A stale record is trimmed and purged below, before the new charge is written.
+local replay = vals[1] and (PURGE == 0 or string.match(vals[1], '^[^|]*') + 0 > now - LONGEST)
+
+local cost, cost_list = nil, nil -- one cost for every window, or one per window
+if string.find(costs, ',', 1, true) then
+  cost_list = {}
+  for c in string.gmatch(costs, '[^,]+') do
+    cost_list[#cost_list + 1] = c + 0
+  end
+else
+  cost = costs + 0
+end
+
+-- Concurrency: the slot this request needs frees when enough leases reach their
+-- deadline. A request whose own lease is still live (a replay) keeps its slot.
+-- Expired leases (of crashed workers, or never released) are swept once SWEEP_AT of
+-- them may have gathered, and always before the cap is checked against a full set: a
+-- set smaller than the cap cannot fill it, live or not. Released leases leave the set
+-- at once, so in the usual case nothing needs sweeping.
+local conc_wait = 0
+local leases_new -- no lease is stored: ZADD creates the set afresh, without a TTL
+if not PER_MODEL then
+  local count = redis.call('ZCARD', leases)
+  if count >= SWEEP_AT or (CAP > 0 and count >= CAP) then
+    count = count - redis.call('ZREMRANGEBYSCORE', leases, '-inf', nows)
+  end
+  leases_new = count == 0
+  if CAP > 0 and count >= CAP and not redis.call('ZSCORE', leases, lease) then
+    -- swept just now: every lease left is live
+    local nth = redis.call('ZRANGE', leases, count - CAP, count - CAP, 'WITHSCORES')
+    conc_wait = nth[2] - now
+  end
+else
+  local all = redis.call('ZRANGE', leases, 0, -1, 'WITHSCORES')
+  local prefix = model .. '|'
+  local deadlines, held, stale = {}, false, 0
+  for j = 1, #all, 2 do
+    local deadline = all[j + 1] + 0
+    if deadline <= now then
+      stale = stale + 1
+    else
+      held = held or all[j] == lease
+      if string.sub(all[j], 1, #prefix) == prefix then
+        deadlines[#deadlines + 1] = deadline
+      end
+    end
+  end
+  leases_new = #all == 0
+  if stale >= SWEEP_AT then
+    redis.call('ZREMRANGEBYSCORE', leases, '-inf', nows)
+    leases_new = stale * 2 == #all
+  end
+  if #deadlines >= CAP and not held then
+    conc_wait = deadlines[#deadlines - CAP + 1] - now
   end
 end
-local vals = redis.call('HMGET', state, unpack(fields))
--- A stale record is trimmed and purged below, before the new charge is written.
-local replay = live_record(vals[2], now, windows)
 
-local costs = {}
-for c in string.gmatch(ARGV[7], '[^,]+') do
-  costs[#costs + 1] = tonumber(c)
+if vals[2] and conc_wait == 0 and not replay then
+-- @FAST
 end
+
+-- The general path, with the plan's tables and the shared helpers.
+-- @LIB
+local K, L = PLAN(), LIB()
+local gv, pv = L.gload(vals[2]), L.pload(vals[3])
 
 local best_wait, best_reason, best_window = 0, '', ''
 local function consider(wait, reason, window)
@@ -44,202 +103,160 @@ local function consider(wait, reason, window)
     best_wait, best_reason, best_window = wait, reason, window
   end
 end
-
-local until_ms = tonumber(vals[1] or '0')
+local until_ms = gv[2] ~= '' and gv[2] + 0 or 0
 if until_ms > now then
   consider(until_ms - now, 'cooldown', '')
 end
+consider(conc_wait, 'concurrency', '')
 
--- Concurrency: the slot this request needs frees when enough leases reach their
--- deadline. Leases of crashed workers are swept here, so they never pile up.
--- A request whose own lease is still live (a replay) keeps its slot.
-redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
-local leases_new = cap == 0 -- uncapped: the set was not looked at, so it may be new
-if cap > 0 then
-  local prefix = ARGV[6]
-  if prefix == '' then
-    local count = redis.call('ZCARD', leases)
-    leases_new = count == 0
-    if count >= cap and not redis.call('ZSCORE', leases, lease) then
-      local nth = redis.call('ZRANGE', leases, count - cap, count - cap, 'WITHSCORES')
-      consider(tonumber(nth[2]) - now, 'concurrency', '')
+-- Each window: trim what left it, then check the request against it. What the
+-- write-back below needs is kept in `ws`, 7 slots per window.
+local ws, others, records, purged, purge_cutoff, dirty = {}, {}, {}, nil, 0, false
+for i = 1, NW do
+  local k = (i - 1) * 9
+  local dur, hi, lo, share, limit, tick, regen, gi, name = unpack(K, k + 1, k + 9)
+  local v = gv[gi]
+  local n = gv[regen == 0 and gi + 1 or gi + 2]
+  local total = (regen == 0 and v ~= '') and v + 0 or 0
+  local own = pv[i]
+  local trimmed = false
+  if n ~= '' and n + 0 <= now - dur then
+    local expired
+    total, own, expired, n = L.trim(state, log, i, dur, name, now, total, own, pr, n, others,
+      records)
+    trimmed, dirty = true, true
+    if i == PURGE then
+      purged, purge_cutoff = expired, now - dur
     end
-  else
-    local live = redis.call('ZRANGE', leases, 0, -1, 'WITHSCORES')
-    leases_new = #live == 0
-    local deadlines, held = {}, false
-    for j = 1, #live, 2 do
-      held = held or live[j] == lease
-      if string.sub(live[j], 1, #prefix) == prefix then
-        deadlines[#deadlines + 1] = tonumber(live[j + 1])
+  end
+  local used, r, a = total, 0, 0
+  if regen > 0 then
+    r, a = L.bucket_at(v, gv[gi + 1], now, limit, tick, regen)
+    used = limit - r
+  end
+  local c = cost or cost_list[i]
+  if not replay then
+    local after = used + c
+    local over = own + c > share
+    if after > hi or (over and after > lo) then
+      local t_hi, t_lo, t_sh
+      if regen == 0 then
+        t_hi, t_lo, t_sh = L.rolling_waits(state, log, dur, name, now, pr, after - hi, after - lo,
+          own + c - share)
+      else -- the bucket sets the window's waits; the log still holds the PR's own use
+        local function bucket_wait(need)
+          if need <= 0 then
+            return 0
+          end
+          if r + need > limit then
+            return INF
+          end
+          return a + math.ceil(need / regen) * tick - now
+        end
+        t_hi, t_lo = bucket_wait(after - hi), bucket_wait(after - lo)
+        local _, _, sh = L.rolling_waits(state, log, dur, name, now, pr, 0, 0, own + c - share)
+        t_sh = sh
+      end
+      consider(t_hi, 'window', name)
+      if over then
+        if t_lo <= t_sh then
+          consider(t_lo, 'reserve', name)
+        else
+          consider(t_sh, 'pr_share', name)
+        end
       end
     end
-    if #deadlines >= cap and not held then
-      consider(deadlines[#deadlines - cap + 1] - now, 'concurrency', '')
-    end
   end
+  local s = (i - 1) * 7
+  ws[s + 1], ws[s + 2], ws[s + 3], ws[s + 4], ws[s + 5], ws[s + 6], ws[s + 7] =
+    used, own, c, r, a, n, trimmed
 end
-
--- When enough of the window's live charges (or of this PR's) will have expired.
-local function rolling_waits(w, need_hi, need_lo, need_share)
-  local t_hi = need_hi > 0 and INF or 0
-  local t_lo = need_lo > 0 and INF or 0
-  local t_sh = need_share > 0 and INF or 0
-  local entries = redis.call('ZRANGEBYSCORE', log, '(' .. (now - w.dur), '+inf', 'WITHSCORES')
-  local acc, acc_pr = 0, 0
-  for j = 1, #entries, 2 do
-    if t_hi < INF and t_lo < INF and t_sh < INF then
-      break
-    end
-    local amount, owner = charge_of(redis.call('HGET', state, 'c:' .. entries[j]), w.name)
-    local when = tonumber(entries[j + 1]) + w.dur - now
-    acc = acc + amount
-    if t_hi == INF and acc >= need_hi then t_hi = when end
-    if t_lo == INF and acc >= need_lo then t_lo = when end
-    if owner == pr then
-      acc_pr = acc_pr + amount
-      if t_sh == INF and acc_pr >= need_share then t_sh = when end
-    end
-  end
-  return t_hi, t_lo, t_sh
-end
-
--- When a regenerating bucket will hold `need` more than it does now.
-local function bucket_wait(w, need)
-  if need <= 0 then
-    return 0
-  end
-  if w.r + need > w.limit then
-    return INF
-  end
-  return w.a + math.ceil(need / w.regen) * w.tick - now
-end
-
-local function check(w)
-  local after = w.used + w.cost
-  local over = w.own + w.cost > w.share
-  if after <= w.hi and not (over and after > w.lo) then
-    return
-  end
-  local t_hi, t_lo, t_sh
-  if w.kind == 'r' then
-    t_hi, t_lo, t_sh = rolling_waits(w, after - w.hi, after - w.lo, w.own + w.cost - w.share)
-  else -- the bucket sets the window's waits; the log still holds the PR's own use
-    t_hi, t_lo = bucket_wait(w, after - w.hi), bucket_wait(w, after - w.lo)
-    local _, _, sh = rolling_waits(w, 0, 0, w.own + w.cost - w.share)
-    t_sh = sh
-  end
-  consider(t_hi, 'window', w.name)
-  if over then
-    if t_lo <= t_sh then
-      consider(t_lo, 'reserve', w.name)
-    else
-      consider(t_sh, 'pr_share', w.name)
-    end
-  end
-end
-
-local updates, purged = {}, nil
-for i, w in ipairs(windows) do
-  local b = w.at
-  local expired
-  w.total, w.own, expired, w.n = trim(state, log, w, now, tonumber(vals[b + 1] or '0'),
-    tonumber(vals[b + 3] or '0'), pr, vals[b + 2])
-  if expired then
-    updates[#updates + 1] = w.f .. 'n'
-    updates[#updates + 1] = w.n or ''
-    if w.kind == 'r' then
-      updates[#updates + 1] = w.f .. 'v'
-      updates[#updates + 1] = w.total
-    end
-    w.own_moved = true
-    if w.purge then
-      purged = expired
-    end
-  end
-  if w.kind == 'r' then
-    w.used = w.total
-  else
-    w.r, w.a = bucket_at(vals[b + 1], vals[b + 4], now, w)
-    w.used = w.limit - w.r
-  end
-  w.cost = costs[i] or costs[1]
-  if not replay then
-    check(w)
-  end
+if next(others) then
+  L.flush(state, others)
 end
 if purged then
-  for _, w in ipairs(windows) do
-    if w.purge then
-      purge(state, log, purged, now - w.dur)
-    end
-  end
+  L.purge(state, log, purged, purge_cutoff)
 end
 
 -- Write back what trimming moved, plus the charge itself on a grant.
 local grant = best_wait == 0
-local record, remaining, drop, log_new = {now, pr}, {}, {}, false
-for _, w in ipairs(windows) do
-  if grant and not replay then
-    if w.kind == 'r' then
-      updates[#updates + 1] = w.f .. 'v'
-      updates[#updates + 1] = w.total + w.cost
+local charge = grant and not replay and NW > 0
+local remaining, log_new, own_moved = {}, false, false
+for i = 1, NW do
+  local s, k = (i - 1) * 7, (i - 1) * 9
+  local used, own, c, r, a, n, moved = unpack(ws, s + 1, s + 7)
+  local hi, regen, gi = K[k + 2], K[k + 7], K[k + 8]
+  local ni = regen == 0 and gi + 1 or gi + 2
+  gv[ni] = n
+  if charge then
+    if regen == 0 then
+      gv[gi] = fmt('%d', used + c)
     else
-      updates[#updates + 1] = w.f .. 'v'
-      updates[#updates + 1] = w.r - w.cost
-      updates[#updates + 1] = w.f .. 'a'
-      updates[#updates + 1] = w.a
+      gv[gi], gv[gi + 1] = fmt('%d', r - c), fmt('%d', a)
     end
-    if not w.n or w.n == '' then
-      updates[#updates + 1] = w.f .. 'n'
-      updates[#updates + 1] = now
-      log_new = log_new or w.purge -- nothing left in the log: ZADD creates it afresh
+    if n == '' then
+      gv[ni] = nows
+      log_new = log_new or i == PURGE -- nothing left in the log: ZADD creates it afresh
     end
-    w.used = w.used + w.cost
-    w.own = w.own + w.cost
-    w.own_moved = true
-    record[#record + 1] = w.name .. '=' .. w.cost
+    used, own, moved = used + c, own + c, true
+  elseif moved and regen == 0 then
+    gv[gi] = fmt('%d', used)
   end
-  if w.own_moved then
-    if w.own > 0 then
-      updates[#updates + 1] = w.f .. 'p:' .. pr
-      updates[#updates + 1] = w.own
-    else
-      drop[#drop + 1] = w.f .. 'p:' .. pr
-    end
+  if moved then
+    pv[i], own_moved = own, true
   end
-  remaining[#remaining + 1] = w.hi - w.used
+  remaining[i] = hi - used
 end
--- TTLs are refreshed when a quarter of the TTL has passed, or when a key may have
--- just been created; PEXPIRE on every grant would be most of the script's calls.
-local refresh = not vals[3] or tonumber(vals[3]) < now - ttl / 4
-if refresh and #updates > 0 then
-  updates[#updates + 1] = 'x'
-  updates[#updates + 1] = now
+dirty = dirty or charge
+-- TTLs are refreshed when TTL_REFRESH has passed, or when a key may have just been
+-- created; PEXPIRE on every grant would be most of the script's calls.
+local refresh = gv[1] == '' or gv[1] + 0 < now - TTL_REFRESH
+if refresh and dirty then
+  gv[1] = nows
 end
-if grant and not replay and #windows > 0 then
+local updates = {}
+if dirty then
+  updates[1], updates[2] = 'g', table.concat(gv, '|')
+end
+if charge then
+  local record
+  if cost then
+    record = nows .. '|' .. pr .. '|' .. costs
+  else
+    record = {nows, pr}
+    for i = 1, NW do
+      record[i + 2] = K[i * 9] .. '=' .. fmt('%d', cost_list[i])
+    end
+    record = table.concat(record, '|')
+  end
   updates[#updates + 1] = 'c:' .. rid
-  updates[#updates + 1] = table.concat(record, '|')
-  redis.call('ZADD', log, now, rid)
+  updates[#updates + 1] = record
+  redis.call('ZADD', log, nows, rid)
   if refresh or log_new then
-    redis.call('PEXPIRE', log, ttl)
+    redis.call('PEXPIRE', log, TTL)
+  end
+end
+if own_moved then
+  local p = L.pstr(pv)
+  if p then
+    updates[#updates + 1] = 'p:' .. pr
+    updates[#updates + 1] = p
+  else
+    redis.call('HDEL', state, 'p:' .. pr)
   end
 end
 if #updates > 0 then
   redis.call('HSET', state, unpack(updates))
-  if refresh then
-    redis.call('PEXPIRE', state, math.max(ttl, until_ms - now + ttl)) -- never cut a block short
+  if refresh and dirty then
+    redis.call('PEXPIRE', state, fmt('%d', math.max(TTL, until_ms - now + TTL))) -- never cut a block short
   end
-end
-if #drop > 0 then
-  redis.call('HDEL', state, unpack(drop))
 end
 
 if not grant then
-  return table.concat({0, best_reason, best_window, best_wait == INF and -1 or best_wait, now}, '|')
+  return {0, best_reason, best_window, best_wait == INF and -1 or best_wait, now}
 end
-redis.call('ZADD', leases, now + tonumber(ARGV[5]), lease)
+redis.call('ZADD', leases, fmt('%d', now + ARGV[3]), lease)
 if refresh or leases_new then
-  redis.call('PEXPIRE', leases, ttl)
+  redis.call('PEXPIRE', leases, TTL)
 end
-return table.concat({1, replay and 1 or 0, now, table.concat(remaining, ',')}, '|')
+return {1, replay and 1 or 0, now, unpack(remaining)}

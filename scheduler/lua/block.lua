@@ -8,11 +8,14 @@
 -- ARGV[4] = key TTL in ms
 -- Returns the deadline in force after the call (0 when none is active).
 
-local now = now_ms(ARGV[1])
-local current = tonumber(redis.call('HGET', KEYS[1], 'b:u') or '0')
+local L = LIB()
+local now = L.now(ARGV[1])
+local gv = L.gload(redis.call('HGET', KEYS[1], 'g'))
+local current = gv[2] ~= '' and gv[2] + 0 or 0
 local wanted = tonumber(ARGV[2])
 if wanted > current and wanted > now then
-  redis.call('HSET', KEYS[1], 'b:u', wanted, 'b:r', ARGV[3])
+  gv[2] = string.format('%d', wanted)
+  redis.call('HSET', KEYS[1], 'g', table.concat(gv, '|'), 'b:r', ARGV[3])
   redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[4]), wanted - now + tonumber(ARGV[4])))
   return wanted
 end

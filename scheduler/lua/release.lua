@@ -5,7 +5,7 @@
 -- ARGV[2] = lease id
 -- Returns 1 when the lease was still live, 0 when it had already expired or gone.
 
-local now = now_ms(ARGV[1])
+local now = LIB().now(ARGV[1])
 local deadline = redis.call('ZSCORE', KEYS[1], ARGV[2])
 redis.call('ZREM', KEYS[1], ARGV[2])
 if deadline and tonumber(deadline) > now then

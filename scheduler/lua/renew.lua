@@ -7,7 +7,7 @@
 -- ARGV[4] = key TTL in ms
 -- Returns the new deadline, or 0 when the lease had expired or was released.
 
-local now = now_ms(ARGV[1])
+local now = LIB().now(ARGV[1])
 local deadline = redis.call('ZSCORE', KEYS[1], ARGV[2])
 if not deadline or tonumber(deadline) <= now then
   redis.call('ZREM', KEYS[1], ARGV[2])

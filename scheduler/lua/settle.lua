@@ -9,10 +9,12 @@
 -- ARGV[4] = new cost per window, "c" for all or "c1,c2,..." in plan order
 -- Returns 1 when the charge was found, 0 otherwise.
 
-local now = now_ms(ARGV[1])
+local L = LIB()
+local now = L.now(ARGV[1])
 local state, log, rid, refund = KEYS[1], KEYS[2], ARGV[2], ARGV[3] == '1'
-local windows = WINDOWS
-local record = live_record(redis.call('HGET', state, 'c:' .. rid), now, windows)
+local windows = WINDOWS()
+local vals = redis.call('HMGET', state, 'c:' .. rid, 'g')
+local record = L.live_record(vals[1], now)
 if not record then
   return 0
 end
@@ -23,23 +25,29 @@ for c in string.gmatch(ARGV[4], '[^,]+') do
   costs[#costs + 1] = tonumber(c)
 end
 
+local gv = L.gload(vals[2])
+local pv = pr ~= '' and L.pload(redis.call('HGET', state, 'p:' .. pr)) or nil
+local pr_moved = false
 local parts = {granted_at, pr}
 for i, w in ipairs(windows) do
-  local old = charge_of(record, w.name)
+  local old = L.charge_of(record, w.name)
   local new = refund and 0 or (costs[i] or costs[1])
-  local vals = redis.call('HMGET', state, w.f .. 'n', w.f .. 'v', w.f .. 'a')
-  local in_totals = vals[1] and vals[1] ~= '' and granted_at >= tonumber(vals[1])
+  local gi = w.gi
+  local n = gv[w.regen == 0 and gi + 1 or gi + 2]
+  local in_totals = n ~= '' and granted_at >= tonumber(n)
   local live = granted_at > now - w.dur
   local delta = new - old
   if live or (refund and in_totals) then
-    if w.kind == 'r' then
-      redis.call('HINCRBY', state, w.f .. 'v', delta)
+    if w.regen == 0 then
+      gv[gi] = string.format('%d', (gv[gi] ~= '' and gv[gi] + 0 or 0) + delta)
     elseif live then
-      local r, a = bucket_at(vals[2], vals[3], now, w)
-      redis.call('HSET', state, w.f .. 'v', math.min(w.limit, r - delta), w.f .. 'a', a)
+      local r, a = L.bucket_at(gv[gi], gv[gi + 1], now, w.limit, w.tick, w.regen)
+      gv[gi], gv[gi + 1] = string.format('%d', math.min(w.limit, r - delta)), string.format('%d', a)
     end
-    if pr ~= '' and delta ~= 0 and redis.call('HINCRBY', state, w.f .. 'p:' .. pr, delta) <= 0 then
-      redis.call('HDEL', state, w.f .. 'p:' .. pr)
+    if pv and delta ~= 0 then
+      -- use never drops below 0 (pstr stores a negative amount as 0)
+      pv[i] = math.max(pv[i], 0) + delta
+      pr_moved = true
     end
   else
     new = old -- it left this window; a later trim must take off what was added
@@ -52,10 +60,19 @@ if refund then
   if redis.call('EXISTS', log) == 0 then
     -- The log went with its last entry; the next grant must give it a TTL again.
     for _, w in ipairs(windows) do
-      redis.call('HSET', state, w.f .. 'n', '')
+      gv[w.regen == 0 and w.gi + 1 or w.gi + 2] = ''
     end
   end
 else
   redis.call('HSET', state, 'c:' .. rid, table.concat(parts, '|'))
+end
+redis.call('HSET', state, 'g', table.concat(gv, '|'))
+if pr_moved then
+  local p = L.pstr(pv)
+  if p then
+    redis.call('HSET', state, 'p:' .. pr, p)
+  else
+    redis.call('HDEL', state, 'p:' .. pr)
+  end
 end
 return 1

@@ -7,16 +7,18 @@
 -- ARGV[1] = now in ms, or '' for Redis TIME
 -- Returns a JSON object: now, windows[{name, used, next_free_at, pr_used}], leases, block.
 
-local now = now_ms(ARGV[1])
+local L = LIB()
+local now = L.now(ARGV[1])
 local state, log = KEYS[1], KEYS[2]
-local windows = WINDOWS
+local windows = WINDOWS()
+local gv = L.gload(redis.call('HGET', state, 'g'))
 local result = {now = now, windows = {}, leases = cjson.null, block = cjson.null}
 
 for i, w in ipairs(windows) do
   local entries = redis.call('ZRANGEBYSCORE', log, '(' .. (now - w.dur), '+inf', 'WITHSCORES')
   local used, pr_used, next_free = 0, {}, -1
   for j = 1, #entries, 2 do
-    local amount, pr = charge_of(redis.call('HGET', state, 'c:' .. entries[j]), w.name)
+    local amount, pr = L.charge_of(redis.call('HGET', state, 'c:' .. entries[j]), w.name)
     used = used + amount
     if pr and pr ~= '' and amount ~= 0 then
       pr_used[pr] = (pr_used[pr] or 0) + amount
@@ -26,8 +28,7 @@ for i, w in ipairs(windows) do
     end
   end
   if w.kind == 'g' then
-    local vals = redis.call('HMGET', state, w.f .. 'v', w.f .. 'a')
-    local r, a = bucket_at(vals[1], vals[2], now, w)
+    local r, a = L.bucket_at(gv[w.gi], gv[w.gi + 1], now, w.limit, w.tick, w.regen)
     used, next_free = w.limit - r, -1
     if r < w.limit then
       next_free = a + w.tick
@@ -46,9 +47,8 @@ if #live > 0 then
     result.leases[#result.leases + 1] = {id = live[j], deadline = tonumber(live[j + 1])}
   end
 end
-local blk = redis.call('HMGET', state, 'b:u', 'b:r')
-if blk[1] and tonumber(blk[1]) > now then
-  result.block = {['until'] = tonumber(blk[1]), reason = blk[2] or ''}
+if gv[2] ~= '' and tonumber(gv[2]) > now then
+  result.block = {['until'] = tonumber(gv[2]), reason = redis.call('HGET', state, 'b:r') or ''}
 end
 if #windows == 0 then
   result.windows = cjson.null

@@ -10,19 +10,28 @@
 -- ARGV[4] = provider's reset (next free) time, epoch ms
 -- Returns 1 when the local view moved, 0 when ours was already as pessimistic.
 
-local now = now_ms(ARGV[1])
+local L = LIB()
+local now = L.now(ARGV[1])
 local state, log = KEYS[1], KEYS[2]
-local ttl, windows = TTL, WINDOWS
-local w = windows[tonumber(ARGV[2])]
+local ttl, i = TTL, tonumber(ARGV[2])
+local w = WINDOWS()[i]
 local used, reset_at = tonumber(ARGV[3]), tonumber(ARGV[4])
 if reset_at <= now then
   return 0
 end
-local vals = redis.call('HMGET', state, w.f .. 'v', w.f .. 'a', w.f .. 'n', 'b:u')
-if w.kind == 'r' then
-  local total, _, expired, n = trim(state, log, w, now, tonumber(vals[1] or '0'), 0, '', vals[3])
+local gv = L.gload(redis.call('HGET', state, 'g'))
+local gi = w.gi
+local until_ms = gv[2] ~= '' and gv[2] + 0 or 0
+if w.regen == 0 then
+  local others = {}
+  local total, _, expired, n = L.trim(state, log, i, w.dur, w.name, now,
+    gv[gi] ~= '' and gv[gi] + 0 or 0, 0, '', gv[gi + 1], others, {})
+  if next(others) then
+    L.flush(state, others)
+  end
   if expired then
-    redis.call('HSET', state, w.f .. 'v', total, w.f .. 'n', n or '')
+    gv[gi], gv[gi + 1] = string.format('%d', total), n
+    redis.call('HSET', state, 'g', table.concat(gv, '|'))
   end
   local delta = used - total
   if delta <= 0 then
@@ -30,18 +39,21 @@ if w.kind == 'r' then
   end
   local id = '~sync:' .. w.name .. ':' .. now .. ':' .. used
   local at = math.min(now, reset_at - w.dur)
-  if not n or n == '' or tonumber(n) > at then
+  if n == '' or tonumber(n) > at then
     n = at
   end
+  gv[gi], gv[gi + 1] = string.format('%d', total + delta), string.format('%d', n)
   redis.call('ZADD', log, at, id)
-  redis.call('HSET', state, w.f .. 'v', total + delta, w.f .. 'n', n, 'c:' .. id, at .. '||' .. w.name .. '=' .. delta)
+  redis.call('HSET', state, 'g', table.concat(gv, '|'), 'c:' .. id,
+    at .. '||' .. w.name .. '=' .. delta)
 else
-  local r = bucket_at(vals[1], vals[2], now, w)
+  local r = L.bucket_at(gv[gi], gv[gi + 1], now, w.limit, w.tick, w.regen)
   if w.limit - used >= r then
     return 0
   end
-  redis.call('HSET', state, w.f .. 'v', w.limit - used, w.f .. 'a', reset_at - w.tick)
+  gv[gi], gv[gi + 1] = string.format('%d', w.limit - used), string.format('%d', reset_at - w.tick)
+  redis.call('HSET', state, 'g', table.concat(gv, '|'))
 end
-redis.call('PEXPIRE', state, math.max(ttl, tonumber(vals[4] or '0') - now + ttl))
+redis.call('PEXPIRE', state, math.max(ttl, until_ms - now + ttl))
 redis.call('PEXPIRE', log, ttl)
 return 1
