@@ -253,7 +253,8 @@ class Limiter:
         windows = self._enforced.windows
         nums = range(1, len(windows) + 1)
         own, costs = ", ".join(f"o{i}" for i in nums), ", ".join(f"c{i}" for i in nums)
-        slots, g_out, g_args, checks, record, remaining = ["x", "bu"], [], [], [], [], []
+        slots, g_in, g_out, g_args = ["x", "bu"], ["([^|]*)", "([^|]*)"], ["%s", "%s"], ["x", "bu"]
+        p_in, p_out, checks, record, remaining = [], [], [], [], []
         for i, w in zip(nums, windows, strict=True):
             hi, lo, share = self.policy.caps(w.limit_milli)
             checks += [
@@ -262,13 +263,15 @@ class Limiter:
             ]
             if w.kind == "rolling":
                 slots += [f"v{i}", f"n{i}"]
-                g_out += ["%d", "%s"]
+                g_in.append(f"{w.name}=([^,|]*),([^,|]*)")
+                g_out.append(f"{w.name}=%d,%s")
                 g_args += [f"u{i}", f"n{i}"]
                 checks.append(f"local u{i} = (v{i} == '' and 0 or v{i}) + c{i}")
             else:  # the bucket brought to now, as bucket_at in lua/_lib.lua
                 full, tick, regen = w.limit_milli, w.tick_ms, w.regen_milli
                 slots += [f"v{i}", f"a{i}", f"n{i}"]
-                g_out += ["%d", "%d", "%s"]
+                g_in.append(f"{w.name}=([^,|]*),([^,|]*),([^,|]*)")
+                g_out.append(f"{w.name}=%d,%d,%s")
                 g_args += [f"r{i} - c{i}", f"a{i}", f"n{i}"]
                 checks += [
                     f"local r{i} = v{i} == '' and {full} or v{i} + 0",
@@ -288,26 +291,30 @@ class Limiter:
                 f"o{i} = o{i} + c{i}",
                 f"if u{i} > {hi} or (o{i} > {share} and u{i} > {lo}) then break end",
             ]
-            record.append(f"{w.name}=%d")
+            p_in.append(f"{w.name}=([^|]*)")
+            p_out.append(f"{w.name}=%d")
+            record.append(w.name)
             remaining.append(f"{hi} - u{i}")
-        g_pattern = "^" + "|".join(["([^|]*)"] * len(slots)) + "$"
-        code = [
-            f"local {', '.join(slots)} = string.match(vals[2], '{g_pattern}')",
+        code = [  # g and p as stored for this plan's windows, else the general path
+            f"local {', '.join(slots)} = string.match(vals[2], '^{'|'.join(g_in)}$')",
             "if not x or x == '' or x + 0 < now - TTL_REFRESH then break end",
             "if bu ~= '' and bu + 0 > now then break end",
         ]
         if windows:
-            p_pattern = "^" + "|".join(["([^|]*)"] * len(windows)) + "$"
             code += [
                 f"local {own} = {', '.join(['0'] * len(windows))}",
-                f"if vals[3] then {own} = string.match(vals[3], '{p_pattern}') end",
+                "if vals[3] then",
+                f"  {own} = string.match(vals[3], '^{'|'.join(p_in)}$')",
+                "  if not o1 then break end",
+                "end",
                 *checks,
                 f"if {' and '.join(f'o{i} <= 0' for i in nums)} then break end",
-                "local record = cost and nows .. '|' .. pr .. '|' .. costs",
-                f"  or fmt('%s|%s|{'|'.join(record)}', nows, pr, {costs})",
+                "local record = cost and nows .. '|' .. pr .. "
+                + " .. ".join(f"'|{name}=' .. costs" for name in record),
+                f"  or fmt('%s|%s|{'|'.join(f'{name}=%d' for name in record)}', nows, pr, {costs})",
                 "redis.call('HSET', state,",
-                f"  'g', fmt('%s|%s|{'|'.join(g_out)}', x, bu, {', '.join(g_args)}),",
-                f"  'p:' .. pr, fmt('{'|'.join(['%d'] * len(windows))}', {own}),",
+                f"  'g', fmt('{'|'.join(g_out)}', {', '.join(g_args)}),",
+                f"  'p:' .. pr, fmt('{'|'.join(p_out)}', {own}),",
                 "  'c:' .. rid, record)",
                 "redis.call('ZADD', log, nows, rid)",
             ]
@@ -336,7 +343,7 @@ class Limiter:
         costs = [int(cost.get(n, 0)) for n in names]
         if min(costs, default=0) < 0:
             raise ValueError(f"costs must be >= 0 milli-units, got {dict(cost)}")
-        if len(set(costs)) <= 1:  # one cost for every window: the shorter charge record
+        if len(set(costs)) <= 1:  # one cost for every window
             return str(costs[0] if costs else 0).encode()
         return ",".join(map(str, costs)).encode()
 

@@ -1,21 +1,19 @@
 -- Shared helpers, prepended to every limiter script when it is loaded.
 --
 -- Data layout of one account (all keys share the account's {hash tag}):
---   state  HASH  g                   "x|bu|<window>|<window>..." in plan order, where
+--   state  HASH  g                   "x|bu|<w>=v,n|<w>=v,a,n..." in plan order, where
 --                                    x is when the keys' TTLs were last refreshed, bu
---                                    the block's end (ms), and each <window> is "v|n"
---                                    for a rolling window, "v|a|n" for a regenerating
---                                    one: v the rolling total or the bucket's remaining
---                                    amount, a the bucket's tick anchor, n the grant
---                                    time of the oldest charge still in the window's
---                                    totals (older ones were trimmed). '' stands for
---                                    unset: no block, total 0, a full bucket, no charge.
+--                                    the block's end (ms), and each window <w> holds
+--                                    "v,n" if rolling, "v,a,n" if regenerating: v the
+--                                    rolling total or the bucket's remaining amount, a
+--                                    the bucket's tick anchor, n the grant time of the
+--                                    oldest charge still in the window's totals (older
+--                                    ones were trimmed). '' stands for unset: no block,
+--                                    total 0, a full bucket, no charge.
 --                b:r                 the block's reason
---                p:<pr>              the PR's use, "u|u..." one per window in plan order;
---                                    gone when all are 0
---                c:<request id>      charge record: "grant_ms|pr|cost" when the charge
---                                    is the same in every window, else
---                                    "grant_ms|pr|<w>=cost|<w>=cost..."
+--                p:<pr>              the PR's use, "<w>=u|<w>=u..." in plan order; gone
+--                                    when all are 0
+--                c:<request id>      charge record "grant_ms|pr|<w>=cost|<w>=cost..."
 --   log    ZSET  request id -> grant ms, one log for every window of the plan
 --   leases ZSET  lease id   -> deadline ms (live while deadline > now); expired ones
 --                are swept by acquire once SWEEP_AT leases (or the cap) are stored
@@ -56,44 +54,72 @@ local function LIB()
     return s + 0, s
   end
 
-  -- g as a table of GN strings ('' when unset).
+  -- g as a table of GN strings ('' when unset): x, bu, then each window's slots at
+  -- its index in PLAN(). Windows are found by name, so a plan that gained, lost or
+  -- reordered windows keeps the state of the ones it still has.
   function L.gload(g)
     local gv = {}
-    if g then
-      for s in string.gmatch(g .. '|', '([^|]*)|') do
-        gv[#gv + 1] = s
+    for i = 1, GN do
+      gv[i] = ''
+    end
+    local x, bu, rest = string.match(g or '', '^([^|]*)|([^|]*)(.*)$')
+    if not x then
+      return gv
+    end
+    gv[1], gv[2] = x, bu
+    local stored = {}
+    for name, slots in string.gmatch(rest, '|([%w_]+)=([^|]*)') do
+      stored[name] = slots
+    end
+    local K = PLAN()
+    for i = 1, NW do
+      local k = (i - 1) * 9
+      local regen, gi, name = K[k + 7], K[k + 8], K[k + 9]
+      local v, a, n = string.match(stored[name] or '', '^([^,]*),([^,]*),([^,]*)$')
+      if regen == 0 then
+        v, n = string.match(stored[name] or '', '^([^,]*),([^,]*)$')
       end
-    else
-      for i = 1, GN do
-        gv[i] = ''
+      if v then
+        gv[gi], gv[gi + 1] = v, regen == 0 and n or a
+        if regen > 0 then
+          gv[gi + 2] = n
+        end
       end
     end
     return gv
   end
 
-  -- A PR's use per window as numbers (0 when unset).
-  function L.pload(p)
-    local pv, i = {}, 0
-    if p then
-      for s in string.gmatch(p .. '|', '([^|]*)|') do
-        i = i + 1
-        pv[i] = s + 0
-      end
+  -- g as stored: "x|bu|<name>=v,n|<name>=v,a,n..." in plan order.
+  function L.gsave(gv)
+    local out, K = {gv[1], gv[2]}, PLAN()
+    for i = 1, NW do
+      local k = (i - 1) * 9
+      local regen, gi, name = K[k + 7], K[k + 8], K[k + 9]
+      out[i + 2] = name .. '=' .. gv[gi] .. ',' .. gv[gi + 1] .. (regen > 0 and ',' .. gv[gi + 2] or '')
     end
-    for j = i + 1, NW do
-      pv[j] = 0
+    return table.concat(out, '|')
+  end
+
+  -- A PR's use per window as numbers (0 when unset), found by window name.
+  function L.pload(p)
+    local stored, pv, K = {}, {}, PLAN()
+    for name, u in string.gmatch(p or '', '([%w_]+)=([^|]*)') do
+      stored[name] = tonumber(u)
+    end
+    for i = 1, NW do
+      pv[i] = stored[K[i * 9]] or 0
     end
     return pv
   end
 
-  -- A PR's use as stored, or nil when nothing is left and the field should go (use
-  -- never drops below 0: a negative amount is stored as 0).
+  -- A PR's use as stored, "<name>=u|<name>=u..." in plan order, or nil when nothing is
+  -- left and the field should go (use never drops below 0: a negative amount is 0).
   function L.pstr(pv)
-    local out, any = {}, false
+    local out, any, K = {}, false, PLAN()
     for i = 1, NW do
       local u = pv[i] > 0 and pv[i] or 0
       any = any or u > 0
-      out[i] = string.format('%d', u)
+      out[i] = K[i * 9] .. '=' .. string.format('%d', u)
     end
     return any and table.concat(out, '|') or nil
   end
@@ -115,11 +141,8 @@ local function LIB()
     if not record then
       return 0, ''
     end
-    local pr, costs = string.match(record, '^[^|]*|([^|]*)|(.*)$')
-    if not string.find(costs, '=', 1, true) then
-      return costs + 0, pr
-    end
-    return tonumber(string.match(record, '|' .. name .. '=(%-?%d+)')) or 0, pr
+    return tonumber(string.match(record, '|' .. name .. '=(%-?%d+)')) or 0,
+      string.match(record, '^[^|]*|([^|]*)')
   end
 
   -- Regenerating bucket at `now` ('' or nil: unset). A full bucket re-anchors at now,

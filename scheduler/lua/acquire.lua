@@ -216,19 +216,14 @@ if refresh and dirty then
 end
 local updates = {}
 if dirty then
-  updates[1], updates[2] = 'g', table.concat(gv, '|')
+  updates[1], updates[2] = 'g', L.gsave(gv)
 end
 if charge then
-  local record
-  if cost then
-    record = nows .. '|' .. pr .. '|' .. costs
-  else
-    record = {nows, pr}
-    for i = 1, NW do
-      record[i + 2] = K[i * 9] .. '=' .. fmt('%d', cost_list[i])
-    end
-    record = table.concat(record, '|')
+  local record = {nows, pr}
+  for i = 1, NW do
+    record[i + 2] = K[i * 9] .. '=' .. (cost and costs or fmt('%d', cost_list[i]))
   end
+  record = table.concat(record, '|')
   updates[#updates + 1] = 'c:' .. rid
   updates[#updates + 1] = record
   redis.call('ZADD', log, nows, rid)

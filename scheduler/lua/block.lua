@@ -15,7 +15,7 @@ local current = gv[2] ~= '' and gv[2] + 0 or 0
 local wanted = tonumber(ARGV[2])
 if wanted > current and wanted > now then
   gv[2] = string.format('%d', wanted)
-  redis.call('HSET', KEYS[1], 'g', table.concat(gv, '|'), 'b:r', ARGV[3])
+  redis.call('HSET', KEYS[1], 'g', L.gsave(gv), 'b:r', ARGV[3])
   redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[4]), wanted - now + tonumber(ARGV[4])))
   return wanted
 end

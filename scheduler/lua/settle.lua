@@ -66,7 +66,7 @@ if refund then
 else
   redis.call('HSET', state, 'c:' .. rid, table.concat(parts, '|'))
 end
-redis.call('HSET', state, 'g', table.concat(gv, '|'))
+redis.call('HSET', state, 'g', L.gsave(gv))
 if pr_moved then
   local p = L.pstr(pv)
   if p then

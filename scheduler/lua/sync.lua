@@ -31,7 +31,7 @@ if w.regen == 0 then
   end
   if expired then
     gv[gi], gv[gi + 1] = string.format('%d', total), n
-    redis.call('HSET', state, 'g', table.concat(gv, '|'))
+    redis.call('HSET', state, 'g', L.gsave(gv))
   end
   local delta = used - total
   if delta <= 0 then
@@ -44,7 +44,7 @@ if w.regen == 0 then
   end
   gv[gi], gv[gi + 1] = string.format('%d', total + delta), string.format('%d', n)
   redis.call('ZADD', log, at, id)
-  redis.call('HSET', state, 'g', table.concat(gv, '|'), 'c:' .. id,
+  redis.call('HSET', state, 'g', L.gsave(gv), 'c:' .. id,
     at .. '||' .. w.name .. '=' .. delta)
 else
   local r = L.bucket_at(gv[gi], gv[gi + 1], now, w.limit, w.tick, w.regen)
@@ -52,7 +52,7 @@ else
     return 0
   end
   gv[gi], gv[gi + 1] = string.format('%d', w.limit - used), string.format('%d', reset_at - w.tick)
-  redis.call('HSET', state, 'g', table.concat(gv, '|'))
+  redis.call('HSET', state, 'g', L.gsave(gv))
 end
 redis.call('PEXPIRE', state, math.max(ttl, until_ms - now + ttl))
 redis.call('PEXPIRE', log, ttl)
