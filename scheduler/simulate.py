@@ -34,7 +34,7 @@ from scheduler.waker import Waker
 from workers.changes import PullRequestRef
 from workers.planning import PlanningConfig
 from workers.providers.attempt import RetryPolicy
-from workers.runtime import RuntimeSpec
+from workers.runtime import RuntimeSpec, run_worker
 from workers.sandbox import (
     BASE_PATHS,
     DEFAULT_MODELS,
@@ -166,22 +166,10 @@ def synthetic_diff(pr: PrSpec, line_chars: int) -> str:
     return "".join(parts)
 
 
-def _worker_main(spec: RuntimeSpec) -> None:
-    """One RQ worker process (spawned): SIGTERM makes RQ finish its job and stop."""
-    from rq import SimpleWorker
-
-    from workers.runtime import configure, runtime
-
-    configure(spec)
-    rt = runtime()
-    worker = SimpleWorker([rt.queue], connection=rt.redis)
-    worker.work(logging_level="WARNING")
-
-
 @contextlib.contextmanager
 def _workers(spec: RuntimeSpec, count: int) -> Iterator[list[Any]]:
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(spec,), daemon=True) for _ in range(count)]
+    procs = [ctx.Process(target=run_worker, args=(spec,), daemon=True) for _ in range(count)]
     for proc in procs:
         proc.start()
     try:

@@ -23,7 +23,7 @@ from rq import Queue
 from scheduler.admission import Admission
 from scheduler.config import Settings
 from scheduler.waker import Waker
-from workers.runtime import RuntimeSpec
+from workers.runtime import RuntimeSpec, run_worker
 
 __all__ = ["runtime_spec", "worker"]
 
@@ -49,14 +49,8 @@ def runtime_spec(settings: Settings) -> RuntimeSpec:
 
 
 def _child(spec: RuntimeSpec, burst: bool) -> None:
-    from rq import SimpleWorker
-
-    from workers.runtime import configure, runtime
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    configure(spec)
-    rt = runtime()
-    SimpleWorker([rt.queue], connection=rt.redis).work(burst=burst, logging_level="INFO")
+    run_worker(spec, burst=burst, logging_level="INFO")
 
 
 def _admission(spec: RuntimeSpec) -> Admission:

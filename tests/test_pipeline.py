@@ -51,7 +51,7 @@ from workers.changes import ChangedFile, PullRequestRef
 from workers.planning import PlanningConfig, parse_unified_diff, plan_review
 from workers.providers.attempt import RetryPolicy
 from workers.review import Review
-from workers.runtime import RuntimeSpec
+from workers.runtime import RuntimeSpec, run_worker
 from workers.sandbox import (
     BASE_PATHS,
     DEFAULT_MODELS,
@@ -124,17 +124,6 @@ def unified_diff(paths: list[str]) -> str:
 # --- worker processes -----------------------------------------------------------------
 
 
-def worker_main(spec: RuntimeSpec) -> None:
-    """One RQ worker process, as `reviewq worker` runs its children."""
-    from rq import SimpleWorker
-
-    from workers.runtime import configure, runtime
-
-    configure(spec)
-    rt = runtime()
-    SimpleWorker([rt.queue], connection=rt.redis).work(logging_level="WARNING")
-
-
 @dataclass
 class Pipeline:
     """One deployment's worth of real parts, under names no other test uses."""
@@ -151,9 +140,7 @@ class Pipeline:
 
     def start_workers(self, count: int) -> list[Any]:
         """Spawn `count` workers and return once each is listening on the queue."""
-        new = [
-            CTX.Process(target=worker_main, args=(self.spec,), daemon=True) for _ in range(count)
-        ]
+        new = [CTX.Process(target=run_worker, args=(self.spec,), daemon=True) for _ in range(count)]
         for proc in new:
             proc.start()
         self.procs += new

@@ -25,7 +25,7 @@ from workers.providers.circuit import Circuit
 from workers.providers.failover import DEFAULT_LEASE_MS, DEFAULT_MAX_WAIT_MS, Route, build_route
 from workers.sinks import GitHubSink, LogSink, Sink
 
-__all__ = ["Runtime", "RuntimeSpec", "configure", "runtime"]
+__all__ = ["Runtime", "RuntimeSpec", "configure", "run_worker", "runtime"]
 
 SinkName = Literal["log", "github"]
 
@@ -132,3 +132,13 @@ def runtime() -> Runtime:
                 raise RuntimeError("no runtime configured: start workers with `reviewq worker`")
             _runtime, _pid = Runtime(_spec), os.getpid()
         return _runtime
+
+
+def run_worker(spec: RuntimeSpec, *, burst: bool = False, logging_level: str = "WARNING") -> None:
+    """The body of one worker process (`reviewq worker`, `simulate`, the tests): an RQ
+    `SimpleWorker` on this process's runtime; SIGTERM makes it finish its job and stop."""
+    from rq import SimpleWorker
+
+    configure(spec)
+    rt = runtime()
+    SimpleWorker([rt.queue], connection=rt.redis).work(burst=burst, logging_level=logging_level)
