@@ -1,0 +1,27 @@
+# reviewq: one image for the webhook server (`reviewq serve`) and the workers
+# (`reviewq worker`); compose.yaml picks the command.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+
+WORKDIR /app
+
+# Metadata and code in one layer: the package is small, and a separate dependency
+# layer would need a second copy of pyproject.toml's dependency list.
+COPY pyproject.toml README.md ./
+COPY scheduler ./scheduler
+COPY workers ./workers
+RUN pip install . && rm -rf /app/scheduler /app/workers
+
+# No root at run time: the process needs no privileges, only the network.
+RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin reviewq
+USER reviewq
+
+# The settings file is mounted here by compose.yaml (or set REVIEWQ_CONFIG).
+ENV REVIEWQ_CONFIG=/etc/reviewq/reviewq.toml
+
+EXPOSE 8000
+CMD ["reviewq", "worker"]
