@@ -121,6 +121,7 @@ def _register() -> None:
     from scheduler.demo_view import demo
     from scheduler.estimate_cli import estimate_command
     from scheduler.sandbox_cli import sandbox
+    from scheduler.serve_cli import serve
     from scheduler.simulate_cli import simulate
     from scheduler.worker_cli import worker
 
@@ -130,6 +131,7 @@ def _register() -> None:
     main.add_command(simulate)
     main.add_command(worker)
     main.add_command(estimate_command)
+    main.add_command(serve)
 
 
 _register()

@@ -29,6 +29,7 @@ from pydantic_core import ErrorDetails
 
 from scheduler.admission import Fairness
 from scheduler.plans import PRESETS, Account, Plan, Policy, Window, get_preset
+from scheduler.webhook_config import WebhookSettings
 from workers.planning_config import PlanningConfig
 
 __all__ = [
@@ -132,6 +133,7 @@ class Settings(BaseModel):
     accounts: list[Account] = Field(default_factory=list)
     review: ReviewSettings = ReviewSettings()
     planning: PlanningConfig = PlanningConfig()
+    webhook: WebhookSettings = WebhookSettings()
 
     @field_validator("accounts")
     @classmethod

@@ -1,0 +1,81 @@
+"""`reviewq serve`: the webhook server, one uvicorn process.
+
+It refuses to start without a webhook secret, since an open endpoint would let anyone
+queue reviews that spend the subscription; `--insecure-dev` is the explicit,
+loud opt-out for trying it locally. Redis is pinged first, so a wrong REDIS_URL fails
+at once with exit code 3 instead of as 503s later. SIGTERM and Ctrl-C stop it
+gracefully: uvicorn stops accepting, lets requests in flight finish, then exits.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+import uvicorn
+
+from scheduler.config import ConfigError, Settings, redact_url
+from scheduler.webhook import create_app, redis_client
+
+__all__ = ["serve"]
+
+_GRACE_S = 10  # for requests in flight at shutdown; each takes milliseconds
+_INSECURE = (
+    "WARNING: --insecure-dev: deliveries without a secret are accepted UNSIGNED. Anyone "
+    "who can reach this port can queue reviews that spend your quota. Local testing only."
+)
+
+
+def _secret_vars(settings: Settings) -> dict[str, str]:
+    hook = settings.webhook
+    return {"GitHub": hook.github_secret_env, "GitLab": hook.gitlab_token_env}
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port."
+)
+@click.option("--insecure-dev", is_flag=True, help="Accept unsigned deliveries (testing only).")
+@click.option("--access-log", is_flag=True, help="Log every request (off: metrics count them).")
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, insecure_dev: bool, access_log: bool) -> None:
+    """Receive GitHub and GitLab webhooks and queue the PRs they name.
+
+    \b
+    POST /webhooks/github  (secret: $GITHUB_WEBHOOK_SECRET, see [webhook])
+    POST /webhooks/gitlab  (token:  $GITLAB_WEBHOOK_TOKEN)
+    GET  /healthz, GET /metrics (Prometheus)
+    """
+    settings: Settings = ctx.obj.settings
+    names = _secret_vars(settings)
+    state = {forge: bool(os.environ.get(var, "").strip()) for forge, var in names.items()}
+    if not any(state.values()) and not insecure_dev:
+        raise ConfigError(
+            f"no webhook secret set: export {names['GitHub']} (GitHub) and/or "
+            f"{names['GitLab']} (GitLab), or pass --insecure-dev for local testing"
+        )
+    if insecure_dev:
+        click.secho(_INSECURE, err=True, fg="red", bold=True)
+    client = redis_client(settings.redis_url)
+    client.ping()  # fail fast: the group maps a ConnectionError to exit code 3
+    app = create_app(settings, client, insecure_dev=insecure_dev)
+    for forge, on in state.items():
+        mode = "signed" if on else ("UNSIGNED" if insecure_dev else f"off ({names[forge]} unset)")
+        click.echo(f"{forge}: {mode}")
+    click.echo(f"queue {settings.queue_name!r} on Redis {redact_url(settings.redis_url)}")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="off",
+        log_level="info",
+        access_log=access_log,
+        timeout_graceful_shutdown=_GRACE_S,
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()  # installs its own SIGTERM/SIGINT handlers: graceful shutdown
+    finally:
+        client.close()
+    ctx.exit(0 if server.started else 1)

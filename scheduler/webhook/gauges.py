@@ -1,0 +1,156 @@
+"""The metric families read from Redis per account and per PR (see `metrics`)."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import redis as redis_lib
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from scheduler.limiter import LimiterStatus
+from scheduler.prstate import Keys
+from scheduler.simreport import percentile
+from workers.providers.circuit import Circuit
+
+__all__ = ["RECENT_PRS", "AccountFamilies", "pr_families"]
+
+RECENT_PRS = 500  # PRs the wait figures cover: the latest arrivals
+_MILLI = 1000.0
+_QUANTILES = (50, 95, 99)
+_UNSTARTED = {"planning", "active"}
+
+
+class AccountFamilies:
+    """One family per figure, one sample per account (and window), filled in turn."""
+
+    def __init__(self) -> None:
+        window, account = ["account", "window", "unit"], ["account"]
+        self.used = _gauge("reviewq_account_window_used", "Quota used in the window.", window)
+        self.limit = _gauge("reviewq_account_window_limit", "The window's quota.", window)
+        self.spendable = _gauge(
+            "reviewq_account_window_spendable",
+            "The part of the window's quota the limiter grants (limit less headroom).",
+            window,
+        )
+        self.next_free = _gauge(
+            "reviewq_account_window_next_free_timestamp_seconds",
+            "When the window next frees quota (absent: nothing is charged in it).",
+            ["account", "window"],
+        )
+        self.leases = _gauge("reviewq_account_leases", "Provider calls in flight.", account)
+        self.concurrency = _gauge(
+            "reviewq_account_concurrency_limit", "Calls allowed at once by the plan.", account
+        )
+        self.blocked = _gauge(
+            "reviewq_account_blocked_until_timestamp_seconds",
+            "Until when the provider told us to stop (0: not blocked).",
+            account,
+        )
+        self.circuit = _gauge(
+            "reviewq_account_circuit_open", "1 while the account needs a person.", account
+        )
+        self.line = _gauge(
+            "reviewq_account_line_length", "Messages waiting in line for the account.", account
+        )
+        self.events = CounterMetricFamily(
+            "reviewq_account_health_events",
+            "Provider health events counted per account (e.g. 1302: too much concurrency).",
+            labels=["account", "event"],
+        )
+
+    def add(
+        self, status: LimiterStatus, circuit: Circuit, redis: redis_lib.Redis, keys: Keys
+    ) -> None:
+        name = status.account
+        for w in status.windows:
+            labels = [name, w.name, w.unit]
+            self.used.add_metric(labels, w.used / _MILLI)
+            self.limit.add_metric(labels, w.limit / _MILLI)
+            self.spendable.add_metric(labels, w.spendable / _MILLI)
+            if w.next_free_at_ms is not None:
+                self.next_free.add_metric([name, w.name], w.next_free_at_ms / _MILLI)
+        self.leases.add_metric([name], len(status.leases))
+        if status.concurrency is not None:
+            self.concurrency.add_metric([name], status.concurrency)
+        self.blocked.add_metric([name], status.block.until_ms / _MILLI if status.block else 0)
+        self.circuit.add_metric([name], 1 if circuit.is_open(name) else 0)
+        for event, count in sorted(circuit.counters(name).items()):
+            self.events.add_metric([name, event], count)
+        self.line.add_metric([name], int(cast(int, redis.zcard(keys.line(name)))))
+
+    def all(self) -> list[Metric]:
+        return [
+            self.used,
+            self.limit,
+            self.spendable,
+            self.next_free,
+            self.leases,
+            self.concurrency,
+            self.blocked,
+            self.circuit,
+            self.line,
+            self.events,
+        ]
+
+
+def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=labels)
+
+
+def pr_families(redis: redis_lib.Redis, keys: Keys) -> list[Metric]:
+    """PR counts by status and how long PRs waited for their first granted call, over
+    the latest `RECENT_PRS` arrivals: two round trips, however many PRs exist."""
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.zcard(keys.prs)
+        pipe.zrevrange(keys.prs, 0, RECENT_PRS - 1)
+        pipe.time()
+        total, members, (sec, usec) = pipe.execute()
+    now_ms = int(sec) * 1000 + int(usec) // 1000
+    fields = ["status", "arrived_ms", "first_started_ms"]
+    with redis.pipeline(transaction=False) as pipe:
+        for member in members:
+            pipe.hmget(keys.meta(member.decode()), fields)
+        rows = cast(list[list[bytes | None]], pipe.execute())
+    statuses: dict[str, int] = {}
+    waits: list[float] = []
+    oldest = 0.0
+    for status_raw, arrived_raw, started_raw in rows:
+        if status_raw is None or not arrived_raw:
+            continue  # expired since it was listed
+        status, arrived = status_raw.decode(), int(arrived_raw)
+        statuses[status] = statuses.get(status, 0) + 1
+        if started_raw:
+            waits.append((int(started_raw) - arrived) / _MILLI)
+        elif status in _UNSTARTED:
+            oldest = max(oldest, (now_ms - arrived) / _MILLI)
+    return _pr_metrics(int(total), statuses, waits, oldest)
+
+
+def _pr_metrics(
+    total: int, statuses: dict[str, int], waits: list[float], oldest: float
+) -> list[Metric]:
+    by_status = _gauge(
+        "reviewq_recent_prs", f"The latest {RECENT_PRS} PRs to arrive, by status.", ["status"]
+    )
+    for status, count in sorted(statuses.items()):
+        by_status.add_metric([status], count)
+    wait = _gauge(
+        "reviewq_recent_pr_wait_seconds",
+        f"From arrival to the first granted provider call, over the latest {RECENT_PRS} PRs "
+        "that started (nearest-rank quantiles).",
+        ["quantile"],
+    )
+    for q in _QUANTILES:
+        value = percentile(waits, q)
+        if value is not None:
+            wait.add_metric([str(q / 100)], value)
+    return [
+        GaugeMetricFamily("reviewq_prs_tracked", "PRs the deployment knows of.", total),
+        by_status,
+        wait,
+        GaugeMetricFamily(
+            "reviewq_oldest_unstarted_pr_age_seconds",
+            "Age of the oldest recent PR still waiting for its first provider call.",
+            oldest,
+        ),
+    ]

@@ -1,0 +1,88 @@
+"""GitHub deliveries: the signature check and what each event asks for.
+
+GitHub signs the raw body with the webhook's secret (`X-Hub-Signature-256:
+sha256=<hex HMAC-SHA256>`); the check runs before the body is parsed, so an unsigned
+sender cannot make the server parse anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from scheduler.webhook.events import (
+    Action,
+    Cancel,
+    Enqueue,
+    Ignore,
+    field,
+    flag,
+    make_ref,
+    pr_id,
+)
+
+__all__ = ["REVIEWED_ACTIONS", "github_action", "sign", "signature_ok"]
+
+# A new head to review: the PR opened or reopened, a push (synchronize), or a draft
+# marked ready.
+REVIEWED_ACTIONS = frozenset({"opened", "synchronize", "reopened", "ready_for_review"})
+_SHOWN = 60  # characters of a sender's value echoed back in a reason
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    """The header value GitHub sends for `body` (also what tests and the bench send)."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def signature_ok(secret: bytes, body: bytes, header: str | None) -> bool:
+    """Constant-time comparison. Headers arrive latin-1 decoded, so any byte the sender
+    put there compares (and fails) instead of raising on non-ASCII text."""
+    if not header:
+        return False
+    return hmac.compare_digest(sign(secret, body).encode(), header.encode("latin-1"))
+
+
+def github_action(event: str, data: dict[str, Any], delivery: str | None) -> Action:
+    """What an event asks for; raises BadPayload naming a missing or mistyped key."""
+    if event == "ping":
+        return Ignore("pong", ping=True)
+    if event != "pull_request":
+        return Ignore(f"event {event[:_SHOWN]!r} is not handled (only pull_request)")
+    action = field(data, "action", str)
+    if action == "closed":
+        return Cancel(_pr_id(data), "closed")
+    if action not in REVIEWED_ACTIONS:
+        return Ignore(f"pull_request action {action[:_SHOWN]!r} needs no review")
+    if flag(data, "pull_request.draft"):
+        return Ignore("draft pull request: it is reviewed once marked ready for review")
+    owner, repo, number = _location(data)
+    sha = field(data, "pull_request.head.sha", str)
+    values = {
+        "id": f"{owner}/{repo}#{number}",
+        "head_sha": sha,
+        "forge": "github",
+        "owner": owner,
+        "repo": repo,
+        "number": number,
+    }
+    origins = {
+        "id": "repository.full_name",
+        "head_sha": "pull_request.head.sha",
+        "owner": "repository.owner.login",
+        "repo": "repository.name",
+        "number": "pull_request.number",
+    }
+    ref = make_ref(values, origins)
+    return Enqueue(ref, {"kind": "github", "delivery": delivery})
+
+
+def _location(data: dict[str, Any]) -> tuple[str, str, int]:
+    owner = field(data, "repository.owner.login", str)
+    repo = field(data, "repository.name", str)
+    return owner, repo, field(data, "pull_request.number", int)
+
+
+def _pr_id(data: dict[str, Any]) -> str:
+    owner, repo, number = _location(data)
+    return pr_id(f"{owner}/{repo}#{number}", "repository.full_name")
