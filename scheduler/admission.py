@@ -186,6 +186,8 @@ class Admission:
 
         def body(txn: PrTxn) -> int:
             meta = txn.meta or PrMeta(pr=pr, arrived_ms=self.now_ms())
+            if meta.status == "cancelled" and meta.head_sha == head_sha:
+                return meta.gen  # cancelled while its plan job waited: plan nothing
             txn.meta = meta
             self._cancel_open(txn, f"superseded by {head_sha[:12]}")
             meta.gen += 1
@@ -246,6 +248,43 @@ class Admission:
                 txn.meta.status, txn.meta.finished_ms = "cancelled", self.now_ms()
                 txn.meta_dirty |= {"status", "finished_ms"}
             return count
+
+        return self._txn(pr, body)
+
+    def retry_failed(self, pr: str) -> int:
+        """Re-arm the current head's failed messages while its review is still open
+        (status `active`); returns how many, 0 for any other status: once finishing,
+        the sink keeps one review per head, so new replies would reach nobody.
+
+        Charges: a re-armed message's next call is a new provider call under a new
+        request id (`retries` moves on by one, and request ids are `.r<retries>`), so
+        the limiter charges it once, and keeps the failed call's charge, which the
+        provider counted too. Its error-retry budget is not refilled (a message that
+        used it up fails at its next retryable error); `runs` restarts. It rejoins
+        the backlog first and is queued within the PR's in-flight cap."""
+
+        def body(txn: PrTxn) -> int:
+            meta = txn.meta
+            if meta is None or meta.status != "active":
+                return 0
+            failed = [m for m, s in txn.msgs.items() if s.gen == meta.gen and s.status == "failed"]
+            mids = sorted(failed, key=lambda m: int(m.partition(".")[2]))
+            for mid in mids:
+                state = txn.msgs[mid]
+                state.status, state.reason, state.retry_at_ms = "pending", None, None
+                state.retries, state.runs, state.tag = state.retries + 1, 0, None
+                state.account, state.cost, state.started_ms, state.finished_ms = (
+                    None,
+                    {},
+                    None,
+                    None,
+                )
+                txn.put(mid, state)
+            if mids:
+                backlog, key = self._backlog(txn), self.keys.backlog(pr)
+                txn.later(lambda p: p.lpush(key, *reversed(mids)))
+                self._fill(txn, [*mids, *backlog])
+            return len(mids)
 
         return self._txn(pr, body)
 
