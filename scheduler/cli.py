@@ -12,7 +12,7 @@ import click
 import redis.exceptions
 from rich.console import Console
 
-from scheduler.config import ConfigError, Settings, find_config, load_settings
+from scheduler.config import ConfigError, Settings, find_config, load_settings, redact_url
 from scheduler.plans import PRESETS
 from scheduler.render import accounts_table, plan_json, plans_table, settings_json
 
@@ -59,7 +59,19 @@ class _Group(click.Group):
         except ConfigError as exc:
             _fail(ctx, str(exc), EXIT_CONFIG)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            _fail(ctx, f"Redis unreachable: {exc}", EXIT_REDIS)
+            _fail(ctx, _redis_unreachable(ctx, exc), EXIT_REDIS)
+
+
+def _redis_unreachable(ctx: click.Context, exc: Exception) -> str:
+    """Which server was tried (password redacted) and how to get one running."""
+    settings = ctx.obj._settings if isinstance(ctx.obj, App) else None
+    if settings is None:  # a command that never read the settings: no URL to name
+        return f"Redis unreachable: {exc}"
+    return (
+        f"Redis unreachable at {redact_url(settings.redis_url)}: {exc}\n"
+        "start one (`apt-get install redis-server`, then `redis-server`), or point "
+        "REDIS_URL (or redis_url in the config file) at a server you run"
+    )
 
 
 @click.group(cls=_Group)
@@ -119,7 +131,10 @@ def _register() -> None:
     """Commands live beside the code they drive; the group only collects them."""
     from scheduler.bench import bench
     from scheduler.demo_view import demo
+    from scheduler.enqueue_cli import enqueue_command
     from scheduler.estimate_cli import estimate_command
+    from scheduler.inspect_cli import inspect_command
+    from scheduler.pr_cli import cancel_command, results_command, retry_failed_command
     from scheduler.sandbox_cli import sandbox
     from scheduler.serve_cli import serve
     from scheduler.simulate_cli import simulate
@@ -131,6 +146,11 @@ def _register() -> None:
     main.add_command(simulate)
     main.add_command(worker)
     main.add_command(estimate_command)
+    main.add_command(inspect_command)
+    main.add_command(enqueue_command)
+    main.add_command(results_command)
+    main.add_command(cancel_command)
+    main.add_command(retry_failed_command)
     main.add_command(serve)
 
 
