@@ -12,8 +12,9 @@ from rich.live import Live
 
 from scheduler.config import Settings
 from scheduler.inspect_view import render_snapshot
-from scheduler.inspection import Snapshot, snapshot
+from scheduler.inspection import snapshot
 from scheduler.operate import PrSyntaxError, parse_pr
+from scheduler.snapshot_models import Snapshot
 
 __all__ = ["inspect_command"]
 

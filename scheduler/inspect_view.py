@@ -10,8 +10,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from scheduler.inspection import AccountView, Eta, PrSummary, Snapshot
 from scheduler.render import format_amount, format_duration
+from scheduler.snapshot_models import AccountView, Eta, PrSummary, Snapshot
 
 __all__ = ["render_snapshot", "since"]
 
@@ -27,13 +27,16 @@ def since(ms: int | None) -> str:
 
 def _queues(snap: Snapshot) -> Table:
     q = snap.queues
-    table = Table(title=f"Queue {snap.queue_name} (Redis {snap.redis_url})")
-    for column in ("queued", "started", "scheduled", "deferred", "failed (RQ)"):
+    table = Table(
+        title=f"Queue {snap.queue_name} (Redis {snap.redis_url})",
+        caption="RQ jobs, then messages: waiting for an account, for a time, running",
+    )
+    for column in ("queued", "started", "sched.", "deferred", "failed"):
         table.add_column(column, justify="right")
-    table.add_column("waiting for budget")
-    table.add_column("timed wait", justify="right")
+    table.add_column("for budget")
+    table.add_column("timed", justify="right")
     table.add_column("running", justify="right")
-    lines = ", ".join(f"{name}: {n}" for name, n in q.waiting_for_budget.items()) or "-"
+    lines = "\n".join(f"{name}: {n}" for name, n in q.waiting_for_budget.items()) or "-"
     failed = Text(str(q.failed), style="bold red" if q.failed else "")
     table.add_row(
         *(str(n) for n in (q.queued, q.started, q.scheduled, q.deferred)),
@@ -92,6 +95,8 @@ def _eta(eta: Eta) -> str:
 
 def _messages(pr: PrSummary) -> str:
     m = pr.messages
+    if pr.status == "planning":
+        return "not planned yet"
     text = f"{m.done} / {m.total}"
     extra = [f"{n} {k}" for k, n in (("failed", m.failed), ("cancelled", m.cancelled)) if n]
     extra += [f"{n} {k}" for k, n in (("waiting", m.waiting), ("running", m.running)) if n]

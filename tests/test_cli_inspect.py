@@ -18,16 +18,11 @@ from conftest import LocalRedisFactory
 from operator_fixtures import enqueue_local, finish, invoke, submit, take, write_config
 
 from scheduler.config import load_settings
-from scheduler.inspection import (
-    AccountView,
-    CircuitView,
-    WindowView,
-    estimate_eta,
-    redis_now_ms,
-)
+from scheduler.inspection import estimate_eta, redis_now_ms
 from scheduler.limiter import Grant, Limiter
 from scheduler.operate import LIMITER_PREFIX, Deployment, connect, deployment_prefix
 from scheduler.prstate import MessageState, PrMeta, PrView
+from scheduler.snapshot_models import AccountView, CircuitView, WindowView
 from scheduler.worker_cli import runtime_spec
 from workers.providers.circuit import Circuit
 
