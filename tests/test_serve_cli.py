@@ -1,0 +1,135 @@
+"""`reviewq serve`: refuses to run open, fails fast without Redis, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from webhook_support import SECRET, gh_pr
+
+from scheduler.cli import main
+from scheduler.localredis import free_port
+from scheduler.webhook import sign
+
+UNSET: dict[str, str | None] = {
+    "GITHUB_WEBHOOK_SECRET": None,
+    "GITLAB_WEBHOOK_TOKEN": None,
+    "REVIEWQ_CONFIG": None,
+}
+
+
+def test_refuses_to_start_without_a_secret_naming_the_variables() -> None:
+    result = CliRunner().invoke(main, ["serve"], env=UNSET)
+    assert result.exit_code == 2
+    assert "GITHUB_WEBHOOK_SECRET" in result.output and "GITLAB_WEBHOOK_TOKEN" in result.output
+    assert "--insecure-dev" in result.output
+
+
+def test_whitespace_is_not_a_secret() -> None:
+    env = {**UNSET, "GITHUB_WEBHOOK_SECRET": "  "}
+    assert CliRunner().invoke(main, ["serve"], env=env).exit_code == 2
+
+
+def test_exits_3_when_redis_is_unreachable() -> None:
+    env = {
+        **UNSET,
+        "GITHUB_WEBHOOK_SECRET": SECRET,
+        "REDIS_URL": f"redis://:pw-secret@127.0.0.1:{free_port()}",
+    }
+    result = CliRunner().invoke(main, ["serve", "--port", str(free_port())], env=env)
+    assert result.exit_code == 3
+    assert "Redis unreachable" in result.output and "pw-secret" not in result.output
+
+
+@contextmanager
+def serving(redis_url: str, queue: str, env: Mapping[str, str], *args: str) -> Iterator[str]:
+    """`reviewq serve` as a real process; yields its URL once /healthz answers."""
+    port = free_port()
+    full_env = {**os.environ, "REDIS_URL": redis_url, "REVIEWQ_QUEUE": queue, **env}
+    for name, value in UNSET.items():
+        if name not in env and value is None:
+            full_env.pop(name, None)
+    command = [sys.executable, "-c", "from scheduler.cli import main; main()", "serve"]
+    proc = subprocess.Popen(
+        [*command, "--port", str(port), *args],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(proc, url)
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+        serving.last = (proc.returncode, out, err)  # type: ignore[attr-defined]
+
+
+def _wait_healthy(proc: subprocess.Popen[str], url: str) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read() if proc.stderr else ""
+            pytest.fail(f"reviewq serve exited {proc.returncode}: {err}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    pytest.fail("reviewq serve did not answer /healthz within 20 s")
+
+
+@pytest.mark.slow
+def test_serves_signed_deliveries_and_stops_gracefully_on_sigterm(
+    redis_url: str, unique: str
+) -> None:
+    body = json.dumps(gh_pr()).encode()
+    headers = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "pull_request",
+        "X-GitHub-Delivery": unique,
+        "X-Hub-Signature-256": sign(SECRET.encode(), body),
+    }
+    with serving(redis_url, f"serve-{unique}", {"GITHUB_WEBHOOK_SECRET": SECRET}) as url:
+        response = httpx.post(url + "/webhooks/github", content=body, headers=headers)
+        assert response.status_code == 202 and response.json()["status"] == "enqueued"
+        unsigned = httpx.post(
+            url + "/webhooks/github", content=body, headers={**headers, "X-Hub-Signature-256": ""}
+        )
+        assert unsigned.status_code == 401
+    code, out, err = serving.last  # type: ignore[attr-defined]
+    assert code == 0, err
+    assert "GitHub: signed" in out and "GitLab: off (GITLAB_WEBHOOK_TOKEN unset)" in out
+    assert SECRET not in out + err
+    assert "Finished server process" in err and "stopped by SIGTERM" in err
+
+
+@pytest.mark.slow
+def test_insecure_dev_warns_loudly_and_accepts_unsigned(redis_url: str, unique: str) -> None:
+    with serving(redis_url, f"serve-{unique}", {}, "--insecure-dev") as url:
+        response = httpx.post(
+            url + "/webhooks/gitlab",
+            json={
+                "object_kind": "merge_request",
+                "project": {"path_with_namespace": "g/p"},
+                "object_attributes": {"iid": 1, "action": "open", "last_commit": {"id": "abc"}},
+            },
+        )
+        assert response.status_code == 202 and response.json()["status"] == "enqueued"
+    code, out, err = serving.last  # type: ignore[attr-defined]
+    assert code == 0
+    assert "WARNING: --insecure-dev" in err and "UNSIGNED" in err
+    assert "GitHub: UNSIGNED" in out and "GitLab: UNSIGNED" in out
