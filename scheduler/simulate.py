@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import redis as redis_lib
@@ -47,7 +47,7 @@ from workers.sandbox import (
     serve_in_thread,
 )
 
-__all__ = ["SimRun", "run_scenario", "synthetic_diff"]
+__all__ = ["DirectIntake", "Intake", "SimRun", "run_scenario", "synthetic_diff"]
 
 _KEY_ENV = "REVIEWQ_SIM_KEY"
 # A grant reaches the simulator on loopback within a few ms; this margin (real ms)
@@ -69,8 +69,35 @@ class SimRun:
     ended_ms: int = 0
     prs: list[PrSpec] = field(default_factory=list)
 
+    limiter_prefix: str = "reviewq"
+
     def sim_s(self, ms: int | None) -> float | None:
         return None if ms is None else round((ms - self.t0_ms) / 1000 * self.scenario.time_scale, 1)
+
+
+class Intake(Protocol):
+    """How a scenario's PRs reach reviewq. `simulate` calls `enqueue_pr` directly;
+    `reviewq demo` starts a webhook server and a fake GitHub, and sends signed events."""
+
+    def prepare(self, stack: contextlib.ExitStack, spec: RuntimeSpec) -> RuntimeSpec:
+        """Start what the intake needs (torn down by `stack`); return the spec to run."""
+        ...
+
+    def deliver(self, run: SimRun, pr: PrSpec) -> None: ...
+
+
+class DirectIntake:
+    """The PR's synthetic diff, enqueued through the same function the webhook calls."""
+
+    def prepare(self, stack: contextlib.ExitStack, spec: RuntimeSpec) -> RuntimeSpec:
+        return spec
+
+    def deliver(self, run: SimRun, pr: PrSpec) -> None:
+        ref = PullRequestRef(
+            id=pr.id, head_sha=uuid.uuid5(uuid.NAMESPACE_URL, pr.id).hex, forge="local"
+        )
+        text = synthetic_diff(pr, run.scenario.line_chars)
+        enqueue_pr(run.admission, ref, {"kind": "diff", "text": text})
 
 
 def time_scaled(plan: Plan, scale: float) -> Plan:
@@ -130,7 +157,8 @@ def _spec(sc: Scenario, mode: str, url: str, accounts: list[Account], tag: str) 
     return RuntimeSpec(
         settings=Settings(redis_url=url, queue_name=f"sim-{tag}", accounts=accounts),
         redis_url=url,
-        prefix=f"reviewq-sim:{tag}",
+        # The prefix `reviewq worker` and `reviewq serve` derive from the queue name.
+        prefix=f"reviewq:sim-{tag}",
         queue_name=f"sim-{tag}",
         limiter_prefix=f"reviewq-sim:{tag}",
         model=DEFAULT_MODELS[first.api_flavour][0],
@@ -213,12 +241,18 @@ def _redis(url: str | None) -> Iterator[str]:
 
 
 def run_scenario(
-    sc: Scenario, *, policy: str | None = None, redis_url: str | None = None, on_tick: Any = None
+    sc: Scenario,
+    *,
+    policy: str | None = None,
+    redis_url: str | None = None,
+    on_tick: Any = None,
+    intake: Intake | None = None,
 ) -> dict[str, Any]:
     """Run `sc` to its end (or until every PR is done) and return the report."""
     from scheduler.simreport import report
 
     mode = policy or sc.policy
+    intake = intake or DirectIntake()
     tag = uuid.uuid4().hex[:10]
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(_redis(redis_url))
@@ -227,7 +261,7 @@ def run_scenario(
             for a in sc.accounts
         }
         accounts = _accounts(sc, mode, {n: h.url for n, h in providers.items()})
-        spec = _spec(sc, mode, url, accounts, tag)
+        spec = intake.prepare(stack, _spec(sc, mode, url, accounts, tag))
         client = redis_lib.Redis.from_url(url)
         stack.callback(client.close)
         admission = Admission(
@@ -247,7 +281,8 @@ def run_scenario(
         run = SimRun(
             sc, mode, client, admission, providers, admission.now_ms(), accounts, prs=sc.all_prs()
         )
-        _drive(run, sc, on_tick)
+        run.limiter_prefix = spec.limiter_prefix
+        _drive(run, sc, on_tick, intake)
         run.ended_ms = admission.now_ms()
         stats = {
             n: httpx.get(f"{h.url}/_sim/stats", timeout=10).json() for n, h in providers.items()
@@ -257,7 +292,7 @@ def run_scenario(
         return result
 
 
-def _drive(run: SimRun, sc: Scenario, on_tick: Any) -> None:
+def _drive(run: SimRun, sc: Scenario, on_tick: Any, intake: Intake) -> None:
     """Enqueue each PR at its simulated arrival; stop at the end of the scenario or
     once every PR is done and none is still to come."""
     scale, pending = sc.time_scale, list(run.prs)
@@ -266,13 +301,7 @@ def _drive(run: SimRun, sc: Scenario, on_tick: Any) -> None:
     while time.monotonic() < end:
         now_sim = (time.monotonic() - start) * scale
         while pending and pending[0].at <= now_sim:
-            pr = pending.pop(0)
-            ref = PullRequestRef(
-                id=pr.id, head_sha=uuid.uuid5(uuid.NAMESPACE_URL, pr.id).hex, forge="local"
-            )
-            enqueue_pr(
-                run.admission, ref, {"kind": "diff", "text": synthetic_diff(pr, sc.line_chars)}
-            )
+            intake.deliver(run, pending.pop(0))
         if on_tick is not None:
             on_tick(run, now_sim)
         if not pending and _all_done(run):
@@ -290,7 +319,7 @@ def _all_done(run: SimRun) -> bool:
 
 def _cleanup(client: redis_lib.Redis, spec: RuntimeSpec) -> None:
     """A run on a user's Redis leaves nothing behind: our prefix, limiter and RQ keys."""
-    patterns = [f"{spec.prefix}:*", f"*{spec.queue_name}*"]
+    patterns = [f"{spec.prefix}:*", f"{spec.limiter_prefix}:*", f"*{spec.queue_name}*"]
     for pattern in patterns:
         keys = list(client.scan_iter(match=pattern, count=1000))
         for i in range(0, len(keys), 500):
