@@ -1,110 +1,157 @@
-"""The `reviewq demo` command: live view and summary around `scheduler.demo`."""
+"""The `reviewq demo` command: a live view and a summary around `scheduler.demo`."""
 
 from __future__ import annotations
 
 import json
-import os
-import statistics
 import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import click
-import redis as redis_lib
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from scheduler.demo import DemoRun, run_demo
-from scheduler.localredis import redis_url_or_local
+from scheduler.demo import WebhookIntake, demo_scenario
+from scheduler.limiter import Limiter
+from scheduler.prstate import read_pr
+from scheduler.simulate import SimRun, run_scenario
 
-__all__ = ["demo"]
+__all__ = ["demo", "summary"]
 
 
 def _bar(used: int, limit: int, reserve_from: int, width: int = 40) -> str:
     filled = round(width * min(used, limit) / limit)
     mark = round(width * reserve_from / limit)
-    cells = ["#" if i < filled else ("|" if i == mark else ".") for i in range(width)]
-    return "".join(cells)
+    return "".join("#" if i < filled else ("|" if i == mark else ".") for i in range(width))
 
 
-def _view(run: DemoRun) -> Group:
-    status = run.limiter.status()
-    policy = run.limiter.policy
-    windows = Table(title=f"windows (simulated {run.elapsed() * run.time_scale / 3600:.1f} h)")
-    for col in ("window", "used / limit", "fill ('|' = reserve starts)", "big PR"):
-        windows.add_column(col)
-    for w in status.windows:
-        lo = policy.caps(w.limit)[1]
-        big = w.pr_used.get(run.prs[0].pr_id, 0)
-        windows.add_row(
-            w.name,
-            f"{w.used / 1000:.0f} / {w.limit / 1000:.0f}",
-            _bar(w.used, w.limit, lo),
-            f"{big / 1000:.0f}",
-        )
-    prs = Table(title="pull requests")
-    for col in ("PR", "done / total", "arrived s", "first start s", "finished s"):
-        prs.add_column(col)
-    for p in run.prs:
-        if p.arrives_s > run.elapsed():
+def _windows(run: SimRun, now_sim: float) -> Table:
+    table = Table(title=f"budget (simulated {now_sim / 3600:.1f} h of Synthetic's 5 h window)")
+    for col in ("account", "window", "used / limit", "fill ('|' = the reserve starts)"):
+        table.add_column(col)
+    for account in run.accounts:
+        limiter = Limiter(run.redis, account, key_prefix=run.limiter_prefix)
+        for w in limiter.status().windows:
+            lo = account.policy.caps(w.limit)[1]
+            table.add_row(
+                account.name,
+                w.name,
+                f"{w.used / 1000:.0f} / {w.limit / 1000:.0f}",
+                _bar(w.used, w.limit, lo),
+            )
+    return table
+
+
+def _prs(run: SimRun) -> Table:
+    table = Table(title="pull requests (arrived by signed webhook)")
+    table.add_column("PR", no_wrap=True)
+    for col in ("status", "done / messages", "waited (sim min)", "finished at (sim h)"):
+        table.add_column(col)
+    for spec in run.prs:
+        view = read_pr(run.redis, run.admission.keys, spec.id)
+        if view is None:
             continue
-        prs.add_row(
-            p.pr_id,
-            f"{p.done} / {p.messages}",
-            f"{p.arrives_s:.1f}",
-            "-" if p.first_start_s is None else f"{p.first_start_s:.1f}",
-            "-" if p.finished_s is None else f"{p.finished_s:.1f}",
+        meta, count = view.meta, view.counts().get("done", 0)
+        started = run.sim_s(meta.first_started_ms)
+        arrived = run.sim_s(meta.arrived_ms) or 0.0
+        finished = run.sim_s(meta.finished_ms)
+        table.add_row(
+            spec.id,
+            meta.status,
+            f"{count} / {meta.total or '?'}",
+            "-" if started is None else f"{(started - arrived) / 60:.1f}",
+            "-" if finished is None else f"{finished / 3600:.2f}",
         )
-    denials = ", ".join(f"{k}: {v}" for k, v in sorted(run.denials.items())) or "none"
-    return Group(windows, prs, f"grants: {run.grants}   denials: {denials}")
+    return table
 
 
-def summary(run: DemoRun) -> dict[str, object]:
-    small = [p for p in run.prs[1:] if p.first_start_s is not None]
-    waits = [p.first_start_s - p.arrives_s for p in small if p.first_start_s is not None]
-    status = run.limiter.status()
+def _view(run: SimRun, now_sim: float, intake: WebhookIntake) -> Group:
+    webhooks = ", ".join(f"{k}: {v}" for k, v in sorted(intake.outcomes.items()))
+    posted = len(intake.github.control.reviews()) if intake.github else 0
+    return Group(
+        _windows(run, now_sim),
+        _prs(run),
+        f"webhooks: {webhooks}",
+        f"reviews posted on the fake GitHub: {posted}",
+    )
+
+
+def summary(
+    result: dict[str, Any], intake: WebhookIntake, reviews: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The figures that show the promise held: quota as the provider's own referee saw
+    it, every PR finished and reviewed once, and how long small PRs waited."""
+    per_head = Counter((r.get("pr"), r.get("commit_id")) for r in reviews)
+    account = result["accounts"][0]
     return {
-        "grants": run.grants,
-        "denials": dict(run.denials),
-        "windows": [{"name": w.name, "used": w.used, "limit": w.limit} for w in status.windows],
-        "big_pr_done": run.prs[0].done,
-        "small_prs_started": len(small),
-        "small_prs_finished": sum(p.finished_s is not None for p in run.prs[1:]),
-        "small_pr_wait_median_s": round(statistics.median(waits), 3) if waits else None,
-        "small_pr_wait_max_s": round(max(waits), 3) if waits else None,
+        "prs": len(result["prs"]),
+        "prs_done": sum(p["status"] == "done" for p in result["prs"]),
+        "messages_done": result["messages_done"],
+        "messages_total": result["messages_total"],
+        "provider_429": account["provider_429"],
+        "windows": [
+            {
+                "name": w["name"],
+                "limit": w["limit"],
+                "max_used_in_any_window": w["max_used_in_any_window"],
+            }
+            for w in account["windows"]
+        ],
+        "small_pr_wait_p50_s": result["small_pr_wait_p50_s"],
+        "small_pr_wait_p95_s": result["small_pr_wait_p95_s"],
+        "reserve_violations": result["reserve_check"]["violations"],
+        "reviews_posted": len(reviews),
+        "heads_reviewed_twice": sum(n > 1 for n in per_head.values()),
+        "webhooks": dict(intake.outcomes),
+        "ended_sim_h": round((result["ended_s"] or 0) / 3600, 2),
+        "big_pr": result["prs"][0],
     }
 
 
+def _throttled(
+    tick: Callable[[SimRun, float], None], every_s: float = 0.5
+) -> Callable[[SimRun, float], None]:
+    """The driver ticks every 50 ms; the view reads Redis and HTTP, so not that often."""
+    last = [0.0]
+
+    def throttled(run: SimRun, now_sim: float) -> None:
+        if time.monotonic() - last[0] >= every_s:
+            last[0] = time.monotonic()
+            tick(run, now_sim)
+
+    return throttled
+
+
 @click.command()
-@click.option("--seconds", default=45.0, show_default=True, help="Wall-clock length of the run.")
-@click.option("--workers", default=4, show_default=True, help="Worker threads (= concurrency).")
+@click.option(
+    "--time-scale", default=300.0, show_default=True, help="Simulated seconds per real second."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print only the final summary as JSON.")
-def demo(seconds: float, workers: int, as_json: bool) -> None:
-    """Watch the limiter share a Synthetic 5-hour window (compressed 600x) between a
-    600-message PR and small PRs arriving behind it. Uses REDIS_URL, or starts a
-    private Redis that is stopped at the end."""
-    url, server = redis_url_or_local(os.environ)
+def demo(time_scale: float, as_json: bool) -> None:
+    """Run the whole pipeline for about two minutes on this machine: a private Redis
+    (or REDIS_URL), the webhook server, worker processes, the provider simulator and
+    a fake GitHub. A 140-file PR and 13 small ones arrive as signed webhooks while the
+    Lua limiter shares Synthetic's 5-hour window (compressed 300x) between them."""
     console = Console(stderr=as_json)
-    try:
-        client = redis_lib.Redis.from_url(url)
-        if as_json:
-            result = run_demo(client, seconds=seconds, workers=workers)
-        else:
-            console.print(f"[bold]reviewq demo[/] on {url}{' (private server)' if server else ''}")
-            with Live(console=console, refresh_per_second=4) as live:
-                result = run_demo(
-                    client,
-                    seconds=seconds,
-                    workers=workers,
-                    on_tick=lambda r: live.update(_view(r)),
-                )
-                live.update(_view(result))
-        data = summary(result)
-        if as_json:
-            json.dump(data, sys.stdout)
-            sys.stdout.write("\n")
-        else:
-            console.print("\n[bold]summary[/]")
-            console.print_json(data=data)
-    finally:
-        if server is not None:
-            server.stop()
+    intake = WebhookIntake()
+    scenario = demo_scenario(time_scale)
+    if as_json:
+        result = run_scenario(scenario, intake=intake)
+    else:
+        console.print("[bold]reviewq demo[/]: starting Redis, simulators, server and workers")
+        with Live(console=console, refresh_per_second=2) as live:
+
+            def on_tick(run: SimRun, now_sim: float) -> None:
+                live.update(_view(run, now_sim, intake))
+
+            result = run_scenario(scenario, intake=intake, on_tick=_throttled(on_tick))
+    data = summary(result, intake, intake.last_reviews)
+    if as_json:
+        json.dump(data, sys.stdout)
+        sys.stdout.write("\n")
+        return
+    console.print("\n[bold]summary[/]")
+    console.print_json(data=data)
