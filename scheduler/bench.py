@@ -40,6 +40,7 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
+from scheduler.bench_webhook import webhook_command
 from scheduler.limiter import Grant, Limiter
 from scheduler.localredis import LocalRedis, RedisServerNotFound, RedisServerStartError
 from scheduler.plans import MILLI, Plan, Policy, Window, get_preset, parse_duration_ms
@@ -398,3 +399,6 @@ def limiter_command(as_json: bool, seconds: float, clients: list[int]) -> None:
         click.echo(json.dumps(report.to_json()))
     else:
         _render(report, url, Console(file=sys.stdout))
+
+
+bench.add_command(webhook_command)
