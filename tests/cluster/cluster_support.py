@@ -1,4 +1,5 @@
-"""A private 3-primary Redis Cluster: start, join, wait, and look inside.
+"""Private Redis topologies for tests: a 3-primary Cluster, and a Sentinel-watched
+primary with one replica. Every process is ours, stopped by its pid.
 
 Three redis-server processes (LocalRedis, so each is stopped by its pid and owns a temp
 dir) with cluster mode on, joined by `redis-cli --cluster create` with no replicas.
@@ -8,15 +9,24 @@ into an invalid `port + 10000`.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
 import subprocess
+import sys
+import tempfile
+import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis as redis_py
 from redis.cluster import ClusterNode, RedisCluster
+from redis.sentinel import Sentinel
 
 from scheduler.localredis import LocalRedis, RedisServerStartError, free_port
 
@@ -146,3 +156,243 @@ def start_cluster(binary: str) -> Iterator[ClusterHandle]:
             client.close()
         for node in nodes:
             node.stop()
+
+
+# ------------------------------------------------------------------ Sentinel
+
+
+SERVICE = "reviewq"
+
+
+@dataclass
+class SentinelTopology:
+    """A primary, its replica and `sentinels` Sentinel processes watching them."""
+
+    primary: LocalRedis
+    replica: LocalRedis
+    sentinel_ports: list[int]
+    sentinel_procs: list[subprocess.Popen[bytes]]
+    service: str = SERVICE
+
+    @staticmethod
+    def port(server: LocalRedis) -> int:
+        return int(server.url.rsplit(":", 1)[1])
+
+    def sentinel(self, **kwargs: object) -> Sentinel:
+        return Sentinel([("127.0.0.1", p) for p in self.sentinel_ports], **kwargs)
+
+    def master_port(self) -> int | None:
+        """The primary the Sentinels name now (None while they disagree or fail)."""
+        ports = set()
+        for p in self.sentinel_ports:
+            with redis_py.Redis(host="127.0.0.1", port=p, socket_timeout=1) as s:
+                addr = s.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", self.service)
+            ports.add(int(addr[1]) if addr else None)
+        return ports.pop() if len(ports) == 1 else None
+
+    def wait_for_promotion(self, timeout: float = 30.0) -> float:
+        """Seconds until every Sentinel names the replica and it says role:master."""
+        start = time.monotonic()
+        want = self.port(self.replica)
+        while time.monotonic() - start < timeout:
+            if self.master_port() == want and _role(want) == "master":
+                return time.monotonic() - start
+            time.sleep(0.02)
+        raise RuntimeError(f"no promotion within {timeout:g}s; sentinel says {self.master_port()}")
+
+
+def _role(port: int) -> str | None:
+    try:
+        with redis_py.Redis(host="127.0.0.1", port=port, socket_timeout=1) as client:
+            return str(client.info("replication")["role"])
+    except redis_py.RedisError:
+        return None
+
+
+def _wait(what: str, check: Callable[[], bool], timeout: float = _READY_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with suppress(redis_py.RedisError):
+            if check():
+                return
+        time.sleep(0.02)
+    raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def _start_sentinel(
+    binary: str, directory: Path, primary_port: int, down_after_ms: int
+) -> tuple[int, subprocess.Popen[bytes]]:
+    port = free_port()
+    conf = directory / f"sentinel-{port}.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+        f"logfile {directory / f'sentinel-{port}.log'}\n"
+        f"sentinel monitor {SERVICE} 127.0.0.1 {primary_port} 1\n"
+        f"sentinel down-after-milliseconds {SERVICE} {down_after_ms}\n"
+        f"sentinel failover-timeout {SERVICE} 3000\n"
+        f"sentinel parallel-syncs {SERVICE} 1\n"
+    )
+    proc = subprocess.Popen(
+        [binary, str(conf), "--sentinel"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    return port, proc
+
+
+def _stop_pid(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _relay_link(down: socket.socket, upstream: int, delay_s: float) -> None:
+    """One replication connection: replica -> primary as is; primary -> replica held
+    `delay_s`, and whatever is held when the primary's side closes is dropped."""
+    try:
+        up = socket.create_connection(("127.0.0.1", upstream))
+    except OSError:
+        down.close()
+        return
+    held: deque[tuple[float, bytes]] = deque()
+    cond = threading.Condition()
+    is_open = [True]
+
+    def upward() -> None:
+        with suppress(OSError):
+            while data := down.recv(65536):
+                up.sendall(data)
+        with suppress(OSError):
+            up.shutdown(socket.SHUT_RDWR)
+
+    def downward() -> None:
+        while True:
+            with cond:
+                while is_open[0] and not held:
+                    cond.wait()
+                if not is_open[0]:
+                    break
+                due, data = held[0]
+            if (wait := due - time.monotonic()) > 0:
+                time.sleep(wait)
+                continue
+            with cond:
+                if not is_open[0]:
+                    break
+                held.popleft()
+            try:
+                down.sendall(data)
+            except OSError:
+                break
+        down.close()
+
+    threading.Thread(target=upward, daemon=True).start()
+    threading.Thread(target=downward, daemon=True).start()
+    with suppress(OSError):
+        while data := up.recv(65536):
+            with cond:
+                held.append((time.monotonic() + delay_s, data))
+                cond.notify()
+    with cond:  # the primary is gone: what it sent and the replica has not seen is lost
+        is_open[0] = False
+        held.clear()
+        cond.notify()
+
+
+def relay(upstream: int, delay_ms: int) -> None:
+    """A TCP relay that delays the replication stream by `delay_ms`: the replication
+    lag of a replica across a network, made visible. Prints its port, then serves."""
+    server = socket.create_server(("127.0.0.1", 0))
+    print(server.getsockname()[1], flush=True)
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(
+            target=_relay_link, args=(conn, upstream, delay_ms / 1000), daemon=True
+        ).start()
+
+
+def _start_relay(upstream: int, delay_ms: int) -> tuple[int, subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "relay", str(upstream), str(delay_ms)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.strip():
+        _stop_pid(proc)
+        raise RuntimeError("the replication relay did not start")
+    return int(line), proc
+
+
+@contextmanager
+def start_sentinel_topology(
+    binary: str, *, sentinels: int = 1, down_after_ms: int = 400, lag_ms: int = 0
+) -> Iterator[SentinelTopology]:
+    """Primary + replica + Sentinels (quorum 1), ready: the replica is in sync and every
+    Sentinel knows it. With `lag_ms`, the replica reads the primary through a relay
+    that holds the stream back that long (and drops it when the primary dies). Every
+    process is stopped by its pid on exit."""
+    # Redis 7 waits 5 s before a diskless full sync, for more replicas to join.
+    primary = LocalRedis(
+        binary=binary, port=free_port(), extra_args=["--repl-diskless-sync-delay", "0"]
+    )
+    replica: LocalRedis | None = None
+    procs: list[subprocess.Popen[bytes]] = []
+    directory = Path(tempfile.mkdtemp(prefix="reviewq-sentinel-"))
+    try:
+        primary.start()
+        p_port = SentinelTopology.port(primary)
+        source = p_port
+        if lag_ms:
+            source, proc = _start_relay(p_port, lag_ms)
+            procs.append(proc)
+        replica = LocalRedis(
+            binary=binary, port=free_port(), extra_args=["--replicaof", "127.0.0.1", str(source)]
+        )
+        replica.start()
+        r_port = SentinelTopology.port(replica)
+
+        def in_sync() -> bool:
+            with redis_py.Redis(host="127.0.0.1", port=r_port, socket_timeout=1) as c:
+                return c.info("replication").get("master_link_status") == "up"
+
+        _wait("the replica to sync", in_sync)
+        ports = []
+        for _ in range(sentinels):
+            port, proc = _start_sentinel(binary, directory, p_port, down_after_ms)
+            procs.append(proc)
+            ports.append(port)
+        topo = SentinelTopology(primary, replica, ports, procs)
+
+        def knows_replica() -> bool:
+            for port in ports:
+                with redis_py.Redis(host="127.0.0.1", port=port, socket_timeout=1) as s:
+                    found = s.sentinel_slaves(SERVICE)
+                    others = s.sentinel_sentinels(SERVICE)
+                if not any(int(r["port"]) == r_port for r in found):
+                    return False
+                if len(others) != sentinels - 1:
+                    return False
+            return topo.master_port() == p_port
+
+        _wait("every Sentinel to know the replica (and each other)", knows_replica)
+        yield topo
+    finally:
+        for proc in procs:
+            _stop_pid(proc)
+        if replica is not None:
+            replica.stop()
+        primary.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["relay"]:
+    relay(int(sys.argv[2]), int(sys.argv[3]))
