@@ -32,6 +32,7 @@ from scheduler.prstate import (
     Keys,
     MessageState,
     PrMeta,
+    Retention,
     decode_messages,
     decode_meta,
     split_member,
@@ -91,10 +92,12 @@ class Admission:
         fairness: Fairness | None = None,
         job_timeout_s: int = 900,
         fallback_ms: int = 5_000,
+        retention: Retention | None = None,
     ) -> None:
         self.redis, self.queue = redis, queue
         self.fairness = fairness or Fairness()
-        self.keys = Keys(prefix)
+        self.retention = retention or Retention()
+        self.keys = Keys(prefix, self.retention.pr_s)
         self.job_timeout_s = job_timeout_s
         self.fallback_ms = fallback_ms
 
@@ -120,8 +123,8 @@ class Admission:
                 args=(self.keys.prefix, member, dispatch),
                 job_id=job_id_for(member, dispatch),
                 timeout=self.job_timeout_s,
-                result_ttl=3_600,
-                failure_ttl=7 * 86_400,
+                result_ttl=self.retention.result_s,
+                failure_ttl=self.retention.failure_s,
                 description=f"review {member} run {dispatch}",
                 at_front=at_front,
                 pipeline=p,
@@ -164,7 +167,12 @@ class Admission:
             return meta
 
         meta = self._txn(pr, body)
-        self.redis.zadd(self.keys.prs, {pr: meta.arrived_ms})
+        # The index forgets PRs whose state has expired, so it never outgrows retention.
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.keys.prs, {pr: meta.arrived_ms})
+            pipe.zremrangebyscore(self.keys.prs, "-inf", f"({now - self.retention.pr_s * 1000}")
+            pipe.expire(self.keys.prs, self.retention.pr_s)
+            pipe.execute()
         return meta
 
     def submit(
@@ -449,8 +457,8 @@ class Admission:
                 args=(self.keys.prefix, pr, gen),
                 job_id=job_id_for(pr, gen, "fin"),
                 timeout=self.job_timeout_s,
-                result_ttl=3_600,
-                failure_ttl=7 * 86_400,
+                result_ttl=self.retention.result_s,
+                failure_ttl=self.retention.failure_s,
                 description=f"finalize {pr} gen {gen}",
                 pipeline=p,
             )

@@ -31,8 +31,8 @@ def enqueue_pr(admission: Admission, ref: PullRequestRef, source: dict[str, Any]
         args=(admission.keys.prefix, ref.model_dump_json(), source),
         job_id=f"rq-plan-{digest}",
         timeout=admission.job_timeout_s,
-        result_ttl=3_600,
-        failure_ttl=7 * 86_400,
+        result_ttl=admission.retention.result_s,
+        failure_ttl=admission.retention.failure_s,
         description=f"plan {ref.id}@{ref.head_sha[:12]}",
     )
     return True

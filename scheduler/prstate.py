@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import redis as redis_lib
@@ -37,6 +38,7 @@ __all__ = [
     "MessageStatus",
     "PrMeta",
     "PrView",
+    "Retention",
     "read_pr",
     "split_member",
 ]
@@ -45,6 +47,23 @@ MessageStatus = Literal["pending", "queued", "running", "waiting", "done", "fail
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 # Long enough for a person to read a finished PR's state; every write renews it.
 PR_TTL_S = 7 * 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long Redis keeps what a finished PR leaves: its state (`pr_s` after the last
+    change, and its entry in `P:prs` that long after arrival), RQ's job results and
+    failed jobs. Memory is bounded by traffic over these spans, never by history;
+    `simulate` divides them by its time scale like every other duration."""
+
+    pr_s: int = PR_TTL_S
+    result_s: int = 3_600
+    failure_s: int = 7 * 86_400
+
+    def scaled(self, time_scale: float) -> Retention:
+        return Retention(
+            *(max(1, round(v / time_scale)) for v in (self.pr_s, self.result_s, self.failure_s))
+        )
 
 
 class MessageState(BaseModel):
@@ -102,8 +121,9 @@ class PrMeta(BaseModel):
 class Keys:
     """Key names under one prefix; a test or a `simulate` run uses its own prefix."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, pr_ttl_s: int = PR_TTL_S) -> None:
         self.prefix = prefix
+        self.pr_ttl_s = pr_ttl_s
         self.prs = f"{prefix}:prs"
         self.line_due = f"{prefix}:line-due"
         self.timed = f"{prefix}:timed"

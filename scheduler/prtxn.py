@@ -14,7 +14,6 @@ import redis as redis_lib
 from redis.client import Pipeline
 
 from scheduler.prstate import (
-    PR_TTL_S,
     Keys,
     MessageState,
     decode_messages,
@@ -75,4 +74,4 @@ def _flush(txn: PrTxn) -> None:
         pipe.hset(keys.meta(pr), mapping=encode_meta(txn.meta, txn.meta_dirty))
     if txn.dirty or txn.meta_dirty or txn.ops:
         for key in keys.pr_keys(pr):
-            pipe.expire(key, PR_TTL_S)
+            pipe.expire(key, keys.pr_ttl_s)

@@ -137,6 +137,8 @@ class Scenario(_Spec):
     generators: tuple[GeneratorSpec, ...] = ()
     max_message_tokens: int = Field(default=4000, ge=500)
     line_chars: int = Field(default=40, ge=8, le=400)
+    # How long a finished PR's state stays in Redis (scaled like every duration).
+    retention: Seconds = 7 * 86_400.0
     seed: int = 1
 
     @model_validator(mode="after")

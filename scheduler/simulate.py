@@ -29,6 +29,7 @@ from scheduler.config import Settings
 from scheduler.intake import enqueue_pr
 from scheduler.localredis import LocalRedis, redis_url_or_local
 from scheduler.plans import Account, Plan, Policy, Window
+from scheduler.prstate import Retention
 from scheduler.scenario import AccountSpec, PrSpec, Scenario
 from scheduler.waker import Waker
 from workers.changes import PullRequestRef
@@ -174,6 +175,8 @@ def _spec(sc: Scenario, mode: str, url: str, accounts: list[Account], tag: str) 
             concurrency_hold_ms=max(1, round(60_000 / scale)),
         ),
         trace=True,
+        retention=Retention(pr_s=round(sc.retention)).scaled(scale),
+        maintenance_interval_s=max(30, round(600 / scale)),
         env={_KEY_ENV: DEV_KEY},
     )
 
@@ -270,6 +273,7 @@ def run_scenario(
             prefix=spec.prefix,
             fairness=spec.fairness,
             fallback_ms=spec.fallback_ms,
+            retention=spec.retention,
         )
         stack.enter_context(_workers(spec, sc.workers))
         _wait_for_workers(client, spec.queue_name, sc.workers)

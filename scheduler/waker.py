@@ -169,8 +169,8 @@ class Waker:
                     args=(self.keys.prefix, pr, gen, attempt),
                     job_id=f"{job_id_for(pr, gen, 'fin')}-r{attempt}",
                     timeout=adm.job_timeout_s,
-                    result_ttl=3_600,
-                    failure_ttl=7 * 86_400,
+                    result_ttl=adm.retention.result_s,
+                    failure_ttl=adm.retention.failure_s,
                     description=f"finalize {pr} gen {gen}, retry {attempt}",
                     pipeline=pipe,
                 )

@@ -56,7 +56,9 @@ def _child(spec: RuntimeSpec, burst: bool) -> None:
 def _admission(spec: RuntimeSpec) -> Admission:
     client = redis_lib.Redis.from_url(spec.redis_url)
     queue = Queue(spec.queue_name, connection=client)
-    return Admission(client, queue, prefix=spec.prefix, fairness=spec.fairness)
+    return Admission(
+        client, queue, prefix=spec.prefix, fairness=spec.fairness, retention=spec.retention
+    )
 
 
 def run_workers(spec: RuntimeSpec, processes: int, burst: bool) -> int:

@@ -19,6 +19,7 @@ from rq import Queue
 
 from scheduler.admission import Admission, Fairness
 from scheduler.config import ConfigError, Settings
+from scheduler.prstate import Retention
 from workers.planning import PlanningConfig
 from workers.providers.attempt import DEFAULT_RETRY, RetryPolicy
 from workers.providers.circuit import Circuit
@@ -55,6 +56,9 @@ class RuntimeSpec:
     retry: RetryPolicy = DEFAULT_RETRY
     trace: bool = False
     job_timeout_s: int = 900
+    retention: Retention = field(default_factory=Retention)
+    # RQ cleans its registries this often (its default: 10 min); `simulate` scales it.
+    maintenance_interval_s: int = 600
     env: Mapping[str, str] | None = field(default=None, repr=False)
 
     @property
@@ -76,6 +80,7 @@ class Runtime:
             fairness=spec.fairness,
             job_timeout_s=spec.job_timeout_s,
             fallback_ms=spec.fallback_ms,
+            retention=spec.retention,
         )
         self.route: Route = build_route(
             spec.settings,
@@ -141,4 +146,7 @@ def run_worker(spec: RuntimeSpec, *, burst: bool = False, logging_level: str = "
 
     configure(spec)
     rt = runtime()
-    SimpleWorker([rt.queue], connection=rt.redis).work(burst=burst, logging_level=logging_level)
+    worker = SimpleWorker(
+        [rt.queue], connection=rt.redis, maintenance_interval=spec.maintenance_interval_s
+    )
+    worker.work(burst=burst, logging_level=logging_level)
