@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 import redis as redis_py
+import rq
 from cluster_support import SERVICE, SentinelTopology, start_sentinel_topology
 from redis.sentinel import Sentinel
 
@@ -186,6 +187,30 @@ def test_the_limiter_survives_a_sentinel_failover(binary: str, lag_ms: int) -> N
             assert all(isinstance(g, Grant) for g in grants)
             denial = limiter.acquire(1000, "pr", "r3", 1000)
             assert isinstance(denial, Denial) and denial.reason == "window"
+
+
+def test_rq_runs_through_sentinel_before_and_after_a_failover(binary: str) -> None:
+    """The other half of the supported topology: RQ (and so admission) on one primary,
+    reached through Sentinel, keeps working once the replica is promoted."""
+    with start_sentinel_topology(binary) as topo:
+        client = topo.sentinel(socket_timeout=1).master_for(SERVICE, socket_timeout=5)
+        queue = rq.Queue("sentinel-" + uuid.uuid4().hex[:8], connection=client)
+        before = queue.enqueue("builtins.len", "abc")
+        rq.SimpleWorker([queue], connection=client).work(burst=True)
+        assert before.return_value(refresh=True) == 3
+        topo.primary.kill()
+        topo.wait_for_promotion()
+        for _ in range(100):  # the pool drops the dead primary's connections first
+            try:
+                after = queue.enqueue("builtins.len", "abcd")
+                break
+            except TRANSIENT:
+                time.sleep(0.05)
+        rq.SimpleWorker([queue], connection=client).work(burst=True)
+        assert after.return_value(refresh=True) == 4
+        # The job that finished before the kill was replicated: its result survived.
+        assert before.return_value(refresh=True) == 3
+        client.close()
 
 
 @pytest.mark.slow
