@@ -9,6 +9,7 @@ into an invalid `port + 10000`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -18,14 +19,17 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis as redis_py
 from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
 from redis.sentinel import Sentinel
 
 from scheduler.localredis import LocalRedis, RedisServerStartError, free_port
@@ -394,5 +398,36 @@ def start_sentinel_topology(
         shutil.rmtree(directory, ignore_errors=True)
 
 
+# ------------------------------------------------------------------ RQ
+
+
+RQ_PREFIX = "{rq}"
+
+
+def _rq_on_cluster(url: str) -> dict[str, Any]:
+    """Enqueue and work one job on the cluster; run in a child whose RQ_KEY_PREFIX
+    is `{rq}`. Prints what it found as JSON."""
+    from rq import Queue, SimpleWorker  # here: RQ reads RQ_KEY_PREFIX when imported
+
+    client = RedisCluster.from_url(url)
+    queue = Queue("probe-" + uuid.uuid4().hex[:6], connection=client)
+    job = queue.enqueue("builtins.len", "abcd")
+    keys = [queue.key, job.key, f"{RQ_PREFIX}:queues"]
+    found: dict[str, Any] = {
+        "keys": keys,
+        "slots": sorted({key_slot(k.encode()) for k in keys}),
+        "queued": queue.count,
+        "worker_error": None,
+    }
+    try:
+        SimpleWorker([queue], connection=client).work(burst=True)
+    except Exception as exc:
+        found["worker_error"] = f"{type(exc).__name__}: {exc}"
+    queue.empty()
+    return found
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["relay"]:
     relay(int(sys.argv[2]), int(sys.argv[3]))
+if __name__ == "__main__" and sys.argv[1:2] == ["rq-on-cluster"]:
+    print(json.dumps(_rq_on_cluster(sys.argv[2])))

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from cluster_support import ClusterHandle, NoClusterSupport, start_cluster
 
 from scheduler.localredis import RedisServerNotFound, find_server_binary
+
+from .cluster_support import ClusterHandle, NoClusterSupport, start_cluster
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

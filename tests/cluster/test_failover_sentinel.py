@@ -33,12 +33,13 @@ from typing import Any
 import pytest
 import redis as redis_py
 import rq
-from cluster_support import SERVICE, SentinelTopology, start_sentinel_topology
 from redis.sentinel import Sentinel
 
 from scheduler.limiter import Denial, Grant, Limiter
 from scheduler.localredis import find_server_binary
 from scheduler.plans import Plan, Policy, Window
+
+from .cluster_support import SERVICE, SentinelTopology, start_sentinel_topology
 
 CTX = mp.get_context("fork")
 SOAK = int(os.environ.get("REVIEWQ_SOAK", "0") or 0)

@@ -24,12 +24,13 @@ import pytest
 import test_limiter
 import test_limiter_property as prop
 import test_limiter_stress as stress
-from cluster_support import ClusterHandle
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from scheduler.limiter import Grant, Limiter
 from scheduler.plans import Window
+
+from .cluster_support import ClusterHandle
 
 # Collected again here, against the cluster (the fixture `make` comes along).
 make = test_limiter.make

@@ -22,13 +22,11 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis as redis_py
-from cluster_support import ClusterHandle
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
@@ -41,27 +39,8 @@ from scheduler.prstate import Keys
 from scheduler.prtxn import run_txn
 from workers.providers.failover import Choice, NoAccount, build_route, choose
 
-RQ_PREFIX = "{rq}"
-
-
-def _rq_on_cluster(url: str) -> dict[str, Any]:
-    """Run in a child whose RQ_KEY_PREFIX is `{rq}` (RQ reads it once, at import)."""
-    client = RedisCluster.from_url(url)
-    queue = Queue("probe-" + uuid.uuid4().hex[:6], connection=client)
-    job = queue.enqueue("builtins.len", "abcd")
-    keys = [queue.key, job.key, f"{RQ_PREFIX}:queues"]
-    found: dict[str, Any] = {
-        "keys": keys,
-        "slots": sorted({key_slot(k.encode()) for k in keys}),
-        "queued": queue.count,
-        "worker_error": None,
-    }
-    try:
-        SimpleWorker([queue], connection=client).work(burst=True)
-    except Exception as exc:
-        found["worker_error"] = f"{type(exc).__name__}: {exc}"
-    queue.empty()
-    return found
+from . import cluster_support
+from .cluster_support import RQ_PREFIX, ClusterHandle
 
 
 def test_rq_enqueues_on_the_cluster_but_its_worker_does_not_run(
@@ -69,7 +48,7 @@ def test_rq_enqueues_on_the_cluster_but_its_worker_does_not_run(
 ) -> None:
     env = {**os.environ, "RQ_KEY_PREFIX": RQ_PREFIX}
     done = subprocess.run(
-        [sys.executable, __file__, "rq-on-cluster", redis_cluster.url],
+        [sys.executable, cluster_support.__file__, "rq-on-cluster", redis_cluster.url],
         env=env,
         capture_output=True,
         text=True,
@@ -182,7 +161,3 @@ def test_rq_on_one_server_acquires_through_the_cluster(
         for job in jobs:
             job.delete()
         queue.delete(delete_jobs=True)
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["rq-on-cluster"]:
-    print(json.dumps(_rq_on_cluster(sys.argv[2])))
