@@ -137,13 +137,14 @@ def _register() -> None:
     from scheduler.pr_cli import cancel_command, results_command, retry_failed_command
     from scheduler.sandbox_cli import sandbox
     from scheduler.serve_cli import serve
-    from scheduler.simulate_cli import simulate
+    from scheduler.simulate_cli import simulate, soak
     from scheduler.worker_cli import worker
 
     main.add_command(demo)
     main.add_command(bench)
     main.add_command(sandbox)
     main.add_command(simulate)
+    main.add_command(soak)
     main.add_command(worker)
     main.add_command(estimate_command)
     main.add_command(inspect_command)

@@ -53,17 +53,18 @@ PR_TTL_S = 7 * 86_400
 class Retention:
     """How long Redis keeps what a finished PR leaves: its state (`pr_s` after the last
     change, and its entry in `P:prs` that long after arrival), RQ's job results and
-    failed jobs. Memory is bounded by traffic over these spans, never by history;
-    `simulate` divides them by its time scale like every other duration."""
+    failed jobs, and reviews kept by the `log` sink. Memory is bounded by traffic over
+    these spans, never by history; `simulate` divides them by its time scale like every
+    other duration."""
 
     pr_s: int = PR_TTL_S
     result_s: int = 3_600
     failure_s: int = 7 * 86_400
+    review_s: int = 30 * 86_400
 
     def scaled(self, time_scale: float) -> Retention:
-        return Retention(
-            *(max(1, round(v / time_scale)) for v in (self.pr_s, self.result_s, self.failure_s))
-        )
+        spans = (self.pr_s, self.result_s, self.failure_s, self.review_s)
+        return Retention(*(max(1, round(v / time_scale)) for v in spans))
 
 
 class MessageState(BaseModel):

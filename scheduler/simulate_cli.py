@@ -122,3 +122,43 @@ def _print(result: dict[str, Any]) -> None:
         f"reserve violations: {result['reserve_check']['violations']}; "
         f"unfinished PRs: {len(result['not_finished'])}"
     )
+
+
+@click.command("soak")
+@click.argument(
+    "scenario_path",
+    metavar="SCENARIO",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option("--max-growth", default=0.10, show_default=True, help="Allowed memory growth.")
+def soak(scenario_path: Path, max_growth: float) -> None:
+    """Run SCENARIO as a leak check and print one JSON object: Redis memory and keys
+    after warm-up (the first simulated day) and at the end, worker RSS, 429s by code,
+    windows over their limit, and messages left in no terminal state.
+
+    Exits 1 if memory grew more than --max-growth after warm-up, a window went over its
+    limit, or a message was left unfinished."""
+    from scheduler.scenario import load_scenario
+    from scheduler.soak import run_soak
+
+    try:
+        scenario = load_scenario(scenario_path)
+    except (ValueError, ValidationError) as exc:
+        raise click.BadParameter(str(exc), param_hint="SCENARIO") from None
+    real = scenario.duration / scenario.time_scale
+    click.echo(
+        f"soak: {scenario.duration / 86_400:g} simulated days, at most {real:.0f} s", err=True
+    )
+    result = run_soak(scenario)
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    figures = result["soak"]
+    change = figures["redis_state_change"]
+    failed = (
+        change is None
+        or change > max_growth
+        or result["windows_over_limit"]
+        or figures["messages_not_terminal"]
+        or figures["prs_ended"] < figures["prs"]
+    )
+    sys.exit(1 if failed else 0)

@@ -95,7 +95,8 @@ class Runtime:
 
     def _sink(self) -> Sink:
         if self.spec.sink == "log":
-            return LogSink(self.redis, prefix=self.spec.prefix)
+            ttl_s = self.spec.retention.review_s
+            return LogSink(self.redis, prefix=self.spec.prefix, ttl_s=ttl_s)
         from workers.github import GitHubClient
 
         return GitHubSink(GitHubClient(self.github_token(), base_url=self.spec.github_url))
