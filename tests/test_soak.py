@@ -1,0 +1,48 @@
+"""`reviewq soak`, shortened to half a simulated day: it samples, and it checks.
+
+The week-long run and its flat-memory bar are a documented command
+(`reviewq soak scenarios/soak.yaml`), not part of CI.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.scenario import Scenario
+from scheduler.soak import run_soak
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_short_soak_samples_memory_and_checks_every_pr(redis_url: str) -> None:
+    scenario = Scenario.model_validate(
+        {
+            "time_scale": 3000,
+            "duration": "12h",
+            "workers": 2,
+            "retention": "2h",
+            "accounts": [{"name": "zai", "plan": "zai-pro"}],
+            "latency": {"median": "20s", "p95": "60s"},
+            "generators": [
+                {
+                    "prefix": "acme/small",
+                    "count": 12,
+                    "files": 2,
+                    "lines_per_file": 60,
+                    "start": 0,
+                    "every": "30m",
+                },
+            ],
+        }
+    )
+    result = run_soak(scenario, warmup_s=3 * 3600, every_s=900)
+    figures = result["soak"]
+    assert figures["samples"] >= 10
+    assert figures["prs_ended"] == figures["prs"] == 12
+    assert figures["messages_checked"] >= 12
+    assert figures["messages_not_terminal"] == 0
+    assert result["windows_over_limit"] == []
+    assert figures["redis_state_bytes_warm"] > 0 and figures["redis_state_bytes_end"] > 0
+    assert figures["worker_rss_kb"], "worker processes were sampled"
+    for trend in figures["worker_rss_kb"].values():
+        assert trend["warm"] > 10_000  # a Python process: tens of MB, in kB
