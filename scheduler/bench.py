@@ -41,6 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 from scheduler.bench_webhook import webhook_command
+from scheduler.benchdoc import report_command
 from scheduler.limiter import Grant, Limiter
 from scheduler.localredis import LocalRedis, RedisServerNotFound, RedisServerStartError
 from scheduler.plans import MILLI, Plan, Policy, Window, get_preset, parse_duration_ms
@@ -402,3 +403,4 @@ def limiter_command(as_json: bool, seconds: float, clients: list[int]) -> None:
 
 
 bench.add_command(webhook_command)
+bench.add_command(report_command)
