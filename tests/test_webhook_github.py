@@ -283,3 +283,19 @@ def test_other_methods_and_paths_are_not_5xx(hook: Hook) -> None:
     assert hook.http.get("/webhooks/github").status_code == 405
     assert hook.http.post("/webhooks/bitbucket", content=b"{}").status_code == 404
     assert isinstance(hook.http, httpx.Client)
+
+
+@pytest.mark.parametrize("set_nx_get", [True, False], ids=["redis7", "before-redis7"])
+def test_claims_are_new_then_pending_then_done(hook: Hook, set_nx_get: bool) -> None:
+    """Both ways of claiming (SET NX GET, and MULTI for servers before 7.0) agree."""
+    deliveries = hook.service.deliveries
+    deliveries._set_nx_get = set_nx_get
+    key = deliveries.key("github", delivery())
+    assert deliveries.claim(key) == "new"
+    assert deliveries.claim(key) == "pending"
+    deliveries.confirm(key)
+    assert deliveries.claim(key) == "done"
+    assert 0 < hook.service.redis.ttl(key) <= hook.service.settings.webhook.dedupe_ttl_s
+    did = delivery()
+    assert hook.github(gh_pr(), delivery=did).json()["status"] == "enqueued"
+    assert hook.github(gh_pr(), delivery=did).json()["status"] == "duplicate"

@@ -30,19 +30,26 @@ class Deliveries:
 
     def __init__(self, redis: redis_lib.Redis, prefix: str, ttl_s: int) -> None:
         self.redis, self.prefix, self.ttl_s = redis, prefix, ttl_s
+        self._set_nx_get = True  # until the server says it predates Redis 7.0
 
     def key(self, forge: str, delivery: str) -> str:
         return f"{self.prefix}:webhook:delivery:{forge}:{delivery}"
 
     def claim(self, key: str) -> Claim:
-        """One round trip: take the id if nobody has, else say how far the other got."""
+        """Take the id if nobody has, else say how far the other copy got: one command
+        (`SET NX GET`, Redis >= 7.0), or one MULTI round trip on older servers."""
+        if self._set_nx_get:
+            try:
+                value = self.redis.set(key, _PENDING, nx=True, ex=CLAIM_TTL_S, get=True)
+            except redis_lib.ResponseError:  # "syntax error" before 7.0: NX and GET clash
+                self._set_nx_get = False
+            else:
+                return "new" if value is None else _seen(cast(bytes, value))
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(key, _PENDING, nx=True, ex=CLAIM_TTL_S)
             pipe.get(key)
-            taken, value = cast(list[bytes | bool | None], pipe.execute())
-        if taken:
-            return "new"
-        return "pending" if value == _PENDING else "done"
+            taken, value = pipe.execute()
+        return "new" if taken else _seen(value)
 
     def confirm(self, key: str) -> None:
         """The work is queued: remember the id for the redelivery window. If this write
@@ -58,3 +65,9 @@ class Deliveries:
             self.redis.delete(key)
         except redis_lib.RedisError:
             log.warning("could not release delivery %s; it lapses in %d s", key, CLAIM_TTL_S)
+
+
+def _seen(value: bytes | None) -> Claim:
+    """The claim someone else holds; an id that expired in between counts as done
+    rather than risk a second enqueue (enqueue_pr would drop a repeat anyway)."""
+    return "pending" if value == _PENDING else "done"
