@@ -176,11 +176,22 @@ class SentinelTopology:
     replica: LocalRedis
     sentinel_ports: list[int]
     sentinel_procs: list[subprocess.Popen[bytes]]
+    directory: Path
     service: str = SERVICE
 
     @staticmethod
     def port(server: LocalRedis) -> int:
         return int(server.url.rsplit(":", 1)[1])
+
+    def sentinel_log(self) -> str:
+        """Every Sentinel's log: `+switch-master` lines are failovers."""
+        return "\n".join(p.read_text() for p in sorted(self.directory.glob("sentinel-*.log")))
+
+    def switches(self) -> int:
+        """Failovers so far, as the first Sentinel logged them. A switch before the
+        test killed anything would mean a Sentinel judged a live primary down."""
+        logs = sorted(self.directory.glob("sentinel-*.log"))
+        return logs[0].read_text().count("+switch-master") if logs else 0
 
     def sentinel(self, **kwargs: object) -> Sentinel:
         return Sentinel([("127.0.0.1", p) for p in self.sentinel_ports], **kwargs)
@@ -365,16 +376,21 @@ def start_sentinel_topology(
         r_port = SentinelTopology.port(replica)
 
         def in_sync() -> bool:
-            with redis_py.Redis(host="127.0.0.1", port=r_port, socket_timeout=1) as c:
-                return c.info("replication").get("master_link_status") == "up"
+            """A write the replica acknowledged. `master_link_status:up` is not enough:
+            after a diskless full sync the primary streams nothing more until the
+            replica's first REPLCONF ACK (up to a second later), so a crash in that
+            second would lose every write since the sync."""
+            with redis_py.Redis(host="127.0.0.1", port=p_port, socket_timeout=2) as c:
+                c.set("reviewq:test:replication-probe", "1")
+                return int(c.execute_command("WAIT", 1, 200)) >= 1
 
-        _wait("the replica to sync", in_sync)
+        _wait("the replica to acknowledge a write", in_sync)
         ports = []
         for _ in range(sentinels):
             port, proc = _start_sentinel(binary, directory, p_port, down_after_ms)
             procs.append(proc)
             ports.append(port)
-        topo = SentinelTopology(primary, replica, ports, procs)
+        topo = SentinelTopology(primary, replica, ports, procs, directory)
 
         def knows_replica() -> bool:
             for port in ports:
