@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,7 +48,14 @@ from workers.sandbox import (
     serve_in_thread,
 )
 
-__all__ = ["DirectIntake", "Intake", "SimRun", "run_scenario", "synthetic_diff"]
+__all__ = [
+    "DirectIntake",
+    "Intake",
+    "SimRun",
+    "WorkerLauncher",
+    "run_scenario",
+    "synthetic_diff",
+]
 
 _KEY_ENV = "REVIEWQ_SIM_KEY"
 # A grant reaches the simulator on loopback within a few ms; this margin (real ms)
@@ -85,6 +92,12 @@ class Intake(Protocol):
         ...
 
     def deliver(self, run: SimRun, pr: PrSpec) -> None: ...
+
+
+# Starts a scenario's worker processes for `spec` and stops them on exit. The default
+# spawns `count` RQ worker processes directly; the chaos suite runs `reviewq worker`
+# supervisors instead, which it can SIGKILL children of, or run under `faketime`.
+WorkerLauncher = Callable[[RuntimeSpec, int], contextlib.AbstractContextManager[Any]]
 
 
 class DirectIntake:
@@ -252,8 +265,13 @@ def run_scenario(
     redis_url: str | None = None,
     on_tick: Any = None,
     intake: Intake | None = None,
+    workers: WorkerLauncher | None = None,
+    on_end: Callable[[SimRun], None] | None = None,
 ) -> dict[str, Any]:
-    """Run `sc` to its end (or until every PR is done) and return the report."""
+    """Run `sc` to its end (or until every PR is done) and return the report.
+
+    `on_tick(run, now_sim)` runs every 50 ms while PRs are driven (fault injection,
+    live views); `on_end(run)` once they are, before the run's keys are removed."""
     from scheduler.simreport import report
 
     mode = policy or sc.policy
@@ -277,7 +295,7 @@ def run_scenario(
             fallback_ms=spec.fallback_ms,
             retention=spec.retention,
         )
-        stack.enter_context(_workers(spec, sc.workers))
+        stack.enter_context((workers or _workers)(spec, sc.workers))
         _wait_for_workers(client, spec.queue_name, sc.workers)
         stop = threading.Event()
         waker = threading.Thread(target=Waker(admission).run, args=(stop,), daemon=True)
@@ -290,6 +308,8 @@ def run_scenario(
         run.limiter_prefix = spec.limiter_prefix
         _drive(run, sc, on_tick, intake)
         run.ended_ms = admission.now_ms()
+        if on_end is not None:
+            on_end(run)
         stats = {
             n: httpx.get(f"{h.url}/_sim/stats", timeout=10).json() for n, h in providers.items()
         }

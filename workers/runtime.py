@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+import httpx
 import redis as redis_lib
 from rq import Queue
 
@@ -23,6 +24,7 @@ from scheduler.prstate import Retention
 from workers.planning import PlanningConfig
 from workers.providers.attempt import DEFAULT_RETRY, RetryPolicy
 from workers.providers.circuit import Circuit
+from workers.providers.client import DEFAULT_TIMEOUT
 from workers.providers.failover import DEFAULT_LEASE_MS, DEFAULT_MAX_WAIT_MS, Route, build_route
 from workers.sinks import GitHubSink, LogSink, Sink
 
@@ -60,6 +62,11 @@ class RuntimeSpec:
     # RQ cleans its registries this often (its default: 10 min); `simulate` scales it.
     maintenance_interval_s: int = 600
     env: Mapping[str, str] | None = field(default=None, repr=False)
+    # The provider call's read timeout (None: the client's default, 300 s); and, per
+    # account, which plan window each provider quota reading feeds (None: matched by
+    # duration, which a time-compressed `simulate` plan no longer has).
+    provider_timeout_s: float | None = None
+    quota_window_maps: Mapping[str, Mapping[str, str]] | None = None
 
     @property
     def environ(self) -> Mapping[str, str]:
@@ -90,6 +97,8 @@ class Runtime:
             lease_ms=spec.lease_ms,
             circuit=Circuit(self.redis, key_prefix=spec.limiter_prefix),
             key_prefix=spec.limiter_prefix,
+            window_maps=spec.quota_window_maps,
+            timeout=_timeout(spec),
         )
         self.sink: Sink = self._sink()
 
@@ -114,6 +123,13 @@ class Runtime:
         for entry in self.route.entries:
             entry.client.close()
         self.redis.close()
+
+
+def _timeout(spec: RuntimeSpec) -> httpx.Timeout:
+    base, read = DEFAULT_TIMEOUT, spec.provider_timeout_s
+    if read is None:
+        return base
+    return httpx.Timeout(connect=base.connect, read=read, write=base.write, pool=base.pool)
 
 
 _lock = threading.Lock()

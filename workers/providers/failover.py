@@ -179,17 +179,24 @@ def build_route(
     circuit: Circuit | None = None,
     clock: Callable[[], int] | None = None,
     key_prefix: str = "reviewq",
+    window_maps: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Route:
     """A route over `accounts` (names, main first; default: all, in config order).
 
-    `clock` is the limiters' test-only clock (see `Limiter`).
+    `clock` is the limiters' test-only clock (see `Limiter`). `window_maps` gives an
+    account's `QuotaPoller` its provider-window -> plan-window map (see `quota`).
     """
     chosen = [settings.account(n) for n in accounts] if accounts else list(settings.accounts)
     entries = []
     for account in chosen:
         limiter = Limiter(redis, account, key_prefix=key_prefix, clock=clock)
         client = ProviderClient(account, env=env, transport=transport, timeout=timeout)
-        poller = QuotaPoller(client, limiter, interval_ms=poll_interval_ms)
+        poller = QuotaPoller(
+            client,
+            limiter,
+            interval_ms=poll_interval_ms,
+            window_map=(window_maps or {}).get(account.name),
+        )
         entries.append(RouteEntry(account, limiter, client, poller))
     return Route(
         entries=tuple(entries),
