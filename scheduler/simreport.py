@@ -139,6 +139,9 @@ def _account(
         "requests": stats["requests"],
         "provider_429": sum(codes.values()),
         "provider_429_by_code": codes,
+        # Quota refusals by cause: `over_plan` is our own over-admission, `shared_quota`
+        # a provider quota smaller than the plan (see the simulator's `refusal_cause`).
+        "quota_refusals": stats.get("quota_refusals", {}),
         "max_in_flight": stats.get("max_in_flight", {}).get("overall"),
         "windows": windows,
         "plan": spec.plan.name,

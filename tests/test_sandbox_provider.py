@@ -8,6 +8,7 @@ pass; `/_sim/advance` skips simulated hours without waiting for them.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
 import re
@@ -24,7 +25,7 @@ import pytest
 from click.testing import CliRunner
 
 from scheduler.cli import main
-from scheduler.plans import get_preset
+from scheduler.plans import Plan, Window, get_preset
 from workers.providers.classify import ResponseClass, classify
 from workers.providers.resets import (
     parse_go_duration_ms,
@@ -398,6 +399,30 @@ def test_provider_quota_smaller_than_the_plan_keeps_earlier_spending(
     window = sim.stats()["windows"][0]
     assert (window["name"], window["limit"], window["used_now"]) == ("shared_5h", 3000, 3000)
     assert sim.configure(provider_quota=[{"name": "bad name!"}]).status_code == 400
+
+
+def test_quota_refusals_name_their_cause(serve: Callable[..., Sim]) -> None:
+    """`shared_quota`: only a provider quota smaller than the plan refuses (someone
+    else spends on the key); `over_plan`: the plan's own limit is spent, so the client
+    admitted more than its plan allows. The chaos suite allows the first, never the second."""
+    sim = serve("synthetic", "synthetic", provider_quota=[quota("requests_5h", 2, "5h")])
+    assert [sim.chat(HF).status_code for _ in range(3)] == [200, 200, 429]
+    assert sim.stats()["quota_refusals"] == {"shared_quota": 1}
+
+    hour = Window(name="r", limit_milli=2000, duration_ms=3_600_000)
+    plan = Plan(
+        name="tiny", provider="synthetic", windows=(hour,), source="test", as_of=dt.date(2026, 1, 1)
+    )
+    small = hour.model_copy(update={"limit_milli": 1000})
+    shared = Simulator(ProviderConfig(flavour="synthetic", plan=plan, provider_quota=(small,)))
+    alone = Simulator(ProviderConfig(flavour="synthetic", plan=plan))
+    for s in (shared, alone):
+        s.admit(0.0, HF, 1000)
+    assert shared.refusal_cause(1.0, 1000) == "shared_quota"  # the plan has room for one
+    assert alone.refusal_cause(1.0, 1000) == "over_plan"  # no provider quota: the plan's
+    shared.admit(1.0, HF, 1000)
+    assert shared.refusal_cause(2.0, 1000) == "over_plan"
+    assert shared.refusal_cause(3_601.0, 1000) == "shared_quota"  # the first charge expired
 
 
 # --- faults ---------------------------------------------------------------------------------

@@ -116,6 +116,7 @@ async def chat_completions(request: Request) -> Response:
     cost = cfg.cost_milli(model, sim.clock.calendar(now))
     verdict = sim.check_windows(now, cost)
     if verdict is not None:
+        sim.quota_refusals[sim.refusal_cause(now, cost)] += 1
         reply = flavours.window_exhausted(cfg.flavour, verdict, sim.clock, now)
         return _respond(sim, now, model, reply, verdict=verdict)
     cold = sim.admit(now, model, cost)

@@ -64,6 +64,7 @@ class Simulator:
         self.status_counts: Counter[str] = Counter()
         self.code_429: Counter[str] = Counter()
         self.fault_counts: Counter[str] = Counter()
+        self.quota_refusals: Counter[str] = Counter()
         self.max_in_flight = sum(self.in_flight.values())
         self.max_in_flight_by_model: Counter[str] = Counter(self.in_flight)
         self.last_busy: float | None = None
@@ -99,6 +100,22 @@ class Simulator:
             self.windows = self._fresh_windows()
             for window in self.windows:
                 preload(window, self.admissions, now)
+
+    def refusal_cause(self, now: float, cost: int) -> str:
+        """Why a quota refusal happened: `over_plan` if the plan's own windows (what the
+        client was told it may spend) would refuse `cost` too, so the client admitted
+        more than its plan; `shared_quota` if only a `provider_quota` smaller than the
+        plan refuses it (someone else spends on the key). A regenerating window is
+        rebuilt without its ticks, which only errs towards `over_plan`."""
+        cfg = self.config
+        if cfg.provider_quota is None:
+            return "over_plan"
+        for spec in cfg.plan.windows:
+            window = build_window(spec, packs=cfg.packs)
+            preload(window, self.admissions, now)
+            if window.used(now) + cost > window.limit:
+                return "over_plan"
+        return "shared_quota"
 
     def concurrency_full(self, model: str) -> bool:
         cap = self.config.concurrency_cap
@@ -181,6 +198,7 @@ class Simulator:
             "by_status": dict(self.status_counts),
             "429_by_code": dict(self.code_429),
             "faults": dict(self.fault_counts),
+            "quota_refusals": dict(self.quota_refusals),
             "in_flight": self.total_in_flight,
             "max_in_flight": {
                 "overall": self.max_in_flight,
