@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import redis as redis_py
 from click.testing import CliRunner
+from rq import Queue, Worker
+from rq.job import JobStatus
 
 from scheduler.cli import main
 from scheduler.plans import get_preset
@@ -92,6 +99,56 @@ def test_worker_burst_exits_when_the_queue_is_empty(
     assert done.returncode == 0, done.stderr
     assert f"2 worker process(es) on queue 'q-{unique}'" in done.stdout
     assert "not-a-real-key" not in done.stdout + done.stderr
+
+
+def test_worker_requeues_the_job_of_a_child_killed_mid_job(
+    tmp_path: Path, redis_url: str, unique: str
+) -> None:
+    """SIGKILL a `reviewq worker` child while it runs a job: the parent replaces the
+    child and puts the job back on the queue, where RQ alone would leave it marked
+    started until the job timeout, then fail it."""
+    queue_name = f"q-{unique}"
+    config = _config(tmp_path, redis_url, queue_name)
+    env = {**os.environ, "REVIEWQ_TEST_KEY": "not-a-real-key"}
+    args = ["--config", str(config), "worker", "--processes", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from scheduler.cli import main; main()", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis_py.Redis.from_url(redis_url)
+    queue = Queue(queue_name, connection=client)
+    try:
+        job = queue.enqueue("time.sleep", 2, job_id=f"sleep-{unique}")
+        first = _wait(lambda: _running(queue, job.id), "the job to start")
+        os.kill(first, signal.SIGKILL)
+        _wait(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, "the job to finish")
+        assert _running(queue, job.id) is None
+        assert first not in {w.pid for w in Worker.all(queue=queue)}  # unregistered
+    finally:
+        proc.terminate()
+        proc.wait(60)
+        for key in client.scan_iter(match=f"*{queue_name}*"):
+            client.delete(key)
+        client.delete(f"rq:job:{job.id}")
+        client.close()
+
+
+def _running(queue: Queue, job_id: str) -> int | None:
+    """The pid of the worker running `job_id`, if one is."""
+    for worker in Worker.all(queue=queue):
+        if worker.get_current_job_id() == job_id:
+            return int(worker.pid or 0) or None
+    return None
+
+
+def _wait(ok: Callable[[], object], what: str, timeout_s: float = 60) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (found := ok()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return found
 
 
 def test_worker_without_accounts_is_a_usage_error(tmp_path: Path, redis_url: str) -> None:
