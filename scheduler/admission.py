@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeGuard, TypeVar, cast
 
 import redis as redis_lib
 from pydantic import BaseModel, ConfigDict, Field
@@ -72,6 +72,20 @@ class Claimed:
     state: MessageState
     body: str
     meta: PrMeta
+
+
+def _owned(state: MessageState | None, dispatch: int) -> TypeGuard[MessageState]:
+    """Whether the worker that claimed run `dispatch` may still park or finish it.
+
+    `running` under that dispatch, normally. `queued` under it too: only a claim makes
+    a worker call park or finish, so a message back at `queued` with the same dispatch
+    had its claim forgotten (Redis lost its last writes in a crash); nobody else can
+    run this dispatch, and refusing would leave the message queued with no job left.
+    A reaped or re-woken message has moved on to a new dispatch and is refused."""
+    return state is not None and state.dispatch == dispatch and state.status in _OWNED
+
+
+_OWNED = frozenset({"running", "queued"})
 
 
 def job_id_for(member: str, dispatch: int, kind: str = "msg") -> str:
@@ -188,7 +202,9 @@ class Admission:
         """Replace the PR's work with `bodies` for `head_sha`; returns the generation.
 
         Work for an older head that has not started is cancelled before it spends
-        anything; running messages finish and are kept, marked stale.
+        anything; running messages finish and are kept, marked stale. A head that is
+        planned already (its plan job ran twice: requeued after its worker died, say)
+        keeps the plan it has.
         """
         tickets = int(cast(int, self.redis.incrby(f"{self.keys.prefix}:ticket", len(bodies) or 1)))
 
@@ -196,6 +212,8 @@ class Admission:
             meta = txn.meta or PrMeta(pr=pr, arrived_ms=self.now_ms())
             if meta.status == "cancelled" and meta.head_sha == head_sha:
                 return meta.gen  # cancelled while its plan job waited: plan nothing
+            if meta.head_sha == head_sha and meta.gen and meta.status != "planning":
+                return meta.gen  # planned already: a plan job run twice plans once
             txn.meta = meta
             self._cancel_open(txn, f"superseded by {head_sha[:12]}")
             meta.gen += 1
@@ -359,7 +377,7 @@ class Admission:
 
         def body(txn: PrTxn) -> bool:
             state = txn.msgs.get(mid)
-            if state is None or state.status != "running" or state.dispatch != dispatch:
+            if not _owned(state, dispatch):
                 return False
             txn.later(lambda p: p.zrem(self.keys.running, member))
             if txn.meta is None or state.gen != txn.meta.gen:
@@ -423,7 +441,7 @@ class Admission:
 
         def body(txn: PrTxn) -> bool:
             state, meta = txn.msgs.get(mid), txn.meta
-            if state is None or state.status != "running" or state.dispatch != dispatch:
+            if not _owned(state, dispatch):
                 return False
             txn.later(lambda p: p.zrem(self.keys.running, member))
             state.status = "done" if ok else "failed"

@@ -105,6 +105,38 @@ def test_a_new_head_cancels_unstarted_work_and_keeps_running_work_as_stale(adm: 
     assert after.meta.inflight == 1 and after.counts() == {"queued": 1}
 
 
+def test_a_plan_job_run_twice_plans_its_head_once(adm: Admission) -> None:
+    """A worker killed after `submit` but before RQ recorded its plan job as done has
+    the job requeued; the second run must not re-plan (and re-spend) the head."""
+    adm.register("o/r#11", {}, "sha")
+    gen = adm.submit("o/r#11", "sha", ["a", "b", "c"], files=3, plan={})
+    member, dispatch = take(adm)
+    again = adm.submit("o/r#11", "sha", ["a", "b", "c"], files=3, plan={})
+    assert again == gen == 1
+    view = read_pr(adm.redis, adm.keys, "o/r#11")
+    assert view is not None and set(view.messages) == {"1.0", "1.1", "1.2"}
+    assert view.counts() == {"running": 1, "queued": 1, "pending": 1}
+    finish(adm, member, dispatch)  # the running message was not superseded
+
+
+def test_a_run_whose_claim_redis_forgot_still_finishes_and_parks(adm: Admission) -> None:
+    """Redis restarted from an AOF that lacks its last second: a worker's claim is gone
+    (its message is `queued` under the same dispatch again) while the worker goes on.
+    Its finish (or park) must land, or the message stays queued with no job left."""
+    adm.submit("o/r#12", "sha", ["a", "b"], files=2, plan={})
+    key = adm.keys.msgs("o/r#12")
+    before = {mid: adm.redis.hget(key, mid) for mid in ("1.0", "1.1")}
+    first, d1 = take(adm)
+    second, d2 = take(adm)
+    adm.redis.hset(key, mapping=before)  # both claims forgotten
+    assert adm.finish(first, d1, ok=True, reason=None, account="a", cost={}, reply="{}")
+    assert adm.park(second, d2, until_ms=0, reason="window", line=None)
+    assert not adm.finish(second, d2 + 1, ok=True, reason=None, account="a", cost={}, reply="{}")
+    view = read_pr(adm.redis, adm.keys, "o/r#12")
+    assert view is not None
+    assert {m: s.status for m, s in view.messages.items()} == {"1.0": "done", "1.1": "waiting"}
+
+
 def test_a_freed_slot_moves_the_head_of_the_line_at_once(adm: Admission) -> None:
     adm.submit("o/r#5", "sha", ["a", "b"], files=2, plan={})
     first, d1 = take(adm)
