@@ -117,12 +117,17 @@ def _create(ports: list[int]) -> None:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
         return
     step = 16384 // len(ports)
+    buses = []
     for i, port in enumerate(ports):
         last = 16383 if i == len(ports) - 1 else (i + 1) * step - 1
-        with redis_py.Redis(host="127.0.0.1", port=port) as client:
+        with redis_py.Redis(host="127.0.0.1", port=port, decode_responses=True) as client:
             client.execute_command("CLUSTER ADDSLOTSRANGE", i * step, last)
-            for other in ports[1:] if i == 0 else ():
-                client.execute_command("CLUSTER MEET", "127.0.0.1", other)
+            client.execute_command("CLUSTER SET-CONFIG-EPOCH", i + 1)
+            buses.append(int(client.config_get("cluster-port")["cluster-port"]))
+    with redis_py.Redis(host="127.0.0.1", port=ports[0]) as first:
+        for port, bus in zip(ports[1:], buses[1:], strict=True):
+            # The bus port too: ours is not the default port + 10000.
+            first.execute_command("CLUSTER MEET", "127.0.0.1", port, bus)
 
 
 def _wait_ok(ports: list[int]) -> None:
