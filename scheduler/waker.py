@@ -9,7 +9,9 @@ to with millisecond precision. A message that parks pushes an empty wake-up, so 
 time earlier than the one the waker is asleep until is not missed.
 
 The waker also reruns a PR's finalize job whose sink could not deliver for now (a
-GitHub rate limit or 5xx): `schedule_finalize` records when, in `P:finalize-due`.
+GitHub rate limit or 5xx): `schedule_finalize` records when, in `P:finalize-due`; and
+a plan job that could not list the PR's files for the same reasons (`schedule_plan`,
+`P:plan-due`).
 
 One waker acts at a time (a lock with a TTL); every `reviewq worker` runs one, so
 another takes over within `lock_ms` when the active one dies. Two acting at once would
@@ -23,11 +25,13 @@ import logging
 import os
 import socket
 import threading
-from typing import cast
+from typing import Any, cast
 
 from scheduler.admission import FINALIZE_JOB, Admission, job_id_for
+from scheduler.intake import enqueue_plan
+from workers.changes import PullRequestRef
 
-__all__ = ["Waker", "finalize_due_key", "schedule_finalize"]
+__all__ = ["Waker", "finalize_due_key", "plan_due_key", "schedule_finalize", "schedule_plan"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,22 @@ return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 def finalize_due_key(prefix: str) -> str:
     """ZSET `[pr, gen, attempt]` JSON -> when (Redis ms) to run that finalize again."""
     return f"{prefix}:finalize-due"
+
+
+def plan_due_key(prefix: str) -> str:
+    """ZSET `[ref JSON, source, attempt]` JSON -> when (Redis ms) to plan that PR again."""
+    return f"{prefix}:plan-due"
+
+
+def schedule_plan(
+    admission: Admission, ref_json: str, source: dict[str, Any], attempt: int, due_ms: int
+) -> None:
+    """Have the waker queue run `attempt` of a PR's plan job at `due_ms`."""
+    member = json.dumps([ref_json, source, attempt])
+    with admission.redis.pipeline(transaction=True) as pipe:
+        pipe.zadd(plan_due_key(admission.keys.prefix), {member: due_ms})
+        pipe.rpush(admission.keys.wake, "")  # it may be asleep until later
+        pipe.execute()
 
 
 def schedule_finalize(admission: Admission, pr: str, gen: int, attempt: int, due_ms: int) -> None:
@@ -103,7 +123,7 @@ class Waker:
         more = cast(list[bytes] | None, self.redis.lpop(self.keys.wake, self.batch))
         now = self.admission.now_ms()
         moved = self._due_timed(now) + self._due_lines(now) + self._lapsed(now)
-        moved += self._due_finalize(now)
+        moved += self._due_finalize(now) + self._due_plans(now)
         for account in [*signals, *(more or [])]:
             if account:  # an empty one only asks to read the due times again
                 moved += self._wake_line(account.decode())
@@ -178,12 +198,26 @@ class Waker:
                 pipe.execute()
         return len(due)
 
+    def _due_plans(self, now: int) -> int:
+        """Queue the plan reruns that are due, each in one transaction with its unlisting."""
+        key = plan_due_key(self.keys.prefix)
+        due = cast(list[bytes], self.redis.zrangebyscore(key, "-inf", now, start=0, num=self.batch))
+        for raw in due:
+            ref_json, source, attempt = json.loads(raw)
+            ref = PullRequestRef.model_validate_json(ref_json)
+            with self.redis.pipeline(transaction=True) as pipe:
+                enqueue_plan(self.admission, ref, source, attempt, pipeline=pipe)
+                pipe.zrem(key, raw)
+                pipe.execute()
+        return len(due)
+
     def _next_due_in(self, now: int) -> int:
         """Milliseconds until the soonest timer, line, claim deadline or finalize rerun
         (capped)."""
         soonest = now + self.max_block_ms
         finalize = finalize_due_key(self.keys.prefix)
-        for key in (self.keys.timed, self.keys.line_due, self.keys.running, finalize):
+        plans = plan_due_key(self.keys.prefix)
+        for key in (self.keys.timed, self.keys.line_due, self.keys.running, finalize, plans):
             first = cast(list[tuple[bytes, float]], self.redis.zrange(key, 0, 0, withscores=True))
             if first:
                 soonest = min(soonest, int(first[0][1]))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import itertools
 import json
 import multiprocessing as mp
@@ -688,6 +689,34 @@ def test_github_rate_limits_and_a_502_while_posting_still_post_exactly_once(
     assert not Job.exists(f"{first}-r4", connection=pl.redis)
     took_s = (cast(int, view.meta.finished_ms) - view.meta.arrived_ms) / 1000
     print(f"\ngithub faults: posted once after 2 rate limits and a 502, {took_s:.1f} s")
+
+
+def test_a_rate_limit_while_listing_files_plans_the_pr_later(
+    pipeline: PipelineFactory, fake_github: FakeGitHubServer, unique: str
+) -> None:
+    """The fake refuses the first two API requests (the plan's file listing, then its
+    first rerun) with a secondary rate limit. The plan job does not fail, which left
+    the PR `planning` for good: the waker runs it again when GitHub said to."""
+    pl, ref = github_pipeline(pipeline, fake_github, unique, 9)
+    fake_github.control.faults(secondary_rate_limit=2, retry_after_s=1)
+    pl.start_workers(2)
+    pl.enqueue(ref, {"kind": "github"})
+    view = pl.wait_done(ref.id, 30)
+    assert view.meta.error is None and view.meta.gen == 1
+    check_posted(fake_github, ref)
+    assert fake_github.control.requests_to(FILES, 403) == 2
+    assert fake_github.control.requests_to(FILES, 200) == 1
+    plan = Job.fetch(f"rq-plan-{_plan_digest(ref)}", connection=pl.redis).return_value()
+    rerun = Job.fetch(f"rq-plan-{_plan_digest(ref)}-r1", connection=pl.redis).return_value()
+    assert str(plan).startswith("retry 1 in") and str(rerun).startswith("retry 2 in")
+    assert Job.fetch(f"rq-plan-{_plan_digest(ref)}-r2", connection=pl.redis).return_value()
+
+
+FILES = "GET /repos/{owner}/{repo}/pulls/{number}/files"
+
+
+def _plan_digest(ref: PullRequestRef) -> str:
+    return hashlib.sha1(f"{ref.id}@{ref.head_sha}".encode()).hexdigest()[:24]
 
 
 # --- 5. a freed slot is handed on at once ---------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any, cast
 
 from scheduler.admission import Claimed
 from scheduler.prstate import decode_messages
-from scheduler.waker import schedule_finalize
+from scheduler.waker import schedule_finalize, schedule_plan
 from workers.changes import ChangedFile, PullRequestRef
 from workers.github import GitHubRateLimited, GitHubServerError, GitHubTransportError
 from workers.planning import (
@@ -61,12 +61,16 @@ log = logging.getLogger(__name__)
 FINALIZE_RETRIES = 8
 
 
-def plan_pr(prefix: str, ref_json: str, source: dict[str, Any]) -> str:
+def plan_pr(prefix: str, ref_json: str, source: dict[str, Any], attempt: int = 0) -> str:
     """From a PR's files to messages. `source` is `{"kind": "github"}` (list the files
-    over the API) or `{"kind": "diff", "text": ...}` (a local unified diff)."""
+    over the API) or `{"kind": "diff", "text": ...}` (a local unified diff). `attempt`
+    counts reruns after GitHub could not list the files for now (see `_retry_plan`)."""
     rt = _runtime(prefix)
     ref = PullRequestRef.model_validate_json(ref_json)
-    files = _files(rt, ref, source)
+    try:
+        files = _files(rt, ref, source)
+    except (GitHubRateLimited, GitHubServerError, GitHubTransportError) as exc:
+        return _retry_plan(rt, ref, source, attempt, exc)
     plan = plan_review(files, rt.spec.planning, repo=_repo(ref), model=rt.spec.model)
     bodies = [m.model_dump_json() for m in plan.messages]
     info = plan.model_dump(mode="json", exclude={"messages"})
@@ -319,6 +323,32 @@ def finalize_pr(prefix: str, pr: str, gen: int, attempt: int = 0) -> str:
     return "review posted" if result.posted else "review was already there"
 
 
+def _retry_plan(
+    rt: Runtime, ref: PullRequestRef, source: dict[str, Any], attempt: int, exc: Exception
+) -> str:
+    """GitHub could not list the files for now (a rate limit, a 5xx, no answer). Nothing
+    was planned, so the waker queues the plan again when GitHub said to or after a
+    backoff; raising would leave the PR `planning` until a person ran `retry-failed`.
+    After `FINALIZE_RETRIES` reruns it raises: the job fails, for a person to see."""
+    meta = rt.admission.read_meta(ref.id)
+    if meta is None or meta.head_sha != ref.head_sha or meta.status != "planning":
+        return "stale: the PR moved on"
+    if attempt >= FINALIZE_RETRIES:
+        raise exc
+    wait_ms = _github_wait_ms(rt, attempt, exc)
+    due = rt.admission.now_ms() + wait_ms
+    schedule_plan(rt.admission, ref.model_dump_json(), source, attempt + 1, due)
+    log.warning("%s: files not listed (%s); retry %d in %d ms", ref.id, exc, attempt + 1, wait_ms)
+    return f"retry {attempt + 1} in {wait_ms} ms: {exc}"
+
+
+def _github_wait_ms(rt: Runtime, attempt: int, exc: Exception) -> int:
+    """GitHub's own retry time for a rate limit, else a jittered backoff."""
+    if isinstance(exc, GitHubRateLimited):  # dated by the client's (this host's) clock
+        return max(0, exc.retry_at_ms - time.time_ns() // 1_000_000)
+    return jittered_backoff(attempt + 1, rt.spec.retry)
+
+
 def _retry_finalize(rt: Runtime, pr: str, gen: int, attempt: int, exc: Exception) -> str:
     """Nothing, or only a marked review, was posted, so a rerun is safe: the waker
     queues one when GitHub said to (a rate limit) or after a backoff. RQ's own
@@ -326,10 +356,7 @@ def _retry_finalize(rt: Runtime, pr: str, gen: int, attempt: int, exc: Exception
     if attempt >= FINALIZE_RETRIES:
         rt.admission.mark_finished(pr, gen, error=f"review not posted: {exc}")
         return f"gave up after {attempt} retries: {exc}"
-    if isinstance(exc, GitHubRateLimited):  # dated by the client's (this host's) clock
-        wait_ms = max(0, exc.retry_at_ms - time.time_ns() // 1_000_000)
-    else:
-        wait_ms = jittered_backoff(attempt + 1, rt.spec.retry)
+    wait_ms = _github_wait_ms(rt, attempt, exc)
     schedule_finalize(rt.admission, pr, gen, attempt + 1, rt.admission.now_ms() + wait_ms)
     log.warning("%s: review not posted (%s); retry %d in %d ms", pr, exc, attempt + 1, wait_ms)
     return f"retry {attempt + 1} in {wait_ms} ms: {exc}"
