@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 import redis as redis_py
+from conftest import LocalRedisFactory
 from webhook_support import SECRET, Hook, gh_pr, serve_hook
 
 from scheduler.config import Settings
@@ -299,3 +300,19 @@ def test_claims_are_new_then_pending_then_done(hook: Hook, set_nx_get: bool) -> 
     did = delivery()
     assert hook.github(gh_pr(), delivery=did).json()["status"] == "enqueued"
     assert hook.github(gh_pr(), delivery=did).json()["status"] == "duplicate"
+
+
+def test_deliveries_recover_after_redis_restarts(
+    local_redis_factory: LocalRedisFactory, unique: str
+) -> None:
+    """The app's single connection reconnects by itself: no restart of reviewq serve."""
+    server = local_redis_factory()
+    with serve_hook(server.url, f"wh-{unique}") as hook:
+        assert hook.github(gh_pr(number=1), delivery=delivery()).status_code == 202
+        server.kill()
+        down = hook.github(gh_pr(number=2), delivery=delivery())
+        assert down.status_code == 503
+        server.restart()
+        statuses = [hook.github(gh_pr(number=n), delivery=delivery()).status_code for n in (3, 4)]
+        assert statuses[-1] == 202 and set(statuses) <= {202, 503}
+        assert hook.http.get("/healthz").status_code == 200

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import httpx
-import redis as redis_py
 from rq import Queue
 
 from scheduler.admission import Admission
 from scheduler.config import Settings
 from scheduler.prstate import PrMeta
-from scheduler.webhook import WebhookService, create_app, sign
+from scheduler.webhook import WebhookService, create_app, redis_client, sign
 from workers.sandbox import serve_in_thread
 
 SECRET = "gh-test-secret-0123456789"
@@ -97,7 +96,7 @@ def serve_hook(
     settings: Settings | None = None,
 ) -> Iterator[Hook]:
     settings = settings or Settings(redis_url=redis_url, queue_name=queue_name)
-    client = redis_py.Redis.from_url(settings.redis_url, socket_connect_timeout=2)
+    client = redis_client(settings.redis_url)  # as `reviewq serve` builds it
     app = create_app(settings, client, env=env, insecure_dev=insecure_dev)
     service = cast(WebhookService, app.state.webhook)
     with (
