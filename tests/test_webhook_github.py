@@ -302,6 +302,19 @@ def test_claims_are_new_then_pending_then_done(hook: Hook, set_nx_get: bool) -> 
     assert hook.github(gh_pr(), delivery=did).json()["status"] == "duplicate"
 
 
+def test_the_first_delivery_after_a_redis_restart_is_taken(
+    local_redis_factory: LocalRedisFactory, unique: str
+) -> None:
+    """Redis restarted while no delivery came: the next one meets the app's closed
+    connection and must still be enqueued (a 503 is a PR GitHub never redelivers)."""
+    server = local_redis_factory()
+    with serve_hook(server.url, f"wh-{unique}") as hook:
+        assert hook.github(gh_pr(number=1), delivery=delivery()).status_code == 202
+        server.kill()
+        server.start()
+        assert hook.github(gh_pr(number=2), delivery=delivery()).status_code == 202
+
+
 def test_deliveries_recover_after_redis_restarts(
     local_redis_factory: LocalRedisFactory, unique: str
 ) -> None:

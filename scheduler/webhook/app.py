@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 import redis as redis_lib
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rq import Queue
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -72,8 +74,16 @@ def redis_client(url: str) -> redis_lib.Redis:
     only, and the pool's per-command checkout (a lock and a poll of the socket) costs
     a sixth of a delivery's CPU. Pipelines and transactions still take pooled ones.
     That connection opens at once, so with Redis down this falls back to a pooled
-    client, which reconnects by itself (`reviewq serve` pings Redis before starting)."""
-    options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 5}
+    client, which reconnects by itself (`reviewq serve` pings Redis before starting).
+    The single connection does not by itself: after a Redis restart the first command
+    met the closed socket and that delivery got a 503, which GitHub does not redeliver.
+    One immediate retry on a fresh connection takes it; a Redis still down fails fast."""
+    options: dict[str, Any] = {
+        "socket_connect_timeout": 2,
+        "socket_timeout": 5,
+        "retry": Retry(NoBackoff(), 1),
+        "retry_on_error": [redis_lib.ConnectionError],
+    }
     try:
         return redis_lib.Redis.from_url(url, single_connection_client=True, **options)
     except redis_lib.RedisError:
