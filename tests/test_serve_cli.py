@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -133,3 +134,13 @@ def test_insecure_dev_warns_loudly_and_accepts_unsigned(redis_url: str, unique: 
     assert code == 0
     assert "WARNING: --insecure-dev" in err and "UNSIGNED" in err
     assert "GitHub: UNSIGNED" in out and "GitLab: UNSIGNED" in out
+
+
+def test_the_webhook_table_names_the_variables_and_rejects_typos(tmp_path: Path) -> None:
+    config = tmp_path / "reviewq.toml"
+    config.write_text('[webhook]\ngithub_secret_env = "MY_HOOK_SECRET"\nmax_body_bytes = 65536\n')
+    result = CliRunner().invoke(main, ["--config", str(config), "serve"], env=UNSET)
+    assert result.exit_code == 2 and "MY_HOOK_SECRET" in result.output
+    config.write_text("[webhook]\nmax_body_byte = 10\n")
+    result = CliRunner().invoke(main, ["--config", str(config), "serve"], env=UNSET)
+    assert result.exit_code == 2 and "did you mean 'max_body_bytes'?" in result.output
