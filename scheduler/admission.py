@@ -45,7 +45,8 @@ T = TypeVar("T")
 REVIEW_JOB = "workers.jobs.review_message"
 FINALIZE_JOB = "workers.jobs.finalize_pr"
 # A job that dies without a word is noticed when its claim lapses; after this many
-# runs the message fails instead of crashing workers forever.
+# lapsed runs the message fails instead of crashing workers forever. Only lapses
+# count: a message that waited for budget ten times has run (been claimed) ten times.
 MAX_RUNS = 6
 
 
@@ -534,8 +535,9 @@ class Admission:
             txn.later(lambda p: p.zrem(self.keys.running, member))
             if txn.meta is None or state.gen != txn.meta.gen:
                 return self._drop_stale(txn, mid, state)
-            if state.runs >= MAX_RUNS:
-                state.status, state.reason = "failed", f"worker lost {state.runs} times"
+            state.lost += 1
+            if state.lost >= MAX_RUNS:
+                state.status, state.reason = "failed", f"worker lost {state.lost} times"
                 state.finished_ms = now_ms
                 txn.put(mid, state)
                 txn.meta.inflight = max(0, txn.meta.inflight - 1)

@@ -83,6 +83,7 @@ class MessageState(BaseModel):
     retries: int = 0
     waits: int = 0
     runs: int = 0
+    lost: int = 0  # runs whose claim lapsed: the worker died or hung
     order: float | None = None  # ticket: arrival order, the line's order under fifo
     tag: float | None = None  # start tag: the line's order under fair
     line: str | None = None

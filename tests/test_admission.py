@@ -186,6 +186,23 @@ def test_a_lapsed_claim_runs_the_message_again(adm: Admission) -> None:
     assert not adm.finish(member, dispatch, ok=True, reason=None, account=None, cost={}, reply=None)
 
 
+def test_only_lapsed_runs_count_towards_failing_a_message(adm: Admission) -> None:
+    """A message that waited for budget six times was claimed six times; its worker
+    dying once must run it again, not fail it as 'worker lost 6 times'."""
+    adm.submit("o/r#13", "sha", ["a"], files=1, plan={})
+    for _ in range(6):
+        member, dispatch = take(adm)
+        assert adm.park(member, dispatch, until_ms=0, reason="window", line=None)
+        assert Waker(adm).step(block=False) == 1
+    member, dispatch = take(adm, claim_ms=50)
+    time.sleep(0.12)
+    assert Waker(adm).step(block=False) == 1
+    view = read_pr(adm.redis, adm.keys, "o/r#13")
+    assert view is not None
+    state = view.messages["1.0"]
+    assert (state.status, state.runs, state.waits, state.lost) == ("queued", 7, 6, 1)
+
+
 def test_timed_waits_wake_when_due_and_not_before(adm: Admission) -> None:
     adm.submit("o/r#9", "sha", ["a"], files=1, plan={})
     member, dispatch = take(adm)
