@@ -9,6 +9,7 @@ gracefully: uvicorn stops accepting, lets requests in flight finish, then exits.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from types import FrameType
@@ -76,6 +77,11 @@ def serve(ctx: click.Context, host: str, port: int, insecure_dev: bool, access_l
         timeout_graceful_shutdown=_GRACE_S,
     )
     server = uvicorn.Server(config)
+    # Everything loaded so far lives as long as the process: out of the collector's
+    # sight, a full collection no longer walks it (~25 ms, a pause every delivery in
+    # flight would wait for).
+    gc.collect()
+    gc.freeze()
     try:
         _run(server)
     finally:
