@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 import redis as redis_py
-from conftest import LocalRedisFactory
 from operator_fixtures import enqueue_local, finish, invoke, submit, take, write_config
 
 from scheduler.config import load_settings
@@ -25,6 +24,9 @@ from scheduler.prstate import MessageState, PrMeta, PrView
 from scheduler.snapshot_models import AccountView, CircuitView, WindowView
 from scheduler.worker_cli import runtime_spec
 from workers.providers.circuit import Circuit
+
+if TYPE_CHECKING:  # a type only: more than one test folder has a conftest module
+    from conftest import LocalRedisFactory
 
 
 @dataclass

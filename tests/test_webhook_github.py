@@ -10,19 +10,21 @@ import json
 import socket
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import httpx
 import pytest
 import redis as redis_py
-from conftest import LocalRedisFactory
 from webhook_support import SECRET, Hook, gh_pr, serve_hook
 
 from scheduler.config import Settings
 from scheduler.localredis import free_port
 from scheduler.webhook import sign
 from scheduler.webhook_config import WebhookSettings
+
+if TYPE_CHECKING:  # a type only: more than one test folder has a conftest module
+    from conftest import LocalRedisFactory
 
 
 @pytest.fixture
