@@ -52,6 +52,16 @@ class AccountFamilies:
         self.line = _gauge(
             "reviewq_account_line_length", "Messages waiting in line for the account.", account
         )
+        self.decisions = CounterMetricFamily(
+            "reviewq_limiter_decisions",
+            "Limiter answers to workers: grants, and denials by reason.",
+            labels=["account", "decision", "reason"],
+        )
+        self.responses = CounterMetricFamily(
+            "reviewq_provider_responses",
+            "Provider answers by class (ok, transient, window_exhausted, ...) and code.",
+            labels=["account", "class", "code"],
+        )
         self.events = CounterMetricFamily(
             "reviewq_account_health_events",
             "Provider health events counted per account (e.g. 1302: too much concurrency).",
@@ -76,7 +86,20 @@ class AccountFamilies:
         self.circuit.add_metric([name], 1 if circuit.is_open(name) else 0)
         for event, count in sorted(circuit.counters(name).items()):
             self.events.add_metric([name, event], count)
+        for event, count in sorted(circuit.tallies(name).items()):
+            self._count(name, event, count)
         self.line.add_metric([name], int(cast(int, redis.zcard(keys.line(name)))))
+
+    def _count(self, name: str, event: str, count: int) -> None:
+        """Tallies share one hash per account (`Circuit.tally`); split them by kind."""
+        kind, _, rest = event.partition(":")
+        if event == "grant":
+            self.decisions.add_metric([name, "grant", ""], count)
+        elif kind == "deny":
+            self.decisions.add_metric([name, "deny", rest], count)
+        elif kind == "response":
+            cls, _, code = rest.partition(":")
+            self.responses.add_metric([name, cls, code], count)
 
     def all(self) -> list[Metric]:
         return [
@@ -90,6 +113,8 @@ class AccountFamilies:
             self.circuit,
             self.line,
             self.events,
+            self.decisions,
+            self.responses,
         ]
 
 

@@ -231,6 +231,7 @@ def attempt(
         if on_grant is not None:
             on_grant(choice)
         call = _call(choice, message, route, request_id, now_ms, policy)
+        route.circuit.tally(call.entry.name, f"response:{call.c.cls.value}:{call.c.code}")
         outcome = _handle(call, route, retries, policy, rng)
         _log(pr, request_id, call, outcome)
         if outcome is not None:

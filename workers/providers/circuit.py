@@ -102,7 +102,21 @@ class Circuit:
         return int(count)
 
     def counters(self, account: str) -> dict[str, int]:
-        key = f"{self.key_prefix}:{{{account}}}:counters"
+        return self._read(f"{self.key_prefix}:{{{account}}}:counters")
+
+    def tally(self, account: str, event: str) -> None:
+        """Count what the account's workers saw (limiter decisions, provider answers)
+        for /metrics: one pipelined round trip, kept apart from the health events."""
+        key = f"{self.key_prefix}:{{{account}}}:tally"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(key, event, 1)
+        pipe.pexpire(key, self.ttl_ms)
+        pipe.execute()
+
+    def tallies(self, account: str) -> dict[str, int]:
+        return self._read(f"{self.key_prefix}:{{{account}}}:tally")
+
+    def _read(self, key: str) -> dict[str, int]:
         raw = cast(dict[bytes | str, bytes | str], self.redis.hgetall(key))
         return {_text(k): int(v) for k, v in raw.items()}
 

@@ -152,6 +152,9 @@ def choose(
             result = entry.limiter.acquire(
                 dict(cost(entry.account)), pr, request_id, route.lease_ms, model=model
             )
+            # Counted for /metrics: grants, and denials by reason.
+            decision = "grant" if isinstance(result, Grant) else f"deny:{result.reason}"
+            route.circuit.tally(entry.name, decision)
             if isinstance(result, Grant):
                 return Choice(entry, result)
             overall.offer(entry.name, result)
