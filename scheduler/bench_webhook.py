@@ -235,7 +235,7 @@ def _run(coro: Coroutine[Any, Any, _T]) -> _T:
 
 
 @contextlib.contextmanager
-def _serve_process(redis_url: str, queue: str, secret: str) -> Iterator[str]:
+def _serve_process(redis_url: str, queue: str, secret: str, workers: int = 1) -> Iterator[str]:
     """`reviewq serve` as a child process on a free port, stopped with SIGTERM."""
     port = free_port()
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as config:
@@ -244,7 +244,7 @@ def _serve_process(redis_url: str, queue: str, secret: str) -> Iterator[str]:
     env["GITHUB_WEBHOOK_SECRET"] = secret
     env.pop("GITLAB_WEBHOOK_TOKEN", None)
     command = [sys.executable, "-c", "from scheduler.cli import main; main()"]
-    command += ["--config", config.name, "serve", "--port", str(port)]
+    command += ["--config", config.name, "serve", "--port", str(port), "--workers", str(workers)]
     proc = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
@@ -285,7 +285,9 @@ def _server_stack() -> dict[str, str]:
     }
 
 
-def run_webhook_bench(redis_url: str, count: int, concurrency: int, warmup: int) -> WebhookBench:
+def run_webhook_bench(
+    redis_url: str, count: int, concurrency: int, warmup: int, workers: int = 1
+) -> WebhookBench:
     """One run against a fresh queue on `redis_url`; the queue is deleted afterwards."""
     run = f"bench-{uuid.uuid4().hex[:10]}"
     secret = secrets.token_hex(16)
@@ -293,7 +295,7 @@ def run_webhook_bench(redis_url: str, count: int, concurrency: int, warmup: int)
     client = redis_lib.Redis.from_url(redis_url)
     queue = Queue(run, connection=client)
     try:
-        with _serve_process(redis_url, run, secret) as url:
+        with _serve_process(redis_url, run, secret, workers) as url:
             if warmup:
                 _run(_drive(url, batch[:warmup], concurrency))
             latencies, statuses, elapsed = _run(_drive(url, batch[warmup:], concurrency))
@@ -315,7 +317,7 @@ def run_webhook_bench(redis_url: str, count: int, concurrency: int, warmup: int)
         errors=sum(n for status, n in statuses.items() if status != "202"),
         statuses=dict(statuses),
         enqueued=enqueued - warmup,
-        server=_server_stack(),
+        server={**_server_stack(), "workers": str(workers)},
     )
 
 
@@ -361,12 +363,19 @@ def _redis() -> Iterator[str]:
     show_default=True,
     help="Deliveries sent first, not timed.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="`reviewq serve --workers`: server processes.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def webhook_command(count: int, concurrency: int, warmup: int, as_json: bool) -> None:
+def webhook_command(count: int, concurrency: int, warmup: int, workers: int, as_json: bool) -> None:
     """Signed deliveries per second and latency through a real `reviewq serve`."""
     try:
         with _redis() as url:
-            result = run_webhook_bench(url, count, concurrency, warmup)
+            result = run_webhook_bench(url, count, concurrency, warmup, workers)
     except (RedisServerNotFound, RedisServerStartError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

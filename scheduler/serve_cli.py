@@ -1,17 +1,24 @@
-"""`reviewq serve`: the webhook server, one uvicorn process.
+"""`reviewq serve`: the webhook server, one uvicorn process or `--workers N` of them.
 
 It refuses to start without a webhook secret, since an open endpoint would let anyone
 queue reviews that spend the subscription; `--insecure-dev` is the explicit,
 loud opt-out for trying it locally. Redis is pinged first, so a wrong REDIS_URL fails
 at once with exit code 3 instead of as 503s later. SIGTERM and Ctrl-C stop it
 gracefully: uvicorn stops accepting, lets requests in flight finish, then exits.
+
+With `--workers N` the parent binds the port once and forks N uvicorn processes that
+accept on that one socket (each with its own Redis connection, made after the fork);
+it passes SIGTERM and Ctrl-C on to them and exits when they all have.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
+import socket
+import traceback
 from types import FrameType
 
 import click
@@ -41,8 +48,17 @@ def _secret_vars(settings: Settings) -> dict[str, str]:
 )
 @click.option("--insecure-dev", is_flag=True, help="Accept unsigned deliveries (testing only).")
 @click.option("--access-log", is_flag=True, help="Log every request (off: metrics count them).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Server processes sharing the port (one per core is a good start).",
+)
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, insecure_dev: bool, access_log: bool) -> None:
+def serve(
+    ctx: click.Context, host: str, port: int, insecure_dev: bool, access_log: bool, workers: int
+) -> None:
     """Receive GitHub and GitLab webhooks and queue the PRs they name.
 
     \b
@@ -62,13 +78,26 @@ def serve(ctx: click.Context, host: str, port: int, insecure_dev: bool, access_l
         click.secho(_INSECURE, err=True, fg="red", bold=True)
     client = redis_client(settings.redis_url)
     client.ping()  # fail fast: the group maps a ConnectionError to exit code 3
-    app = create_app(settings, client, insecure_dev=insecure_dev)
     for forge, on in state.items():
         mode = "signed" if on else ("UNSIGNED" if insecure_dev else f"off ({names[forge]} unset)")
         click.echo(f"{forge}: {mode}")
     click.echo(f"queue {settings.queue_name!r} on Redis {redact_url(settings.redis_url)}")
-    config = uvicorn.Config(
-        app,
+    if workers == 1:
+        app = create_app(settings, client, insecure_dev=insecure_dev)
+        server = uvicorn.Server(_config(app, host, port, access_log))
+        _freeze()
+        try:
+            _run(server)
+        finally:
+            client.close()
+        ctx.exit(0 if server.started else 1)
+    client.close()
+    ctx.exit(_fork_workers(settings, host, port, access_log, insecure_dev, workers))
+
+
+def _config(app: object, host: str, port: int, access_log: bool) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
         host=host,
         port=port,
         lifespan="off",
@@ -76,20 +105,51 @@ def serve(ctx: click.Context, host: str, port: int, insecure_dev: bool, access_l
         access_log=access_log,
         timeout_graceful_shutdown=_GRACE_S,
     )
-    server = uvicorn.Server(config)
-    # Everything loaded so far lives as long as the process: out of the collector's
-    # sight, a full collection no longer walks it (~25 ms, a pause every delivery in
-    # flight would wait for).
+
+
+def _freeze() -> None:
+    """Everything loaded so far lives as long as the process: out of the collector's
+    sight, a full collection no longer walks it (~25 ms, a pause every delivery in
+    flight would wait for)."""
     gc.collect()
     gc.freeze()
-    try:
-        _run(server)
-    finally:
-        client.close()
-    ctx.exit(0 if server.started else 1)
 
 
-def _run(server: uvicorn.Server) -> None:
+def _fork_workers(
+    settings: Settings, host: str, port: int, access_log: bool, insecure: bool, count: int
+) -> int:
+    """Bind once, fork `count` servers on the socket, relay stop signals, reap them."""
+    sock = _config(None, host, port, access_log).bind_socket()
+    pids = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:  # the child: its own Redis connection and app, after the fork
+            code = 1
+            try:
+                app = create_app(settings, redis_client(settings.redis_url), insecure_dev=insecure)
+                server = uvicorn.Server(_config(app, host, port, access_log))
+                _freeze()
+                _run(server, sockets=[sock])
+                code = 0 if server.started else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        pids.append(pid)
+
+    def _relay(signum: int, frame: FrameType | None) -> None:
+        for child in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _relay)
+    codes = [os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) for child in pids]
+    sock.close()
+    return 0 if all(code == 0 for code in codes) else 1
+
+
+def _run(server: uvicorn.Server, sockets: list[socket.socket] | None = None) -> None:
     """uvicorn shuts down gracefully on SIGTERM or Ctrl-C, then raises the signal again
     against the handlers it found, to die by it. Ours note it instead, so a requested
     stop ends with exit code 0 rather than a kill status or click's "Aborted!"."""
@@ -99,7 +159,7 @@ def _run(server: uvicorn.Server) -> None:
 
     previous = {sig: signal.signal(sig, _noted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        server.run()
+        server.run(sockets=sockets)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -144,3 +145,27 @@ def test_the_webhook_table_names_the_variables_and_rejects_typos(tmp_path: Path)
     config.write_text("[webhook]\nmax_body_byte = 10\n")
     result = CliRunner().invoke(main, ["--config", str(config), "serve"], env=UNSET)
     assert result.exit_code == 2 and "did you mean 'max_body_bytes'?" in result.output
+
+
+@pytest.mark.slow
+def test_workers_share_the_port_and_all_stop_on_sigterm(redis_url: str, unique: str) -> None:
+    """`--workers 2`: two server processes answer on one port; SIGTERM to the parent
+    stops both gracefully and the parent exits 0."""
+    env = {"GITHUB_WEBHOOK_SECRET": SECRET}
+    with serving(redis_url, f"serve-{unique}", env, "--workers", "2") as url:
+        for n in range(1, 21):
+            body = json.dumps(gh_pr(number=n)).encode()
+            headers = {
+                "Content-Type": "application/json",
+                "X-GitHub-Event": "pull_request",
+                "X-GitHub-Delivery": f"{unique}-{n}",
+                "X-Hub-Signature-256": sign(SECRET.encode(), body),
+            }
+            # A fresh connection each time, so the kernel spreads them over both.
+            response = httpx.post(url + "/webhooks/github", content=body, headers=headers)
+            assert response.status_code == 202, response.text
+    code, _, err = serving.last  # type: ignore[attr-defined]
+    assert code == 0, err
+    assert err.count("Finished server process") == 2
+    pids = {int(p) for p in re.findall(r"Finished server process \[(\d+)\]", err)}
+    assert len(pids) == 2
