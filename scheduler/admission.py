@@ -264,8 +264,9 @@ class Admission:
         for key in keys:
             txn.later(lambda p, k=key: p.zrem(k, member))  # type: ignore[misc]
 
-    def cancel(self, pr: str, reason: str = "cancelled") -> int:
-        """Cancel a PR's open work (the PR closed, or a person asked)."""
+    def cancel(self, pr: str, reason: str = "cancelled", *, error: str | None = None) -> int:
+        """Cancel a PR's open work (the PR closed, or a person asked); `error` is shown
+        on the PR when reviewq itself cannot review it."""
 
         def body(txn: PrTxn) -> int:
             if txn.meta is None:
@@ -274,6 +275,9 @@ class Admission:
             if not any(m.status == "running" for m in txn.msgs.values()):
                 txn.meta.status, txn.meta.finished_ms = "cancelled", self.now_ms()
                 txn.meta_dirty |= {"status", "finished_ms"}
+            if error is not None:
+                txn.meta.error = error
+                txn.meta_dirty.add("error")
             return count
 
         return self._txn(pr, body)

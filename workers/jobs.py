@@ -51,7 +51,7 @@ from workers.providers.client import request_cost
 from workers.providers.failover import Choice
 from workers.runtime import Runtime, runtime
 
-__all__ = ["finalize_pr", "plan_pr", "review_message"]
+__all__ = ["GITLAB_UNSUPPORTED", "finalize_pr", "plan_pr", "review_message"]
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,24 @@ log = logging.getLogger(__name__)
 FINALIZE_RETRIES = 8
 
 
+GITLAB_UNSUPPORTED = (
+    "GitLab merge requests cannot be reviewed yet: reviewq has no GitLab client for "
+    "their files and comments; review the diff with `reviewq enqueue --diff FILE --pr ID`"
+)
+
+
 def plan_pr(prefix: str, ref_json: str, source: dict[str, Any], attempt: int = 0) -> str:
     """From a PR's files to messages. `source` is `{"kind": "github"}` (list the files
     over the API) or `{"kind": "diff", "text": ...}` (a local unified diff). `attempt`
     counts reruns after GitHub could not list the files for now (see `_retry_plan`)."""
     rt = _runtime(prefix)
     ref = PullRequestRef.model_validate_json(ref_json)
+    if source.get("kind") == "gitlab":
+        # Accepted at the door, but no GitLab client lists files or posts notes yet:
+        # say so on the PR (inspect, results) instead of failing the job every time.
+        rt.admission.cancel(ref.id, "unsupported", error=GITLAB_UNSUPPORTED)
+        log.warning("%s: %s", ref.id, GITLAB_UNSUPPORTED)
+        return GITLAB_UNSUPPORTED
     try:
         files = _files(rt, ref, source)
     except (GitHubRateLimited, GitHubServerError, GitHubTransportError) as exc:
