@@ -181,8 +181,6 @@ def _spec(sc: Scenario, mode: str, url: str, accounts: list[Account], tag: str) 
         ),
         planning=PlanningConfig(max_message_tokens=sc.max_message_tokens),
         max_wait_ms=max(1, round(15 * 60_000 / scale)),
-        # A lost wake-up is retried after this; unscaled it would be hours at x3000.
-        fallback_ms=max(20, round(5_000 / scale)),
         park_recheck_ms=max(50, round(5 * 60_000 / scale)),
         retry=RetryPolicy(
             base_ms=max(1, round(2_000 / scale)),
