@@ -85,8 +85,9 @@ def parse_pr(text: str, *, forge_only: bool = False) -> ParsedPr:
 
 
 def deployment_prefix(settings: Settings) -> str:
-    """The key prefix of a deployment's PR state, as `worker_cli.runtime_spec` sets it
-    (that needs an account and a model; inspecting an empty deployment must not)."""
+    """The key prefix of a deployment's PR state: the one workers, `serve` and the
+    operator commands share, derived from the queue name alone (so inspecting an empty
+    deployment needs no account or model)."""
     return f"reviewq:{settings.queue_name}"
 
 

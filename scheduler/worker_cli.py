@@ -32,6 +32,7 @@ from rq.job import Job, JobStatus
 
 from scheduler.admission import Admission
 from scheduler.config import Settings
+from scheduler.operate import deployment_prefix
 from scheduler.waker import Waker
 from workers.runtime import RuntimeSpec, run_worker
 
@@ -46,7 +47,7 @@ def runtime_spec(settings: Settings) -> RuntimeSpec:
     return RuntimeSpec(
         settings=settings,
         redis_url=settings.redis_url,
-        prefix=f"reviewq:{settings.queue_name}",
+        prefix=deployment_prefix(settings),
         queue_name=settings.queue_name,
         model=review.model_for(settings.accounts),
         fairness=review.fairness,

@@ -34,6 +34,7 @@ from scheduler.admission import Admission
 from scheduler.config import Settings, redact_url
 from scheduler.intake import enqueue_pr
 from scheduler.limiter import Limiter
+from scheduler.operate import LIMITER_PREFIX, deployment_prefix
 from scheduler.prstate import Keys
 from scheduler.webhook.deliveries import Deliveries
 from scheduler.webhook.events import Action, BadPayload, Cancel, Enqueue, parse_json
@@ -58,8 +59,6 @@ log = logging.getLogger(__name__)
 Forge = Literal["github", "gitlab"]
 Result = tuple[int, str, str, str | None]  # status, outcome, detail, PR id
 Interpret = Callable[[Request], Awaitable[tuple[str | None, Action]]]
-# Where workers keep account budgets (`RuntimeSpec.limiter_prefix`'s default).
-LIMITER_PREFIX = "reviewq"
 _MAX_DELIVERY_ID = 200
 _NOT_JSON = (
     "expected Content-Type application/json; choose application/json as the content "
@@ -102,7 +101,7 @@ class WebhookService:
     ) -> None:
         self.settings, self.redis = settings, redis
         self.limit = settings.webhook.max_body_bytes
-        prefix = f"reviewq:{settings.queue_name}"
+        prefix = deployment_prefix(settings)
         queue = Queue(settings.queue_name, connection=redis)
         fairness = settings.review.fairness
         self.admission = Admission(redis, queue, prefix=prefix, fairness=fairness)
