@@ -102,6 +102,15 @@ def _prs(run: SimRun) -> list[dict[str, Any]]:
             "done": counts.get("done", 0),
             "failed": counts.get("failed", 0),
             "status": meta.status,
+            "states": dict(counts),
+            # What a PR that did not finish was waiting for: the first few open messages.
+            "open": {
+                mid: m.model_dump(include={"status", "reason", "retry_at_ms", "line", "dispatch"})
+                for mid, m in list(view.current().items())
+                if not m.terminal
+            }
+            if meta.status != "done"
+            else {},
             "wait_s": None if started is None or arrived is None else round(started - arrived, 1),
         }
         out.append(row)

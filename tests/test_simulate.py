@@ -67,7 +67,8 @@ def test_fair_completes_most_of_what_fifo_does(runs: dict[str, dict[str, Any]]) 
 
 def test_no_pr_lost_or_stuck(runs: dict[str, dict[str, Any]]) -> None:
     for policy, run in runs.items():
-        assert run["not_finished"] == [], policy
+        stuck = [p for p in run["prs"] if p["id"] in run["not_finished"]]
+        assert run["not_finished"] == [], json.dumps([policy, stuck, run["ended_s"]])
         for pr in run["prs"]:
             assert pr["status"] == "done" and pr["done"] == pr["messages"] > 0, (policy, pr)
             assert pr["first_started_s"] <= pr["finished_s"], (policy, pr)
