@@ -89,9 +89,14 @@ def _owned(state: MessageState | None, dispatch: int) -> TypeGuard[MessageState]
 _OWNED = frozenset({"running", "queued"})
 
 
-def job_id_for(member: str, dispatch: int, kind: str = "msg") -> str:
-    """RQ job ids allow only `[A-Za-z0-9_-]`; PR ids have `/` and `#`."""
-    digest = hashlib.sha1(member.encode()).hexdigest()[:20]
+def job_id_for(prefix: str, member: str, dispatch: int, kind: str = "msg") -> str:
+    """RQ job ids allow only `[A-Za-z0-9_-]`; PR ids have `/` and `#`.
+
+    RQ keeps every job at `rq:job:<id>`, whatever its queue, so the id carries the
+    deployment's prefix: two deployments (or two `simulate` runs) on one Redis would
+    otherwise share ids for the same PR, and a new job would inherit the old one's
+    result TTL and vanish from the queue before it ran."""
+    digest = hashlib.sha1(f"{prefix}\n{member}".encode()).hexdigest()[:20]
     return f"rq-{kind}-{digest}-{dispatch}"
 
 
@@ -121,8 +126,8 @@ class Admission:
         sec, usec = cast(tuple[int, int], self.redis.time())
         return sec * 1000 + usec // 1000
 
-    def _txn(self, pr: str, body: Callable[[PrTxn], T]) -> T:
-        return run_txn(self.redis, self.keys, pr, body)
+    def _txn(self, pr: str, body: Callable[[PrTxn], T], watch: Sequence[str] = ()) -> T:
+        return run_txn(self.redis, self.keys, pr, body, watch)
 
     def _enqueue(self, txn: PrTxn, mid: str, state: MessageState, *, at_front: bool) -> None:
         """Queue one run of a message: a fresh RQ job for its next dispatch number."""
@@ -136,7 +141,7 @@ class Admission:
             lambda p: self.queue.enqueue_call(
                 REVIEW_JOB,
                 args=(self.keys.prefix, member, dispatch),
-                job_id=job_id_for(member, dispatch),
+                job_id=job_id_for(self.keys.prefix, member, dispatch),
                 timeout=self.job_timeout_s,
                 result_ttl=self.retention.result_s,
                 failure_ttl=self.retention.failure_s,
@@ -374,10 +379,16 @@ class Admission:
         reason: str,
         line: str | None,
         error_retry: bool = False,
+        since_ms: int | None = None,
     ) -> bool:
         """A running message waits: in `line`'s line (an account-wide reason), or on
         its own due time. An error retry counts against the retry budget; a wait for
-        budget never does."""
+        budget never does.
+
+        `since_ms` is when the run began asking for budget. A slot of `line` that
+        freed since then was signalled before this message stood in the line, so
+        that wake-up found no one; the message then asks for its own (see
+        `_join_line`), or it would wait for its due time with the slot idle."""
         pr, mid = split_member(member)
 
         def body(txn: PrTxn) -> bool:
@@ -392,17 +403,20 @@ class Admission:
                 state.retries += 1
             else:
                 state.waits += 1
+            # The waker may be asleep until a later due time than this one: an empty
+            # wake-up makes it read the due times again (it wakes no line).
+            wake = ""
             if line is None:
                 txn.later(lambda p: p.zadd(self.keys.timed, {member: until_ms}))
             else:
                 self._join_line(txn, member, state, line, until_ms)
-            # The waker may be asleep until a later due time than this one: an empty
-            # wake-up makes it read the due times again (it wakes no line).
-            txn.later(lambda p: p.rpush(self.keys.wake, ""))
+                wake = line if self._freed_since(txn, line, since_ms) else ""
+            txn.later(lambda p: p.rpush(self.keys.wake, wake))
             txn.put(mid, state)
             return True
 
-        return self._txn(pr, body)
+        watch = (self.keys.freed,) if line is not None else ()
+        return self._txn(pr, body, watch)
 
     def _join_line(self, txn: PrTxn, member: str, state: MessageState, line: str, due: int) -> None:
         meta = txn.meta
@@ -421,6 +435,14 @@ class Admission:
         txn.later(lambda p: p.zadd(self.keys.line(line), {member: order}))
         # LT alone adds a missing member too (Redis >= 6.2): the line's due only moves in.
         txn.later(lambda p: p.zadd(self.keys.line_due, {line: due}, lt=True))
+
+    def _freed_since(self, txn: PrTxn, line: str, since_ms: int | None) -> bool:
+        """Did a slot of `line` free at or after `since_ms`? Read under WATCH (see
+        `park`), so a signal between this read and EXEC reruns the transaction."""
+        if since_ms is None:
+            return False
+        freed = cast(float | None, txn.pipe.zscore(self.keys.freed, line))
+        return freed is not None and freed >= since_ms
 
     def _drop_stale(self, txn: PrTxn, mid: str, state: MessageState) -> bool:
         """A message of a superseded head that was running: it will not run again."""
@@ -478,7 +500,7 @@ class Admission:
             lambda p: self.queue.enqueue_call(
                 FINALIZE_JOB,
                 args=(self.keys.prefix, pr, gen),
-                job_id=job_id_for(pr, gen, "fin"),
+                job_id=job_id_for(self.keys.prefix, pr, gen, "fin"),
                 timeout=self.job_timeout_s,
                 result_ttl=self.retention.result_s,
                 failure_ttl=self.retention.failure_s,
@@ -503,14 +525,21 @@ class Admission:
 
     # -- the waker moves waiting messages back onto the queue -------------------------
 
-    def wake(self, member: str) -> bool:
-        """A waiting message goes back on the queue (front: it has waited longest)."""
+    def wake(self, member: str, line: str | None = None) -> bool:
+        """A waiting message goes back on the queue (front: it has waited longest).
+
+        `line`: the line the waker found it at the head of. A member that is not
+        waiting there is a leftover and leaves that line in this same transaction, so
+        it cannot take out the entry of a message that parked there again meanwhile."""
         pr, mid = split_member(member)
 
         def body(txn: PrTxn) -> bool:
             state = txn.msgs.get(mid)
-            if state is None or state.status != "waiting":
-                txn.later(lambda p: p.zrem(self.keys.timed, member))
+            if state is None or state.status != "waiting" or (line and state.line != line):
+                if state is None or state.status != "waiting":
+                    txn.later(lambda p: p.zrem(self.keys.timed, member))
+                if line:
+                    txn.later(lambda p: p.zrem(self.keys.line(line), member))
                 return False
             if state.line:
                 line_key = self.keys.line(state.line)
@@ -556,9 +585,16 @@ class Admission:
 
         return self._txn(pr, body)
 
-    def signal(self, account: str) -> None:
-        """A slot on `account` freed: the waker moves that account's line head now."""
-        self.redis.rpush(self.keys.wake, account)
+    def signal(self, account: str, at_ms: int | None = None) -> None:
+        """A slot on `account` freed (at `at_ms`, Redis ms, read after the release):
+        the waker moves that account's line head now. The time is kept, highest wins,
+        for a message that was refused before the release but joins the line after
+        this wake-up was taken (`park`'s `since_ms`)."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            if at_ms is not None:
+                pipe.zadd(self.keys.freed, {account: at_ms}, gt=True)
+            pipe.rpush(self.keys.wake, account)
+            pipe.execute()
 
     def line_head(self, account: str) -> str | None:
         raw = cast(list[bytes], self.redis.zrange(self.keys.line(account), 0, 0))

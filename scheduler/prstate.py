@@ -16,7 +16,8 @@ Keys, for a prefix `P` (one per deployment, `reviewq:<queue>` by default):
 - `P:line-due`         ZSET  account -> when its line's head should be tried again;
 - `P:timed`            ZSET  member -> due ms: messages waiting for a time of their own;
 - `P:running`          ZSET  member -> claim deadline: messages a worker is calling;
-- `P:wake`             LIST  wake-ups for the waker (account names whose slot freed).
+- `P:wake`             LIST  wake-ups for the waker (account names whose slot freed);
+- `P:freed`            ZSET  account -> when (Redis ms) a slot of it last freed.
 A *member* is `<pr>|<message id>`. PR keys expire `PR_TTL_S` after the last change.
 """
 
@@ -131,6 +132,7 @@ class Keys:
         self.timed = f"{prefix}:timed"
         self.running = f"{prefix}:running"
         self.wake = f"{prefix}:wake"
+        self.freed = f"{prefix}:freed"
         self.vtime = f"{prefix}:vtime"
         self.trace = f"{prefix}:trace"
         self.waker_lock = f"{prefix}:waker-lock"

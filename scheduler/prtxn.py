@@ -7,7 +7,7 @@ loser's WATCH fails and it decides again on fresh state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar, cast
 
 import redis as redis_lib
@@ -46,13 +46,19 @@ class PrTxn:
         self.dirty.add(mid)
 
 
-def run_txn(redis: redis_lib.Redis, keys: Keys, pr: str, body: Callable[[PrTxn], T]) -> T:
-    """Run `body` under WATCH of the PR's keys; it reads, then decides. Writes it
-    recorded are applied in one MULTI/EXEC; a concurrent change reruns it."""
+def run_txn(
+    redis: redis_lib.Redis,
+    keys: Keys,
+    pr: str,
+    body: Callable[[PrTxn], T],
+    watch: Sequence[str] = (),
+) -> T:
+    """Run `body` under WATCH of the PR's keys (and `watch`); it reads, then decides.
+    Writes it recorded are applied in one MULTI/EXEC; a concurrent change reruns it."""
     with redis.pipeline() as pipe:
         while True:
             try:
-                watched = (keys.meta(pr), keys.msgs(pr), keys.backlog(pr))
+                watched = (keys.meta(pr), keys.msgs(pr), keys.backlog(pr), *watch)
                 pipe.watch(*watched)  # type: ignore[no-untyped-call]
                 txn = PrTxn(pipe, keys, pr)
                 result = body(txn)

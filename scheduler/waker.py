@@ -150,18 +150,18 @@ class Waker:
         """Move the head of `account`'s line. If the head then finds budget it runs;
         if not it rejoins the line (same place) with a new due time. Either way the
         line keeps a due time, so a lost wake-up costs at most `fallback_ms`."""
+        moved = 0
         for _ in range(10):
             head = self.admission.line_head(account)
             if head is None:
                 return 0
-            if self.admission.wake(head):
-                line = self.keys.line(account)
-                if self.redis.zcard(line):
-                    due = self.admission.now_ms() + self.admission.fallback_ms
-                    self.redis.zadd(self.keys.line_due, {account: due}, lt=True)
-                return 1
-            self.redis.zrem(self.keys.line(account), head)  # not waiting any more
-        return 0
+            if self.admission.wake(head, account):  # else it left the line: try the next
+                moved = 1
+                break
+        if self.redis.zcard(self.keys.line(account)):
+            due = self.admission.now_ms() + self.admission.fallback_ms
+            self.redis.zadd(self.keys.line_due, {account: due}, lt=True)
+        return moved
 
     def _lapsed(self, now: int) -> int:
         members = cast(
@@ -187,7 +187,7 @@ class Waker:
                 adm.queue.enqueue_call(
                     FINALIZE_JOB,
                     args=(self.keys.prefix, pr, gen, attempt),
-                    job_id=f"{job_id_for(pr, gen, 'fin')}-r{attempt}",
+                    job_id=f"{job_id_for(self.keys.prefix, pr, gen, 'fin')}-r{attempt}",
                     timeout=adm.job_timeout_s,
                     result_ttl=adm.retention.result_s,
                     failure_ttl=adm.retention.failure_s,

@@ -180,7 +180,7 @@ def test_a_lapsed_claim_runs_the_message_again(adm: Admission) -> None:
     assert Waker(adm).step(block=False) == 1
     (job,) = queued(adm)
     assert job.args[1:] == (member, dispatch + 1)
-    assert job.id == job_id_for(member, dispatch + 1)
+    assert job.id == job_id_for(adm.keys.prefix, member, dispatch + 1)
     view = read_pr(adm.redis, adm.keys, "o/r#8")
     assert view is not None and view.messages["1.0"].runs == 1
     assert not adm.finish(member, dispatch, ok=True, reason=None, account=None, cost={}, reply=None)
@@ -223,3 +223,22 @@ def test_cancel_leaves_running_work_and_clears_the_rest(adm: Admission) -> None:
     view = read_pr(adm.redis, adm.keys, "o/r#10")
     assert view is not None and view.counts() == {"running": 1, "cancelled": 2}
     assert adm.redis.llen(adm.keys.backlog("o/r#10")) == 0
+
+
+def test_two_deployments_on_one_redis_never_share_a_job(redis: redis_py.Redis, unique: str) -> None:
+    """RQ keeps jobs at `rq:job:<id>` whatever the queue. When two deployments (or the
+    two policies of one `simulate`) shared ids, the second's job took over the first's
+    key with its result TTL still set, and vanished from the queue before it ran."""
+    first, second = (
+        Admission(redis, Queue(f"q{n}-{unique}", connection=redis), prefix=f"t{n}:{unique}")
+        for n in (1, 2)
+    )
+    first.submit("o/r#20", "sha", ["a"], files=1, plan={})
+    member, dispatch = take(first)
+    finish(first, member, dispatch)
+    old = Job.fetch(job_id_for(first.keys.prefix, member, dispatch), connection=redis)
+    old.cleanup(ttl=5)  # a finished job keeps its key only for its result TTL
+    second.submit("o/r#20", "sha", ["a"], files=1, plan={})
+    (job,) = queued(second)
+    assert job.id != old.id
+    assert redis.ttl(job.key) == -1  # no TTL: it waits in the queue as long as it must

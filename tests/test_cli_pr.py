@@ -264,7 +264,7 @@ def test_retry_failed_rearms_failed_messages_of_open_reviews(
     finish(adm, *take(adm, open_ref.id), ok=True)  # a slot frees: 1.0 is queued first
     view = read_pr(dep.redis, dep.keys, open_ref.id)
     assert view is not None and view.messages["1.0"].status == "queued"
-    assert job_id_for(member, dispatch + 1) in adm.queue.get_job_ids()
+    assert job_id_for(adm.keys.prefix, member, dispatch + 1) in adm.queue.get_job_ids()
     again = json.loads(invoke(config, "retry-failed", "--pr", open_ref.id, "--json").output)
     assert again["rearmed_messages"] == 0 and again["messages"] == []
     dep.close()

@@ -405,7 +405,7 @@ def test_a_worker_killed_mid_call_loses_nothing_and_charges_once(
     review = pl.review(ref.id, ref.head_sha)
     assert review is not None and review.messages_done == 6 and review.messages_failed == 0
     assert pl.stored_heads(ref.id) == {ref.head_sha}
-    fin = Job.fetch(job_id_for(ref.id, view.meta.gen, "fin"), connection=pl.redis)
+    fin = Job.fetch(job_id_for(pl.spec.prefix, ref.id, view.meta.gen, "fin"), connection=pl.redis)
     assert fin.return_value() == "review posted"
     print(
         f"\ncrash: killed {mid} (pid {pid}); limiter used {window.used // 1000}, "
@@ -471,7 +471,7 @@ def test_a_new_head_cancels_unstarted_work_before_it_spends_budget(
     assert review is not None and review.head_sha == ref_b.head_sha and not review.stale
     assert review.messages_done == 3
     assert {c.path for c in review.comments} == set(b_paths)
-    assert not Job.exists(job_id_for(ref_a.id, 1, "fin"), connection=pl.redis)
+    assert not Job.exists(job_id_for(pl.spec.prefix, ref_a.id, 1, "fin"), connection=pl.redis)
     print(f"\nsupersede: A running at B {sorted(running)}, A cancelled {len(old) - len(running)}")
 
 
@@ -675,7 +675,7 @@ def test_github_rate_limits_and_a_502_while_posting_still_post_exactly_once(
     assert fake_github.control.requests_to(REVIEW_POST, 502) == 1
     assert fake_github.control.requests_to(REVIEW_POST) == 1  # the retry found the marker
     # Run 0 and 1 met the rate limits, run 2 the 502; run 3 found the review posted.
-    first = job_id_for(ref.id, view.meta.gen, "fin")
+    first = job_id_for(pl.spec.prefix, ref.id, view.meta.gen, "fin")
     runs = [Job.fetch(first, connection=pl.redis)]
     runs += [Job.fetch(f"{first}-r{n}", connection=pl.redis) for n in (1, 2, 3)]
     results = [cast(str, job.return_value()) for job in runs]

@@ -167,6 +167,7 @@ def review_message(prefix: str, member: str, dispatch: int) -> str:
         grants.append(choice)
         rt.admission.note_started(member)
 
+    started_ms = rt.admission.now_ms()
     try:
         with _ClaimHeartbeat(rt, member):
             outcome = attempt(
@@ -174,7 +175,7 @@ def review_message(prefix: str, member: str, dispatch: int) -> str:
                 pr=claimed.pr,
                 request_id=f"{member}.r{state.retries}",
                 route=rt.route,
-                now_ms=rt.admission.now_ms(),
+                now_ms=started_ms,
                 retries=state.retries,
                 policy=rt.spec.retry,
                 on_grant=on_grant,
@@ -185,9 +186,9 @@ def review_message(prefix: str, member: str, dispatch: int) -> str:
     finally:
         released_ms = rt.admission.now_ms()
         for choice in grants:  # each grant's lease is released by now: wake the next
-            rt.admission.signal(choice.entry.name)
+            rt.admission.signal(choice.entry.name, released_ms)
         _trace(rt, claimed, grants, released_ms)
-    return _settle(rt, claimed, dispatch, message, outcome, grants)
+    return _settle(rt, claimed, dispatch, message, outcome, grants, started_ms)
 
 
 def _settle(
@@ -197,6 +198,7 @@ def _settle(
     message: PlannedMessage,
     outcome: Outcome,
     grants: list[Choice],
+    started_ms: int,
 ) -> str:
     member = f"{claimed.pr}|{claimed.mid}"
     adm, now = rt.admission, rt.admission.now_ms()
@@ -215,7 +217,14 @@ def _settle(
         return f"done on {outcome.account}"
     if isinstance(outcome, Wait):
         line = outcome.account if outcome.account_wide else None
-        adm.park(member, dispatch, until_ms=outcome.until_ms, reason=outcome.reason, line=line)
+        adm.park(
+            member,
+            dispatch,
+            until_ms=outcome.until_ms,
+            reason=outcome.reason,
+            line=line,
+            since_ms=started_ms,
+        )
         return f"waiting for budget: {outcome.reason}"
     if isinstance(outcome, Retry):
         adm.park(

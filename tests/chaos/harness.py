@@ -496,7 +496,8 @@ def _read_prs(run: SimRun) -> list[dict[str, Any]]:
 def _job_state(run: SimRun, member: str, dispatch: int) -> dict[str, Any]:
     """For a message that did not end: what RQ says of the job of its last dispatch."""
     try:
-        job = Job.fetch(job_id_for(member, dispatch), connection=run.redis)
+        job_id = job_id_for(run.admission.keys.prefix, member, dispatch)
+        job = Job.fetch(job_id, connection=run.redis)
     except NoSuchJobError:
         return {"job": "missing"}
     return {"job": str(job.get_status()), "worker": job.worker_name, "job_ended": job.ended_at}
