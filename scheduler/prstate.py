@@ -63,6 +63,12 @@ class Retention:
     failure_s: int = 7 * 86_400
     review_s: int = 30 * 86_400
 
+    def within(self, span_s: int) -> Retention:
+        """Every span cut to at most `span_s`: a `simulate` scenario's `retention`, so
+        a week-long soak reaches its memory plateau within its warm-up day."""
+        spans = (self.pr_s, self.result_s, self.failure_s, self.review_s)
+        return Retention(*(min(v, span_s) for v in spans))
+
     def scaled(self, time_scale: float) -> Retention:
         spans = (self.pr_s, self.result_s, self.failure_s, self.review_s)
         return Retention(*(max(1, round(v / time_scale)) for v in spans))

@@ -137,7 +137,8 @@ class Scenario(_Spec):
     generators: tuple[GeneratorSpec, ...] = ()
     max_message_tokens: int = Field(default=4000, ge=500)
     line_chars: int = Field(default=40, ge=8, le=400)
-    # How long a finished PR's state stays in Redis (scaled like every duration).
+    # The most Redis keeps what a finished PR leaves: its state, RQ's results and
+    # failed jobs, the log sink's reviews (scaled like every duration).
     retention: Seconds = 7 * 86_400.0
     seed: int = 1
 

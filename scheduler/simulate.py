@@ -188,7 +188,7 @@ def _spec(sc: Scenario, mode: str, url: str, accounts: list[Account], tag: str) 
             concurrency_hold_ms=max(1, round(60_000 / scale)),
         ),
         trace=True,
-        retention=Retention(pr_s=round(sc.retention)).scaled(scale),
+        retention=Retention().within(round(sc.retention)).scaled(scale),
         maintenance_interval_s=max(30, round(600 / scale)),
         env={_KEY_ENV: DEV_KEY},
     )

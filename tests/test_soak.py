@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from scheduler.prstate import Retention
 from scheduler.scenario import Scenario
 from scheduler.soak import run_soak
 
@@ -46,3 +47,12 @@ def test_a_short_soak_samples_memory_and_checks_every_pr(redis_url: str) -> None
     assert figures["worker_rss_kb"], "worker processes were sampled"
     for trend in figures["worker_rss_kb"].values():
         assert trend["warm"] > 10_000  # a Python process: tens of MB, in kB
+
+
+def test_a_scenarios_retention_caps_every_span_then_scales() -> None:
+    """Reviews kept 30 days and failed jobs 7 would grow all through a week-long soak;
+    the scenario's retention caps them too, so memory plateaus within warm-up."""
+    day = Retention().within(86_400)
+    assert day == Retention(pr_s=86_400, result_s=3_600, failure_s=86_400, review_s=86_400)
+    assert day.scaled(3000) == Retention(pr_s=29, result_s=1, failure_s=29, review_s=29)
+    assert Retention().within(10**9) == Retention()
