@@ -32,7 +32,9 @@ def _reviewq(*args: str) -> dict[str, object]:
 
 def test_limiter_figures_render_with_their_ratios() -> None:
     pytest.importorskip("limits")
-    data = _reviewq("bench", "limiter", "--seconds", "0.3", "--clients", "1", "--json")
+    data = _reviewq(
+        "bench", "limiter", "--seconds", "0.3", "--clients", "1", "--rounds", "1", "--json"
+    )
     text = "\n".join(_limiter(data))
     assert "| reviewq | 1 |" in text and "| evalsha | 1 |" in text
     assert "p50 ratio reviewq/evalsha (1 client):" in text
