@@ -1,8 +1,10 @@
 """`reviewq bench webhook`: signed deliveries per second through a real `reviewq serve`.
 
 The server runs as its own process (one uvicorn process, as deployed), on a private
-Redis unless REDIS_URL is set; this process drives it with an async httpx client
-holding `--concurrency` keep-alive connections. Every delivery is a signed
+Redis unless REDIS_URL is set; this process drives it over `--concurrency` keep-alive
+connections with a lean raw HTTP/1.1 client, or httpx with `--client httpx` (see
+`scheduler.bench_load` for why the client's CPU matters on a machine the server
+shares). Every delivery is a signed
 `pull_request` `opened` event shaped and sized like GitHub's, for a distinct PR and
 head, so every one takes the full path: signature, parse, dedupe claim, enqueue_pr,
 confirm. Bodies are built and signed before the clock starts, since GitHub's own
@@ -14,29 +16,28 @@ The bar (issue 5): at least 500 deliveries/s with p99 under 50 ms.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.util
 import json
 import os
 import secrets
 import signal
-import ssl
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 import httpx
 import redis as redis_lib
 from rq import Queue
 
+from scheduler.bench_load import CLIENTS, Client, Delivery, drive
+from scheduler.bench_load import run as run_async
 from scheduler.localredis import LocalRedis, RedisServerNotFound, RedisServerStartError, free_port
 from scheduler.simreport import percentile
 from scheduler.webhook.github import sign
@@ -46,8 +47,6 @@ __all__ = ["BAR_P99_MS", "BAR_RATE", "WebhookBench", "run_webhook_bench", "webho
 BAR_RATE = 500.0  # deliveries per second
 BAR_P99_MS = 50.0
 _START_TIMEOUT_S = 30.0
-_Delivery = tuple[bytes, dict[str, str]]
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +64,7 @@ class WebhookBench:
     statuses: dict[str, int]
     enqueued: int
     server: dict[str, str] = field(default_factory=dict)
+    client: str = "raw"
 
     @property
     def met(self) -> bool:
@@ -168,7 +168,7 @@ def payload(i: int, run: str) -> dict[str, Any]:
     }
 
 
-def deliveries(count: int, secret: bytes, run: str) -> list[_Delivery]:
+def deliveries(count: int, secret: bytes, run: str) -> list[Delivery]:
     """Bodies and headers, signed ahead of time."""
     out = []
     for i in range(count):
@@ -182,56 +182,6 @@ def deliveries(count: int, secret: bytes, run: str) -> list[_Delivery]:
         }
         out.append((body, headers))
     return out
-
-
-async def _drive(
-    url: str, batch: list[_Delivery], concurrency: int
-) -> tuple[list[float], Counter[str], float]:
-    """Send `batch` over `concurrency` connections; per-delivery latency in seconds.
-
-    The client shares the server's two cores, so it is kept lean: requests are built
-    before the clock starts, and each sender has a client of its own with one
-    keep-alive connection (senders sharing one pool make httpcore hand requests
-    between connections and retry them, costing more CPU than the server spends)."""
-    latencies: list[float] = []
-    statuses: Counter[str] = Counter()
-    target = url + "/webhooks/github"
-    work = iter([httpx.Request("POST", target, content=b, headers=h) for b, h in batch])
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    tls = ssl.create_default_context()  # unused over http://, but built once, not per client
-    ready, start = asyncio.Semaphore(0), asyncio.Event()
-
-    async def sender() -> None:
-        async with httpx.AsyncClient(limits=limits, timeout=30, verify=tls) as client:
-            await client.get(url + "/healthz")  # connect before the clock starts
-            ready.release()
-            await start.wait()
-            for request in work:
-                began = time.perf_counter()
-                try:
-                    response = await client.send(request)
-                    statuses[str(response.status_code)] += 1
-                except httpx.HTTPError as exc:
-                    statuses[type(exc).__name__] += 1
-                latencies.append(time.perf_counter() - began)
-
-    tasks = [asyncio.create_task(sender()) for _ in range(concurrency)]
-    for _ in tasks:
-        await ready.acquire()
-    began = time.perf_counter()
-    start.set()
-    await asyncio.gather(*tasks)
-    return latencies, statuses, time.perf_counter() - began
-
-
-def _run(coro: Coroutine[Any, Any, _T]) -> _T:
-    """On uvloop when installed: the client's loop costs CPU the server could use."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro)
 
 
 @contextlib.contextmanager
@@ -286,23 +236,29 @@ def _server_stack() -> dict[str, str]:
 
 
 def run_webhook_bench(
-    redis_url: str, count: int, concurrency: int, warmup: int, workers: int = 1
+    redis_url: str,
+    count: int,
+    concurrency: int,
+    warmup: int,
+    workers: int = 1,
+    client: Client = "raw",
 ) -> WebhookBench:
     """One run against a fresh queue on `redis_url`; the queue is deleted afterwards."""
     run = f"bench-{uuid.uuid4().hex[:10]}"
     secret = secrets.token_hex(16)
     batch = deliveries(warmup + count, secret.encode(), run)
-    client = redis_lib.Redis.from_url(redis_url)
-    queue = Queue(run, connection=client)
+    store = redis_lib.Redis.from_url(redis_url)
+    queue = Queue(run, connection=store)
     try:
         with _serve_process(redis_url, run, secret, workers) as url:
             if warmup:
-                _run(_drive(url, batch[:warmup], concurrency))
-            latencies, statuses, elapsed = _run(_drive(url, batch[warmup:], concurrency))
+                run_async(drive(url, batch[:warmup], concurrency, client))
+            timed = drive(url, batch[warmup:], concurrency, client)
+            latencies, statuses, elapsed = run_async(timed)
         enqueued = queue.count
     finally:
-        _cleanup(client, queue, run)
-        client.close()
+        _cleanup(store, queue, run)
+        store.close()
     ms = [x * 1000 for x in latencies]
     return WebhookBench(
         deliveries=count,
@@ -318,6 +274,7 @@ def run_webhook_bench(
         statuses=dict(statuses),
         enqueued=enqueued - warmup,
         server={**_server_stack(), "workers": str(workers)},
+        client=client,
     )
 
 
@@ -370,12 +327,21 @@ def _redis() -> Iterator[str]:
     show_default=True,
     help="`reviewq serve --workers`: server processes.",
 )
+@click.option(
+    "--client",
+    type=click.Choice(CLIENTS),
+    default="raw",
+    show_default=True,
+    help="Load generator: the lean raw HTTP/1.1 client, or httpx.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def webhook_command(count: int, concurrency: int, warmup: int, workers: int, as_json: bool) -> None:
+def webhook_command(
+    count: int, concurrency: int, warmup: int, workers: int, client: Client, as_json: bool
+) -> None:
     """Signed deliveries per second and latency through a real `reviewq serve`."""
     try:
         with _redis() as url:
-            result = run_webhook_bench(url, count, concurrency, warmup, workers)
+            result = run_webhook_bench(url, count, concurrency, warmup, workers, client)
     except (RedisServerNotFound, RedisServerStartError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -385,7 +351,7 @@ def webhook_command(count: int, concurrency: int, warmup: int, workers: int, as_
     click.echo(
         f"{result.deliveries} deliveries ({result.payload_bytes:,} bytes each), "
         f"concurrency {result.concurrency}, {os.cpu_count()} CPUs, "
-        f"uvicorn {stack['http']}/{stack['loop']}"
+        f"uvicorn {stack['http']}/{stack['loop']}, {result.client} client"
     )
     click.echo(f"  {result.deliveries_per_s:,.0f} deliveries/s over {result.seconds:.2f} s")
     latency = f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, max {result.max_ms:.1f} ms"
