@@ -7,28 +7,78 @@ it records the PR's arrival and queues a `plan_pr` job that lists the files late
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from redis.client import Pipeline
 
 from scheduler.admission import Admission
+from scheduler.prstate import PrMeta
+from scheduler.prtxn import PrTxn, run_txn
 from workers.changes import PullRequestRef
 
-__all__ = ["PLAN_JOB", "enqueue_plan", "enqueue_pr"]
+__all__ = ["PLAN_JOB", "Write", "enqueue_plan", "enqueue_pr"]
+
+Write = Callable[[Pipeline], object]
 
 PLAN_JOB = "workers.jobs.plan_pr"
 
 
-def enqueue_pr(admission: Admission, ref: PullRequestRef, source: dict[str, Any]) -> bool:
+def enqueue_pr(
+    admission: Admission,
+    ref: PullRequestRef,
+    source: dict[str, Any],
+    *,
+    also: Write | None = None,
+) -> bool:
     """Queue planning of `ref` at its head SHA; False if that head is already queued
     or reviewed (a redelivered event, say). A new head supersedes the old one when
-    its plan lands (`Admission.submit`)."""
-    current = admission.read_meta(ref.id)
-    if current is not None and current.head_sha == ref.head_sha and current.status != "cancelled":
-        return False
-    admission.register(ref.id, ref.model_dump(mode="json"), ref.head_sha)
-    enqueue_plan(admission, ref, source)
-    return True
+    its plan lands (`Admission.submit`).
+
+    One transaction over the PR (`scheduler.prtxn`): the check, the registration
+    (`Admission.register`'s writes), the index entry and the plan job all commit in
+    one MULTI/EXEC, or none does. So a failure never leaves the PR registered at a
+    head with no plan job (which a redelivery would then take for "already queued"),
+    and two deliveries of one head racing each other queue one job. `also` is one
+    more write for that same MULTI, applied only when the plan is queued: the webhook
+    marks its delivery id done there. Five round trips: TIME, WATCH, two reads, EXEC.
+    """
+    now = admission.now_ms()
+
+    def body(txn: PrTxn) -> bool:
+        current = txn.meta
+        if current and current.head_sha == ref.head_sha and current.status != "cancelled":
+            return False
+        meta = _register(txn, ref, now)
+        _index(admission, txn, meta.arrived_ms, now)
+        txn.later(lambda p: enqueue_plan(admission, ref, source, pipeline=p))
+        if also is not None:
+            txn.later(also)
+        return True
+
+    return run_txn(admission.redis, admission.keys, ref.id, body)
+
+
+def _register(txn: PrTxn, ref: PullRequestRef, now: int) -> PrMeta:
+    """`Admission.register`'s decision, inside the caller's transaction: arrival is
+    when the user started waiting, reset when a finished or cancelled PR comes back.
+    Kept equal to it by tests/test_webhook_intake.py."""
+    meta = txn.meta or PrMeta(pr=ref.id, arrived_ms=now)
+    if txn.meta is None or meta.status in {"done", "cancelled"}:
+        meta.arrived_ms, meta.first_started_ms, meta.finished_ms = now, None, None
+    meta.ref, meta.head_sha, meta.status = ref.model_dump(mode="json"), ref.head_sha, "planning"
+    txn.meta = meta
+    txn.meta_dirty |= set(PrMeta.model_fields) - {"pr"}
+    return meta
+
+
+def _index(admission: Admission, txn: PrTxn, arrived_ms: int, now: int) -> None:
+    """The PR in the deployment's index, which forgets PRs whose state has expired,
+    so it never outgrows retention (as `Admission.register` keeps it)."""
+    prs, pr, keep_s = admission.keys.prs, txn.pr, admission.retention.pr_s
+    txn.later(lambda p: p.zadd(prs, {pr: arrived_ms}))
+    txn.later(lambda p: p.zremrangebyscore(prs, "-inf", f"({now - keep_s * 1000}"))
+    txn.later(lambda p: p.expire(prs, keep_s))
 
 
 def enqueue_plan(

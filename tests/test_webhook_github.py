@@ -18,6 +18,7 @@ import pytest
 import redis as redis_py
 from webhook_support import SECRET, Hook, gh_pr, serve_hook
 
+from scheduler import intake
 from scheduler.config import Settings
 from scheduler.localredis import free_port
 from scheduler.webhook import sign
@@ -233,20 +234,28 @@ def test_form_encoded_deliveries_are_accepted(hook: Hook) -> None:
     assert hook.jobs() == 1
 
 
+@pytest.mark.parametrize(
+    ("owner", "name"),
+    [("admission", "now_ms"), (intake, "enqueue_plan")],
+    ids=["before-any-write", "mid-transaction"],
+)
 def test_a_failed_enqueue_leaves_the_delivery_open_for_redelivery(
-    hook: Hook, monkeypatch: pytest.MonkeyPatch
+    hook: Hook, monkeypatch: pytest.MonkeyPatch, owner: object, name: str
 ) -> None:
+    """Redis fails once: at enqueue_pr's first call, or while the transaction that
+    registers the PR and queues its plan is being built (nothing of it may land)."""
     did = delivery()
-    real = hook.admission.register
+    target = hook.admission if owner == "admission" else owner
+    real = getattr(target, name)
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
-        monkeypatch.setattr(hook.admission, "register", real)
+        monkeypatch.setattr(target, name, real)
         raise redis_py.ConnectionError("Redis went away mid-request")
 
-    monkeypatch.setattr(hook.admission, "register", flaky)
+    monkeypatch.setattr(target, name, flaky)
     failed = hook.github(gh_pr(), delivery=did)
     assert failed.status_code == 503 and failed.headers["Retry-After"] == "5"
-    assert hook.jobs() == 0
+    assert hook.jobs() == 0 and hook.meta("octo/app#7") is None
     retried = hook.github(gh_pr(), delivery=did)
     assert retried.status_code == 202 and retried.json()["status"] == "enqueued"
     assert hook.github(gh_pr(), delivery=did).json()["status"] == "duplicate"

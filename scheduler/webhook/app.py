@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any, Literal
 
 import redis as redis_lib
@@ -216,16 +217,16 @@ class WebhookService:
             if claim == "pending":
                 return 409, "in_progress", f"delivery {delivery} is being processed", None
         try:
-            result = self._act(action)
+            result = self._act(action, key)
         except BaseException:
             if key is not None:
                 self.deliveries.release(key)
             raise
-        if key is not None:
+        if key is not None and result[1] != "enqueued":  # an enqueue marked it itself
             self.deliveries.confirm(key)
         return result
 
-    def _act(self, action: Enqueue | Cancel) -> Result:
+    def _act(self, action: Enqueue | Cancel, key: str | None) -> Result:
         if isinstance(action, Cancel):
             count = self.admission.cancel(action.pr, action.reason)
             return (
@@ -235,7 +236,8 @@ class WebhookService:
                 action.pr,
             )
         ref = action.ref
-        if enqueue_pr(self.admission, ref, action.source):
+        done = None if key is None else partial(self.deliveries.done_in, key=key)
+        if enqueue_pr(self.admission, ref, action.source, also=done):
             return 202, "enqueued", f"queued for review at {ref.head_sha[:12]}", ref.id
         return 202, "already_queued", f"{ref.head_sha[:12]} is already queued or reviewed", ref.id
 

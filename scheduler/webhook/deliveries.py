@@ -1,7 +1,9 @@
 """Each delivery acted on once, without ever losing one to a Redis hiccup.
 
 A delivery id is first *claimed* (`pending`, for a minute), and marked `done` for
-`dedupe_ttl_s` only after its enqueue (or cancel) succeeded. If the work fails, the
+`dedupe_ttl_s` only after its enqueue (or cancel) succeeded: for an enqueue, in the
+very MULTI/EXEC that queues the plan (`done_in`), so the mark and the job commit
+together and cost no round trip of their own. If the work fails, the
 claim is deleted, so the forge's redelivery is processed rather than answered
 "duplicate"; if even the delete fails (Redis went away), the claim lapses within a
 minute. A redelivery that arrives while the first copy is still being processed is
@@ -14,6 +16,7 @@ import logging
 from typing import Literal, cast
 
 import redis as redis_lib
+from redis.client import Pipeline
 
 __all__ = ["CLAIM_TTL_S", "Claim", "Deliveries"]
 
@@ -50,6 +53,10 @@ class Deliveries:
             pipe.get(key)
             taken, value = pipe.execute()
         return "new" if taken else _seen(value)
+
+    def done_in(self, pipe: Pipeline, key: str) -> None:
+        """`confirm`, as one more write in the caller's transaction."""
+        pipe.set(key, _DONE, ex=self.ttl_s)
 
     def confirm(self, key: str) -> None:
         """The work is queued: remember the id for the redelivery window. If this write
