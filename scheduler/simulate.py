@@ -53,6 +53,7 @@ __all__ = [
     "Intake",
     "SimRun",
     "WorkerLauncher",
+    "client_timeout_s",
     "run_scenario",
     "synthetic_diff",
 ]
@@ -133,6 +134,15 @@ def _policy(spec: AccountSpec, mode: str) -> Policy:
     return base.model_copy(update={"arrival_margin_ms": _SIM_MARGIN_MS})
 
 
+def client_timeout_s(sc: Scenario) -> float:
+    """The workers' provider read timeout in real seconds: the scenario's, compressed
+    like every duration, but never under a second, so real overhead on a loaded
+    machine is not mistaken for a provider timeout. Before, a timeout fault held the
+    account's only slot for 30 real seconds (the client waited up to 300): a simulated
+    day at x3000, so a few faults a week left the soak a backlog it never cleared."""
+    return max(1.0, sc.faults.client_timeout / sc.time_scale)
+
+
 def _provider(spec: AccountSpec, sc: Scenario) -> ProviderConfig:
     quota = spec.provider_quota
     return ProviderConfig(
@@ -142,7 +152,11 @@ def _provider(spec: AccountSpec, sc: Scenario) -> ProviderConfig:
         time_scale=sc.time_scale,
         latency=Latency(median_s=sc.latency.median, p95_s=max(sc.latency.p95, sc.latency.median)),
         seed=sc.seed,
-        faults=Faults(error_rate=sc.faults.error_rate, timeout_rate=sc.faults.timeout_rate),
+        faults=Faults(
+            error_rate=sc.faults.error_rate,
+            timeout_rate=sc.faults.timeout_rate,
+            client_timeout_s=client_timeout_s(sc),
+        ),
         provider_quota=None if quota is None else quota.windows,
         concurrency=None if quota is None else quota.concurrency,
     )
@@ -188,6 +202,7 @@ def _spec(sc: Scenario, mode: str, url: str, accounts: list[Account], tag: str) 
             concurrency_hold_ms=max(1, round(60_000 / scale)),
         ),
         trace=True,
+        provider_timeout_s=client_timeout_s(sc),
         retention=Retention().within(round(sc.retention)).scaled(scale),
         maintenance_interval_s=max(30, round(600 / scale)),
         env={_KEY_ENV: DEV_KEY},

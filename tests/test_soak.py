@@ -10,6 +10,7 @@ import pytest
 
 from scheduler.prstate import Retention
 from scheduler.scenario import Scenario
+from scheduler.simulate import client_timeout_s
 from scheduler.soak import run_soak
 
 pytestmark = pytest.mark.slow
@@ -56,3 +57,21 @@ def test_a_scenarios_retention_caps_every_span_then_scales() -> None:
     assert day == Retention(pr_s=86_400, result_s=3_600, failure_s=86_400, review_s=86_400)
     assert day.scaled(3000) == Retention(pr_s=29, result_s=1, failure_s=29, review_s=29)
     assert Retention().within(10**9) == Retention()
+
+
+def test_a_timeout_fault_holds_a_slot_for_scaled_time_with_a_real_floor() -> None:
+    """A fault outlasting a real 30 s client timeout held Z.AI's one slot for a
+    simulated day at x3000; the timeout is now the scenario's, compressed."""
+    base = {
+        "duration": "1d",
+        "accounts": [{"name": "zai", "plan": "zai-pro"}],
+        "prs": [{"id": "o/r#1", "at": 0, "files": 1, "lines_per_file": 10}],
+    }
+    slow = Scenario.model_validate({**base, "time_scale": 10})
+    fast = Scenario.model_validate({**base, "time_scale": 3000})
+    custom = Scenario.model_validate(
+        {**base, "time_scale": 60, "faults": {"timeout_rate": 0.1, "client_timeout": "10m"}}
+    )
+    assert client_timeout_s(slow) == 30.0  # 300 simulated seconds
+    assert client_timeout_s(fast) == 1.0  # 0.1 s would trip on real overhead
+    assert client_timeout_s(custom) == 10.0
