@@ -35,7 +35,7 @@ _T = TypeVar("_T")
 _Send = Callable[[], Awaitable[None]]
 
 
-async def drive(url: str, batch: list[Delivery], concurrency: int, client: Client) -> Drive:
+async def drive(url: str, batch: list[Delivery], concurrency: int, client: Client = "raw") -> Drive:
     """Send `batch` to `url`'s GitHub webhook; per-delivery latencies in seconds,
     statuses (an exception's type name for a delivery that got no response) and the
     wall time from the start signal until the last response."""

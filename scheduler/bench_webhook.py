@@ -44,6 +44,9 @@ from scheduler.webhook.github import sign
 
 __all__ = ["BAR_P99_MS", "BAR_RATE", "WebhookBench", "run_webhook_bench", "webhook_command"]
 
+# The names tests/chaos/test_webhook_flood.py drives a server with.
+_drive, _run = drive, run_async
+
 BAR_RATE = 500.0  # deliveries per second
 BAR_P99_MS = 50.0
 _START_TIMEOUT_S = 30.0
