@@ -30,6 +30,7 @@ def enqueue_pr(
     source: dict[str, Any],
     *,
     also: Write | None = None,
+    now_ms: int | None = None,
 ) -> bool:
     """Queue planning of `ref` at its head SHA; False if that head is already queued
     or reviewed (a redelivered event, say). A new head supersedes the old one when
@@ -41,9 +42,11 @@ def enqueue_pr(
     head with no plan job (which a redelivery would then take for "already queued"),
     and two deliveries of one head racing each other queue one job. `also` is one
     more write for that same MULTI, applied only when the plan is queued: the webhook
-    marks its delivery id done there. Five round trips: TIME, WATCH, two reads, EXEC.
+    marks its delivery id done there. `now_ms` is Redis's clock if the caller has
+    just read it (the webhook, with its delivery claim). Round trips: TIME unless
+    given, WATCH, two reads, EXEC.
     """
-    now = admission.now_ms()
+    now = admission.now_ms() if now_ms is None else now_ms
 
     def body(txn: PrTxn) -> bool:
         current = txn.meta

@@ -10,7 +10,7 @@ import json
 import socket
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlencode
 
 import httpx
@@ -22,6 +22,7 @@ from scheduler import intake
 from scheduler.config import Settings
 from scheduler.localredis import free_port
 from scheduler.webhook import sign
+from scheduler.webhook.deliveries import CLAIM_TTL_S
 from scheduler.webhook_config import WebhookSettings
 
 if TYPE_CHECKING:  # a type only: more than one test folder has a conftest module
@@ -235,24 +236,21 @@ def test_form_encoded_deliveries_are_accepted(hook: Hook) -> None:
 
 
 @pytest.mark.parametrize(
-    ("owner", "name"),
-    [("admission", "now_ms"), (intake, "enqueue_plan")],
-    ids=["before-any-write", "mid-transaction"],
+    "name", ["run_txn", "enqueue_plan"], ids=["before-any-write", "mid-transaction"]
 )
 def test_a_failed_enqueue_leaves_the_delivery_open_for_redelivery(
-    hook: Hook, monkeypatch: pytest.MonkeyPatch, owner: object, name: str
+    hook: Hook, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
-    """Redis fails once: at enqueue_pr's first call, or while the transaction that
-    registers the PR and queues its plan is being built (nothing of it may land)."""
+    """Redis fails once: as enqueue_pr's transaction starts, or while the transaction
+    that registers the PR and queues its plan is being built (nothing of it may land)."""
     did = delivery()
-    target = hook.admission if owner == "admission" else owner
-    real = getattr(target, name)
+    real = getattr(intake, name)
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
-        monkeypatch.setattr(target, name, real)
+        monkeypatch.setattr(intake, name, real)
         raise redis_py.ConnectionError("Redis went away mid-request")
 
-    monkeypatch.setattr(target, name, flaky)
+    monkeypatch.setattr(intake, name, flaky)
     failed = hook.github(gh_pr(), delivery=did)
     assert failed.status_code == 503 and failed.headers["Retry-After"] == "5"
     assert hook.jobs() == 0 and hook.meta("octo/app#7") is None
@@ -340,3 +338,16 @@ def test_deliveries_recover_after_redis_restarts(
         statuses = [hook.github(gh_pr(number=n), delivery=delivery()).status_code for n in (3, 4)]
         assert statuses[-1] == 202 and set(statuses) <= {202, 503}
         assert hook.http.get("/healthz").status_code == 200
+
+
+def test_claim_at_claims_like_claim_and_reads_redis_time(hook: Hook) -> None:
+    """The webhook's claim (a script that also reads TIME) agrees with `claim`."""
+    deliveries = hook.service.deliveries
+    key = deliveries.key("github", delivery())
+    before = hook.admission.now_ms()
+    claim, now_ms = deliveries.claim_at(key)
+    assert claim == "new" and before <= now_ms <= hook.admission.now_ms()
+    assert deliveries.claim_at(key)[0] == "pending" == deliveries.claim(key)
+    assert 0 < cast(int, hook.admission.redis.ttl(key)) <= CLAIM_TTL_S
+    deliveries.confirm(key)
+    assert deliveries.claim_at(key)[0] == "done" == deliveries.claim(key)

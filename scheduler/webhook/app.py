@@ -210,14 +210,15 @@ class WebhookService:
                 else (202, "ignored", action.reason, None)
             )
         key = self.deliveries.key(forge, delivery) if delivery else None
+        now_ms = None
         if key is not None:
-            claim = self.deliveries.claim(key)
+            claim, now_ms = self.deliveries.claim_at(key)
             if claim == "done":
                 return 200, "duplicate", f"delivery {delivery} was already processed", None
             if claim == "pending":
                 return 409, "in_progress", f"delivery {delivery} is being processed", None
         try:
-            result = self._act(action, key)
+            result = self._act(action, key, now_ms)
         except BaseException:
             if key is not None:
                 self.deliveries.release(key)
@@ -226,7 +227,7 @@ class WebhookService:
             self.deliveries.confirm(key)
         return result
 
-    def _act(self, action: Enqueue | Cancel, key: str | None) -> Result:
+    def _act(self, action: Enqueue | Cancel, key: str | None, now_ms: int | None) -> Result:
         if isinstance(action, Cancel):
             count = self.admission.cancel(action.pr, action.reason)
             return (
@@ -237,7 +238,7 @@ class WebhookService:
             )
         ref = action.ref
         done = None if key is None else partial(self.deliveries.done_in, key=key)
-        if enqueue_pr(self.admission, ref, action.source, also=done):
+        if enqueue_pr(self.admission, ref, action.source, also=done, now_ms=now_ms):
             return 202, "enqueued", f"queued for review at {ref.head_sha[:12]}", ref.id
         return 202, "already_queued", f"{ref.head_sha[:12]} is already queued or reviewed", ref.id
 

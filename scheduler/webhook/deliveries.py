@@ -27,6 +27,15 @@ _PENDING, _DONE = b"pending", b"done"
 
 Claim = Literal["new", "done", "pending"]
 
+# `claim` and Redis's clock in one round trip (`claim_at`). TIME comes after the
+# write, which every Redis version allows in a script.
+_CLAIM_AT = """
+local seen = redis.call('GET', KEYS[1])
+if not seen then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
+local now = redis.call('TIME')
+return {seen, now[1], now[2]}
+"""
+
 
 class Deliveries:
     """Delivery ids under `<prefix>:webhook:delivery:<forge>:<id>`."""
@@ -34,6 +43,7 @@ class Deliveries:
     def __init__(self, redis: redis_lib.Redis, prefix: str, ttl_s: int) -> None:
         self.redis, self.prefix, self.ttl_s = redis, prefix, ttl_s
         self._set_nx_get = True  # until the server says it predates Redis 7.0
+        self._claim_at = redis.register_script(_CLAIM_AT)
 
     def key(self, forge: str, delivery: str) -> str:
         return f"{self.prefix}:webhook:delivery:{forge}:{delivery}"
@@ -57,6 +67,15 @@ class Deliveries:
     def done_in(self, pipe: Pipeline, key: str) -> None:
         """`confirm`, as one more write in the caller's transaction."""
         pipe.set(key, _DONE, ex=self.ttl_s)
+
+    def claim_at(self, key: str) -> tuple[Claim, int]:
+        """`claim`, plus Redis's clock in ms, read in the same round trip: the PR's
+        arrival time, which `enqueue_pr` would otherwise ask Redis for separately."""
+        seen, sec, usec = cast(
+            list[bytes | int | None], self._claim_at(keys=[key], args=[_PENDING, CLAIM_TTL_S])
+        )
+        claim: Claim = "new" if seen is None else _seen(cast(bytes, seen))
+        return claim, int(cast(bytes, sec)) * 1000 + int(cast(bytes, usec)) // 1000
 
     def confirm(self, key: str) -> None:
         """The work is queued: remember the id for the redelivery window. If this write
