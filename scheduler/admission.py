@@ -176,23 +176,23 @@ class Admission:
         """Note a PR the moment its event arrives, before planning: arrival time is
         when the user started waiting."""
         now = self.now_ms()
+        return self._txn(pr, lambda txn: self.register_in(txn, ref, head_sha, now))
 
-        def body(txn: PrTxn) -> PrMeta:
-            meta = txn.meta or PrMeta(pr=pr, arrived_ms=now)
-            if txn.meta is None or meta.status in {"done", "cancelled"}:
-                meta.arrived_ms, meta.first_started_ms, meta.finished_ms = now, None, None
-            meta.ref, meta.head_sha, meta.status = dict(ref), head_sha, "planning"
-            txn.meta = meta
-            txn.meta_dirty |= set(PrMeta.model_fields) - {"pr"}
-            return meta
-
-        meta = self._txn(pr, body)
-        # The index forgets PRs whose state has expired, so it never outgrows retention.
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(self.keys.prs, {pr: meta.arrived_ms})
-            pipe.zremrangebyscore(self.keys.prs, "-inf", f"({now - self.retention.pr_s * 1000}")
-            pipe.expire(self.keys.prs, self.retention.pr_s)
-            pipe.execute()
+    def register_in(self, txn: PrTxn, ref: dict[str, Any], head_sha: str, now: int) -> PrMeta:
+        """`register`'s writes inside a caller's transaction (`intake.enqueue_pr` commits
+        them with the plan job). Arrival resets when a finished or cancelled PR comes
+        back; the deployment's index forgets PRs whose state has expired, so it never
+        outgrows retention."""
+        meta = txn.meta or PrMeta(pr=txn.pr, arrived_ms=now)
+        if txn.meta is None or meta.status in {"done", "cancelled"}:
+            meta.arrived_ms, meta.first_started_ms, meta.finished_ms = now, None, None
+        meta.ref, meta.head_sha, meta.status = dict(ref), head_sha, "planning"
+        txn.meta = meta
+        txn.meta_dirty |= set(PrMeta.model_fields) - {"pr"}
+        prs, pr, keep_s, arrived = self.keys.prs, txn.pr, self.retention.pr_s, meta.arrived_ms
+        txn.later(lambda p: p.zadd(prs, {pr: arrived}))
+        txn.later(lambda p: p.zremrangebyscore(prs, "-inf", f"({now - keep_s * 1000}"))
+        txn.later(lambda p: p.expire(prs, keep_s))
         return meta
 
     def submit(

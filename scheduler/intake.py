@@ -13,11 +13,10 @@ from typing import Any
 from redis.client import Pipeline
 
 from scheduler.admission import Admission
-from scheduler.prstate import PrMeta
 from scheduler.prtxn import PrTxn, run_txn
 from workers.changes import PullRequestRef
 
-__all__ = ["PLAN_JOB", "Write", "enqueue_plan", "enqueue_pr"]
+__all__ = ["PLAN_JOB", "Write", "enqueue_plan", "enqueue_pr", "plan_job_id"]
 
 Write = Callable[[Pipeline], object]
 
@@ -37,7 +36,7 @@ def enqueue_pr(
     its plan lands (`Admission.submit`).
 
     One transaction over the PR (`scheduler.prtxn`): the check, the registration
-    (`Admission.register`'s writes), the index entry and the plan job all commit in
+    (`Admission.register_in`), the index entry and the plan job all commit in
     one MULTI/EXEC, or none does. So a failure never leaves the PR registered at a
     head with no plan job (which a redelivery would then take for "already queued"),
     and two deliveries of one head racing each other queue one job. `also` is one
@@ -52,8 +51,7 @@ def enqueue_pr(
         current = txn.meta
         if current and current.head_sha == ref.head_sha and current.status != "cancelled":
             return False
-        meta = _register(txn, ref, now)
-        _index(admission, txn, meta.arrived_ms, now)
+        admission.register_in(txn, ref.model_dump(mode="json"), ref.head_sha, now)
         txn.later(lambda p: enqueue_plan(admission, ref, source, pipeline=p))
         if also is not None:
             txn.later(also)
@@ -62,26 +60,12 @@ def enqueue_pr(
     return run_txn(admission.redis, admission.keys, ref.id, body)
 
 
-def _register(txn: PrTxn, ref: PullRequestRef, now: int) -> PrMeta:
-    """`Admission.register`'s decision, inside the caller's transaction: arrival is
-    when the user started waiting, reset when a finished or cancelled PR comes back.
-    Kept equal to it by tests/test_webhook_intake.py."""
-    meta = txn.meta or PrMeta(pr=ref.id, arrived_ms=now)
-    if txn.meta is None or meta.status in {"done", "cancelled"}:
-        meta.arrived_ms, meta.first_started_ms, meta.finished_ms = now, None, None
-    meta.ref, meta.head_sha, meta.status = ref.model_dump(mode="json"), ref.head_sha, "planning"
-    txn.meta = meta
-    txn.meta_dirty |= set(PrMeta.model_fields) - {"pr"}
-    return meta
-
-
-def _index(admission: Admission, txn: PrTxn, arrived_ms: int, now: int) -> None:
-    """The PR in the deployment's index, which forgets PRs whose state has expired,
-    so it never outgrows retention (as `Admission.register` keeps it)."""
-    prs, pr, keep_s = admission.keys.prs, txn.pr, admission.retention.pr_s
-    txn.later(lambda p: p.zadd(prs, {pr: arrived_ms}))
-    txn.later(lambda p: p.zremrangebyscore(prs, "-inf", f"({now - keep_s * 1000}"))
-    txn.later(lambda p: p.expire(prs, keep_s))
+def plan_job_id(prefix: str, ref: PullRequestRef, attempt: int = 0) -> str:
+    """One id per head (and rerun), so a redelivered event cannot queue a second plan;
+    the prefix too, as RQ's job keys are shared by every deployment on the Redis (see
+    `admission.job_id_for`)."""
+    digest = hashlib.sha1(f"{prefix}\n{ref.id}@{ref.head_sha}".encode()).hexdigest()[:24]
+    return f"rq-plan-{digest}" + (f"-r{attempt}" if attempt else "")
 
 
 def enqueue_plan(
@@ -94,11 +78,11 @@ def enqueue_plan(
 ) -> None:
     """Queue the plan job of `ref`; `attempt` > 0 is a rerun after GitHub could not
     list the files for now (see `workers.jobs.plan_pr`), queued by the waker."""
-    digest = hashlib.sha1(f"{ref.id}@{ref.head_sha}".encode()).hexdigest()[:24]
     args: tuple[Any, ...] = (admission.keys.prefix, ref.model_dump_json(), source)
-    job_id, what = f"rq-plan-{digest}", f"plan {ref.id}@{ref.head_sha[:12]}"
+    job_id = plan_job_id(admission.keys.prefix, ref, attempt)
+    what = f"plan {ref.id}@{ref.head_sha[:12]}" + (f", retry {attempt}" if attempt else "")
     if attempt:
-        args, job_id, what = (*args, attempt), f"{job_id}-r{attempt}", f"{what}, retry {attempt}"
+        args = (*args, attempt)
     admission.queue.enqueue_call(
         PLAN_JOB,
         args=args,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import itertools
 import json
 import multiprocessing as mp
@@ -43,7 +42,7 @@ from rq.job import Job
 
 from scheduler.admission import FINALIZE_JOB, Admission, Fairness, job_id_for
 from scheduler.config import Settings
-from scheduler.intake import enqueue_pr
+from scheduler.intake import enqueue_pr, plan_job_id
 from scheduler.limiter import Limiter
 from scheduler.plans import Account, Plan, Policy, Window
 from scheduler.prstate import PrView, read_pr
@@ -706,17 +705,13 @@ def test_a_rate_limit_while_listing_files_plans_the_pr_later(
     check_posted(fake_github, ref)
     assert fake_github.control.requests_to(FILES, 403) == 2
     assert fake_github.control.requests_to(FILES, 200) == 1
-    plan = Job.fetch(f"rq-plan-{_plan_digest(ref)}", connection=pl.redis).return_value()
-    rerun = Job.fetch(f"rq-plan-{_plan_digest(ref)}-r1", connection=pl.redis).return_value()
+    plan = Job.fetch(plan_job_id(pl.spec.prefix, ref), connection=pl.redis).return_value()
+    rerun = Job.fetch(plan_job_id(pl.spec.prefix, ref, 1), connection=pl.redis).return_value()
     assert str(plan).startswith("retry 1 in") and str(rerun).startswith("retry 2 in")
-    assert Job.fetch(f"rq-plan-{_plan_digest(ref)}-r2", connection=pl.redis).return_value()
+    assert Job.fetch(plan_job_id(pl.spec.prefix, ref, 2), connection=pl.redis).return_value()
 
 
 FILES = "GET /repos/{owner}/{repo}/pulls/{number}/files"
-
-
-def _plan_digest(ref: PullRequestRef) -> str:
-    return hashlib.sha1(f"{ref.id}@{ref.head_sha}".encode()).hexdigest()[:24]
 
 
 # --- 5. a freed slot is handed on at once ---------------------------------------------

@@ -1,8 +1,8 @@
 """`enqueue_pr`, the webhook's one call into admission, against a real Redis.
 
-It registers a PR inside its own transaction rather than through
-`Admission.register`, to commit the registration and the plan job together; these
-tests hold the two to the same result, so a change to one that the other lacks fails.
+It registers a PR inside its own transaction (`Admission.register_in`, the body of
+`Admission.register`), to commit the registration and the plan job together; these
+tests hold the two paths to the same result.
 """
 
 from __future__ import annotations
