@@ -166,7 +166,14 @@ def _sections(junit: Path) -> dict[str, _Section]:
             _simulation,
         ),
         "webhook": _Section(
-            "Webhook throughput", ["reviewq", "bench", "webhook", "--json"], _webhook
+            "Webhook throughput: one server process",
+            ["reviewq", "bench", "webhook", "--json"],
+            _webhook,
+        ),
+        "webhook-2": _Section(
+            "Webhook throughput: one server process per core",
+            ["reviewq", "bench", "webhook", "--workers", "2", "--json"],
+            _webhook,
         ),
         "chaos": _Section(
             "Chaos suite",
@@ -217,7 +224,7 @@ def _section(section: _Section, env: dict[str, str]) -> list[str]:
 @click.option(
     "--only",
     multiple=True,
-    type=click.Choice(["limiter", "fair", "fifo", "webhook", "chaos", "soak"]),
+    type=click.Choice(["limiter", "fair", "fifo", "webhook", "webhook-2", "chaos", "soak"]),
     help="Run only these sections (repeatable); default: all, about 20 minutes.",
 )
 def report_command(out: Path, only: tuple[str, ...]) -> None:
