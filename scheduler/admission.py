@@ -437,12 +437,17 @@ class Admission:
         txn.later(lambda p: p.zadd(self.keys.line_due, {line: due}, lt=True))
 
     def _freed_since(self, txn: PrTxn, line: str, since_ms: int | None) -> bool:
-        """Did a slot of `line` free at or after `since_ms`? Read under WATCH (see
-        `park`), so a signal between this read and EXEC reruns the transaction."""
+        """Did a slot of `line` free at or after `since_ms` while its line was empty?
+        Only then did that wake-up find no one. If others stand in the line, the
+        wake-up moved its head, or the first of them to join after it (with an earlier
+        start) wakes the line itself; waking again would only churn the line. Read
+        under WATCH (see `park`), so a signal before EXEC reruns the transaction."""
         if since_ms is None:
             return False
         freed = cast(float | None, txn.pipe.zscore(self.keys.freed, line))
-        return freed is not None and freed >= since_ms
+        if freed is None or freed < since_ms:
+            return False
+        return not txn.pipe.zcard(self.keys.line(line))  # before this message joins
 
     def _drop_stale(self, txn: PrTxn, mid: str, state: MessageState) -> bool:
         """A message of a superseded head that was running: it will not run again."""

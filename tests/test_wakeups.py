@@ -123,3 +123,20 @@ def test_a_timed_message_listed_in_a_line_by_mistake_stays_timed(adm: Admission)
     assert adm.redis.zcard(adm.keys.line("acct")) == 0
     assert adm.redis.zscore(adm.keys.timed, member) == due
     assert status(adm, "o/r#4", "1.0") == "waiting"
+
+
+def test_a_release_with_others_in_line_is_left_to_the_line(adm: Admission) -> None:
+    """With someone already in line, the release woke that head (or the first to join
+    after it wakes the line): a second wake would only churn the line."""
+    adm.submit("o/r#5", "sha", ["a", "b"], files=2, plan={})
+    first, d1 = take(adm)
+    second, d2 = take(adm)
+    far = adm.now_ms() + 60_000
+    assert adm.park(first, d1, until_ms=far, reason="acct: concurrency", line="acct")
+    started = adm.now_ms()
+    adm.signal("acct", adm.now_ms())
+    adm.redis.delete(adm.keys.wake)  # the waker took it (and moved `first`'s line on)
+    assert adm.park(
+        second, d2, until_ms=far, reason="acct: concurrency", line="acct", since_ms=started
+    )
+    assert adm.redis.lrange(adm.keys.wake, 0, -1) == [b""]  # only "read the due times"
