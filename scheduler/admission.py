@@ -35,6 +35,7 @@ from scheduler.prstate import (
     Retention,
     decode_messages,
     decode_meta,
+    queued_entry,
     split_member,
 )
 from scheduler.prtxn import PrTxn, run_txn
@@ -82,7 +83,8 @@ def _owned(state: MessageState | None, dispatch: int) -> TypeGuard[MessageState]
     a worker call park or finish, so a message back at `queued` with the same dispatch
     had its claim forgotten (Redis lost its last writes in a crash); nobody else can
     run this dispatch, and refusing would leave the message queued with no job left.
-    A reaped or re-woken message has moved on to a new dispatch and is refused."""
+    A reaped, re-woken or re-dispatched (`redispatch`) message has moved on to a new
+    dispatch and is refused."""
     return state is not None and state.dispatch == dispatch and state.status in _OWNED
 
 
@@ -132,11 +134,15 @@ class Admission:
     def _enqueue(self, txn: PrTxn, mid: str, state: MessageState, *, at_front: bool) -> None:
         """Queue one run of a message: a fresh RQ job for its next dispatch number."""
         member = f"{txn.pr}|{mid}"
+        previous = queued_entry(member, state.dispatch)
         state.dispatch += 1
         state.status, state.line = "queued", None
         txn.put(mid, state)
         dispatch = state.dispatch
         txn.later(lambda p: p.zrem(self.keys.timed, member))
+        txn.later(lambda p: p.zrem(self.keys.queued, previous))
+        entry = queued_entry(member, dispatch)
+        txn.later(lambda p: p.zadd(self.keys.queued, {entry: 0}))
         txn.later(
             lambda p: self.queue.enqueue_call(
                 REVIEW_JOB,
@@ -341,6 +347,7 @@ class Admission:
             state.runs += 1
             txn.put(mid, state)
             txn.later(lambda p: p.zadd(self.keys.running, {member: now + claim_ms}))
+            txn.later(lambda p: p.zrem(self.keys.queued, queued_entry(member, dispatch)))
             raw = cast(bytes | None, txn.pipe.hget(self.keys.body(pr), mid))
             return Claimed(pr, mid, state, (raw or b"").decode(), meta)
 
@@ -363,12 +370,30 @@ class Admission:
 
         self._txn(pr, body)
 
-    def heartbeat(self, member: str, claim_ms: int) -> bool:
-        """Push a running message's claim deadline on; False if it was taken away."""
-        updated = self.redis.zadd(
-            self.keys.running, {member: self.now_ms() + claim_ms}, xx=True, ch=True
-        )
-        return bool(updated)
+    def heartbeat(self, member: str, dispatch: int, claim_ms: int) -> bool:
+        """Push a running message's claim deadline on; False if it was taken away.
+
+        A claim Redis forgot in a crash (the message is back at `queued` under this
+        dispatch) is taken again here, before the waker decides the run was lost
+        (`redispatch` waits a whole `claim_ms`; beats come every third of it)."""
+        now = self.now_ms()
+        updated = self.redis.zadd(self.keys.running, {member: now + claim_ms}, xx=True, ch=True)
+        return bool(updated) or self._reclaim(member, dispatch, now + claim_ms)
+
+    def _reclaim(self, member: str, dispatch: int, deadline_ms: int) -> bool:
+        pr, mid = split_member(member)
+
+        def body(txn: PrTxn) -> bool:
+            state = txn.msgs.get(mid)
+            if state is None or state.dispatch != dispatch or state.status != "queued":
+                return False
+            state.status = "running"
+            txn.put(mid, state)
+            txn.later(lambda p: p.zadd(self.keys.running, {member: deadline_ms}))
+            txn.later(lambda p: p.zrem(self.keys.queued, queued_entry(member, dispatch)))
+            return True
+
+        return self._txn(pr, body)
 
     def park(
         self,
@@ -573,19 +598,54 @@ class Admission:
             txn.later(lambda p: p.zrem(self.keys.running, member))
             if txn.meta is None or state.gen != txn.meta.gen:
                 return self._drop_stale(txn, mid, state)
-            state.lost += 1
-            if state.lost >= MAX_RUNS:
-                state.status, state.reason = "failed", f"worker lost {state.lost} times"
-                state.finished_ms = now_ms
-                txn.put(mid, state)
-                txn.meta.inflight = max(0, txn.meta.inflight - 1)
-                txn.meta_dirty.add("inflight")
-                self._fill(txn, self._backlog(txn))
-                if all(m.terminal for m in txn.msgs.values() if m.gen == txn.meta.gen):
-                    self._finalize(txn)
-                return True
-            state.reason = "its worker stopped answering; running it again"
+            self._rerun(txn, mid, state, now_ms, "its worker stopped answering")
+            return True
+
+        return self._txn(pr, body)
+
+    def _rerun(self, txn: PrTxn, mid: str, state: MessageState, now_ms: int, why: str) -> None:
+        """Queue a lost run again, or fail the message once runs were lost `MAX_RUNS`
+        times: a message that kills its worker, or whose job always dies, must not
+        cycle forever."""
+        meta = txn.meta
+        assert meta is not None
+        state.lost += 1
+        if state.lost < MAX_RUNS:
+            state.reason = f"{why}; running it again"
             self._enqueue(txn, mid, state, at_front=True)
+            return
+        state.status, state.reason = "failed", f"{why}: run lost {state.lost} times"
+        state.finished_ms = now_ms
+        txn.put(mid, state)
+        entry = queued_entry(f"{txn.pr}|{mid}", state.dispatch)
+        txn.later(lambda p: p.zrem(self.keys.queued, entry))
+        meta.inflight = max(0, meta.inflight - 1)
+        txn.meta_dirty.add("inflight")
+        self._fill(txn, self._backlog(txn))
+        if all(m.terminal for m in txn.msgs.values() if m.gen == meta.gen):
+            self._finalize(txn)
+
+    def redispatch(self, member: str, dispatch: int, now_ms: int) -> bool:
+        """Run `dispatch` of a message again under a new dispatch: its job is gone.
+
+        Redis can lose its last second of writes in a crash (AOF `everysec`): a
+        worker's pop of the job, or its claim, while the message stays `queued` at
+        this dispatch. Nothing else would ever run it (the reaper only sees claims).
+        A wrong guess costs one job: the old one, if it still runs, finds its
+        dispatch stale and does nothing. The request id is unchanged, so the limiter
+        replays a charge the lost run had taken instead of charging twice."""
+        pr, mid = split_member(member)
+        entry = queued_entry(member, dispatch)
+
+        def body(txn: PrTxn) -> bool:
+            state = txn.msgs.get(mid)
+            if state is None or state.status != "queued" or state.dispatch != dispatch:
+                txn.later(lambda p: p.zrem(self.keys.queued, entry))
+                return False
+            if txn.meta is None or state.gen != txn.meta.gen:
+                txn.later(lambda p: p.zrem(self.keys.queued, entry))
+                return self._drop_stale(txn, mid, state)
+            self._rerun(txn, mid, state, now_ms, f"the job of its run {dispatch} was lost")
             return True
 
         return self._txn(pr, body)

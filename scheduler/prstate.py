@@ -16,6 +16,8 @@ Keys, for a prefix `P` (one per deployment, `reviewq:<queue>` by default):
 - `P:line-due`         ZSET  account -> when its line's head should be tried again;
 - `P:timed`            ZSET  member -> due ms: messages waiting for a time of their own;
 - `P:running`          ZSET  member -> claim deadline: messages a worker is calling;
+- `P:queued`           ZSET  `<member>@<dispatch>` -> 0, or since when (Redis ms) its
+                             job looks lost: runs on the queue, not yet claimed;
 - `P:wake`             LIST  wake-ups for the waker (account names whose slot freed);
 - `P:freed`            ZSET  account -> when (Redis ms) a slot of it last freed.
 A *member* is `<pr>|<message id>`. PR keys expire `PR_TTL_S` after the last change.
@@ -40,8 +42,10 @@ __all__ = [
     "PrMeta",
     "PrView",
     "Retention",
+    "queued_entry",
     "read_pr",
     "split_member",
+    "split_queued",
 ]
 
 MessageStatus = Literal["pending", "queued", "running", "waiting", "done", "failed", "cancelled"]
@@ -137,6 +141,7 @@ class Keys:
         self.line_due = f"{prefix}:line-due"
         self.timed = f"{prefix}:timed"
         self.running = f"{prefix}:running"
+        self.queued = f"{prefix}:queued"
         self.wake = f"{prefix}:wake"
         self.freed = f"{prefix}:freed"
         self.vtime = f"{prefix}:vtime"
@@ -163,6 +168,17 @@ class Keys:
 
     def pr_keys(self, pr: str) -> list[str]:
         return [self.meta(pr), self.msgs(pr), self.body(pr), self.reply(pr), self.backlog(pr)]
+
+
+def queued_entry(member: str, dispatch: int) -> str:
+    """A `P:queued` entry names the dispatch too, so removing an old run's entry can
+    never remove the next run's."""
+    return f"{member}@{dispatch}"
+
+
+def split_queued(entry: str) -> tuple[str, int]:
+    member, _, dispatch = entry.rpartition("@")
+    return member, int(dispatch)
 
 
 def split_member(member: str) -> tuple[str, str]:

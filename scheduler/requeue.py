@@ -6,8 +6,10 @@ first and requeued only when it is *live*:
 - a plan job, while its PR is still `planning` at that head (a newer head or a
   cancel made it stale);
 - a review job, while its message is still `queued` under that dispatch number (a
-  job that died before it claimed its message; one that claimed it was already run
-  again by the waker or finished the message, and a rerun would be a no-op);
+  job that died before it claimed its message, within a claim period: after that the
+  waker runs the message again by itself, see `scheduler.lostjobs`; one that claimed
+  it was already run again by the waker or finished the message, and a rerun would
+  be a no-op);
 - a finalize job, while its PR is still `finishing` that generation;
 - any other job on the queue: always (only when no PR filter is given).
 Stale jobs stay in RQ's failed registry, where they expire after a week.

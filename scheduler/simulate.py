@@ -311,7 +311,9 @@ def run_scenario(
         stack.enter_context((workers or _workers)(spec, sc.workers))
         _wait_for_workers(client, spec.queue_name, sc.workers)
         stop = threading.Event()
-        waker = threading.Thread(target=Waker(admission).run, args=(stop,), daemon=True)
+        waker = threading.Thread(
+            target=Waker(admission, claim_ms=spec.claim_ms).run, args=(stop,), daemon=True
+        )
         waker.start()
         stack.callback(waker.join, 5)
         stack.callback(stop.set)

@@ -13,6 +13,8 @@ GitHub rate limit or 5xx): `schedule_finalize` records when, in `P:finalize-due`
 a plan job that could not list the PR's files for the same reasons (`schedule_plan`,
 `P:plan-due`).
 
+It also runs `LostJobSweep`: queued messages whose RQ job a Redis crash lost.
+
 One waker acts at a time (a lock with a TTL); every `reviewq worker` runs one, so
 another takes over within `lock_ms` when the active one dies. Two acting at once would
 still be safe, as every move is a transaction that checks the message's state.
@@ -29,6 +31,7 @@ from typing import Any, cast
 
 from scheduler.admission import FINALIZE_JOB, Admission, job_id_for
 from scheduler.intake import enqueue_plan
+from scheduler.lostjobs import LostJobSweep
 from workers.changes import PullRequestRef
 
 __all__ = ["Waker", "finalize_due_key", "plan_due_key", "schedule_finalize", "schedule_plan"]
@@ -84,13 +87,17 @@ class Waker:
         lock_ms: int = 5_000,
         max_block_ms: int = 1_000,
         batch: int = 200,
+        claim_ms: int = 60_000,
     ) -> None:
+        """`claim_ms`: the workers' claim period (`WorkerSpec.claim_ms`), the time a
+        worker whose claim Redis forgot has to take it back (see `LostJobSweep`)."""
         self.admission = admission
         self.redis = admission.redis
         self.keys = admission.keys
         self.lock_ms, self.max_block_ms, self.batch = lock_ms, max_block_ms, batch
         self.token = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._renew = self.redis.register_script(_RENEW)
+        self.lost_jobs = LostJobSweep(admission, grace_ms=claim_ms)
         self.moved = 0
 
     def leader(self) -> bool:
@@ -124,6 +131,8 @@ class Waker:
         now = self.admission.now_ms()
         moved = self._due_timed(now) + self._due_lines(now) + self._lapsed(now)
         moved += self._due_finalize(now) + self._due_plans(now)
+        if self.lost_jobs.due(now):
+            moved += self.lost_jobs.sweep(now)
         for account in [*signals, *(more or [])]:
             if account:  # an empty one only asks to read the due times again
                 moved += self._wake_line(account.decode())

@@ -147,7 +147,9 @@ def run_workers(spec: RuntimeSpec, processes: int, burst: bool) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
-    waker = threading.Thread(target=Waker(_admission(spec)).run, args=(stop,), daemon=True)
+    waker = threading.Thread(
+        target=Waker(_admission(spec), claim_ms=spec.claim_ms).run, args=(stop,), daemon=True
+    )
     waker.start()
     children: list[Any] = []
     orphaned: set[int] = set()  # dead children whose jobs are not requeued yet

@@ -128,8 +128,8 @@ class _ClaimHeartbeat:
     """Keeps a running message's claim alive while its call runs; a worker killed
     mid-call stops renewing, and the waker runs the message again."""
 
-    def __init__(self, rt: Runtime, member: str) -> None:
-        self.rt, self.member = rt, member
+    def __init__(self, rt: Runtime, member: str, dispatch: int) -> None:
+        self.rt, self.member, self.dispatch = rt, member, dispatch
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="claim-heartbeat", daemon=True)
 
@@ -147,7 +147,7 @@ class _ClaimHeartbeat:
         claim_ms = self.rt.spec.claim_ms
         while not self._stop.wait(claim_ms / 3000):
             try:
-                self.rt.admission.heartbeat(self.member, claim_ms)
+                self.rt.admission.heartbeat(self.member, self.dispatch, claim_ms)
             except Exception:  # a Redis hiccup; the next beat tries again
                 log.warning("claim heartbeat failed for %s", self.member, exc_info=True)
 
@@ -169,7 +169,7 @@ def review_message(prefix: str, member: str, dispatch: int) -> str:
 
     started_ms = rt.admission.now_ms()
     try:
-        with _ClaimHeartbeat(rt, member):
+        with _ClaimHeartbeat(rt, member, dispatch):
             outcome = attempt(
                 request,
                 pr=claimed.pr,
