@@ -4,8 +4,9 @@ A limiter that costs much more than a bare EVALSHA, or than a widely used librar
 would be the first thing a reviewer asks about, so the claim is measured on the
 user's own machine, in one run against one private server, never quoted.
 
-Each contender runs in separate client processes (so the client-side Python cost is
-part of the figure, as it is for a real worker) that start together behind a barrier.
+The contenders run in client processes (so the client-side Python cost is part of
+the figure, as it is for a real worker) and take short turns, all clients on the same
+contender at once, each turn starting behind a barrier (`run_limiter_bench`).
 Every call must be a grant: a denial takes a different path through each script, so
 the limits are set far above what a run can spend and a denial aborts the bench.
 
@@ -25,7 +26,6 @@ import json
 import multiprocessing as mp
 import os
 import signal
-import statistics
 import sys
 import time
 import uuid
@@ -56,8 +56,8 @@ _LEASE_MS = 1  # see the module docstring: keeps the lease set production-sized
 _NEVER_FULL = 10**6
 _PR_IDS = 997
 _START_TIMEOUT_S = 120.0
-_SECONDS = "Timed seconds per contender, client count and round, after 0.5 s of warm-up [2]."
-_ROUNDS = "Turns each contender takes; figures are the median over them [3]."
+_SECONDS = "Timed seconds of each turn, after 0.3 s of warm-up per contender [0.25]."
+_ROUNDS = "Turns each contender takes, in rotating order, at each client count [12]."
 _CLIENTS = "Client process counts to run, comma-separated [1,4]."
 
 Call = Callable[[int], bool]
@@ -88,11 +88,12 @@ class BenchReport:
 
 @dataclass(frozen=True, slots=True)
 class _Job:
-    name: str
+    names: tuple[str, ...]
     url: str
     prefix: str
     seconds: float
     warmup: float
+    rounds: int
 
 
 def _bench_plan() -> tuple[Plan, Policy]:
@@ -205,22 +206,47 @@ def _init_worker(barrier: Barrier) -> None:
     _barrier = barrier
 
 
-def _worker(job: _Job, index: int) -> tuple[int, bytes]:
-    """One client: its own connection, started with the others behind the barrier."""
+def _turns(names: Sequence[str], rounds: int) -> list[str]:
+    """Whose turn it is, round by round. Every other round runs the one before it
+    backwards, and each pair of rounds starts one contender later, so each contender
+    takes every place in a round and follows different ones: what one leaves behind
+    in Redis or the CPU caches lands on all alike."""
+    turns: list[str] = []
+    for r in range(rounds):
+        order = [names[(r // 2 + k) % len(names)] for k in range(len(names))]
+        turns += order[::-1] if r % 2 else order
+    return turns
+
+
+def _worker(job: _Job, index: int) -> dict[str, tuple[int, bytes]]:
+    """One client process with every contender's client: each turn starts behind the
+    barrier, so all clients run the same contender at the same moment."""
     assert _barrier is not None
+    elapsed = dict.fromkeys(job.names, 0)
+    lats = {name: array("q") for name in job.names}
     with contextlib.ExitStack() as stack:
         tag = f"{index}.{os.getpid()}"
-        call = _CALLS[job.name](job.url, job.prefix, tag, stack, _bench_plan())
-        call(-1)  # connect and load scripts before the clock starts
-        _barrier.wait(_START_TIMEOUT_S)
-        warm, _ = _timed(call, job.name, 0, job.warmup)
-        lat, elapsed = _timed(call, job.name, len(warm), job.seconds)
-    return elapsed, lat.tobytes()
+        calls = {
+            name: _CALLS[name](job.url, f"{job.prefix}:{name}", tag, stack, _bench_plan())
+            for name in job.names
+        }
+        made = dict.fromkeys(job.names, 0)
+        for name, call in calls.items():  # connect, load scripts, warm up
+            call(-1)
+            made[name] = len(_timed(call, name, 0, job.warmup)[0])
+        for name in _turns(job.names, job.rounds):
+            _barrier.wait(_START_TIMEOUT_S)
+            lat, spent = _timed(calls[name], name, made[name], job.seconds)
+            made[name] += len(lat)
+            lats[name].extend(lat)
+            elapsed[name] += spent
+    return {name: (elapsed[name], lats[name].tobytes()) for name in job.names}
 
 
-def _scenario(job: _Job, clients: int) -> Result:
+def _scenario(job: _Job, clients: int) -> list[Result]:
     ctx = mp.get_context("spawn")  # children must not inherit our server's handles
-    timeout = _START_TIMEOUT_S + job.warmup + job.seconds
+    turns = len(job.names) * job.rounds
+    timeout = _START_TIMEOUT_S + len(job.names) * job.warmup + turns * (job.seconds + 1)
     # Children inherit SIGINT blocked: a Ctrl-C is the parent's to handle, and it stops
     # them by their own handles when leaving the block (on an error too), tracebacks-free.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -231,11 +257,17 @@ def _scenario(job: _Job, clients: int) -> Result:
     with pool:
         args = [(job, k) for k in range(clients)]
         reports = pool.starmap_async(_worker, args, chunksize=1).get(timeout)
+    return [_result(name, clients, [r[name] for r in reports]) for name in job.names]
+
+
+def _result(name: str, clients: int, reports: list[tuple[int, bytes]]) -> Result:
+    """Ops/s summed over the clients (each over its own turns' time), and latency
+    percentiles over every call."""
     lats = [(elapsed, array("q", payload)) for elapsed, payload in reports]
     ops = sum(len(lat) / (elapsed / 1e9) for elapsed, lat in lats)
     samples = sorted(ns for _, lat in lats for ns in lat)
     p50, p99 = (samples[min(len(samples) - 1, int(len(samples) * q))] / 1000 for q in (0.5, 0.99))
-    return Result(job.name, clients, round(ops, 1), round(p50, 2), round(p99, 2))
+    return Result(name, clients, round(ops, 1), round(p50, 2), round(p99, 2))
 
 
 def _keys_under(client: redis.Redis, prefix: str) -> list[str]:
@@ -273,28 +305,25 @@ def available() -> tuple[list[str], dict[str, str]]:
 
 
 def run_limiter_bench(
-    url: str, seconds: float, clients: list[int], warmup: float = 0.5, rounds: int = 3
+    url: str, seconds: float, clients: list[int], warmup: float = 0.3, rounds: int = 12
 ) -> BenchReport:
     """Every contender at every client count against `url`, then memory per account.
 
-    The contenders take turns, `rounds` times, and each figure is the median of its
-    rounds: on a shared 2-core machine a burst of background work lands on whichever
-    contender runs at that moment, and a single pass turns it into a ratio swing of
-    +-20 %. Keys live under a fresh prefix, removed afterwards, so a REDIS_URL server
-    the user cares about keeps nothing of the run.
+    The contenders take turns of `seconds`, `rounds` times over, in the same client
+    processes: on a shared 2-core machine a burst of background work lasts longer
+    than a turn, so it falls on every contender alike instead of on whichever one ran
+    its whole measurement at that moment (a ratio swing of +-20 % in one pass). Keys
+    live under a fresh prefix, removed afterwards, so a REDIS_URL server the user
+    cares about keeps nothing of the run.
     """
     names, _ = available()
     prefix = f"reviewq-bench:{uuid.uuid4().hex[:12]}"
-    runs = [
-        _scenario(_Job(name, url, f"{prefix}:{name}:{n}:{r}", seconds, warmup), n)
-        for r in range(rounds)
-        for n in clients
-        for name in names
-    ]
     results = [
-        _median([x for x in runs if (x.name, x.clients) == (name, n)])
+        result
         for n in clients
-        for name in names
+        for result in _scenario(
+            _Job(tuple(names), url, f"{prefix}:{n}", seconds, warmup, rounds), n
+        )
     ]
     memory: dict[str, int] = {}
     with redis.Redis.from_url(url) as client:
@@ -306,18 +335,6 @@ def run_limiter_bench(
             for key in _keys_under(client, prefix):
                 client.unlink(key)
     return BenchReport(results, memory)
-
-
-def _median(runs: list[Result]) -> Result:
-    """Each figure's median over the rounds (ops/s and latencies separately)."""
-    first = runs[0]
-    return Result(
-        first.name,
-        first.clients,
-        statistics.median(r.ops_per_s for r in runs),
-        statistics.median(r.p50_us for r in runs),
-        statistics.median(r.p99_us for r in runs),
-    )
 
 
 def ratio_bars(results: list[Result]) -> list[Bar]:
@@ -406,9 +423,9 @@ def bench() -> None:
 
 @bench.command("limiter")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-@click.option("--seconds", type=click.FloatRange(0, min_open=True), default=2.0, help=_SECONDS)
+@click.option("--seconds", type=click.FloatRange(0, min_open=True), default=0.25, help=_SECONDS)
 @click.option("--clients", default="1,4", callback=_parse_clients, help=_CLIENTS)
-@click.option("--rounds", type=click.IntRange(1, 50), default=3, help=_ROUNDS)
+@click.option("--rounds", type=click.IntRange(1, 200), default=12, help=_ROUNDS)
 def limiter_command(as_json: bool, seconds: float, clients: list[int], rounds: int) -> None:
     """Acquire latency and throughput against EVALSHA and peer limiter libraries."""
     err = Console(stderr=True)

@@ -12,19 +12,19 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from scheduler.bench import NAMES, Result, available, ratio_bars
+from scheduler.bench import NAMES, Result, _turns, available, ratio_bars
 from scheduler.cli import main
 
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    """One short run through the real CLI (two rounds, so the figures are medians),
-    shared by the checks below.
+    """One short run through the real CLI (two rounds of turns), shared by the checks
+    below.
 
     REDIS_URL (if set) is honoured, so the run uses the same server as the other tests.
     """
     result = CliRunner().invoke(
-        main, ["bench", "limiter", "--json", "--seconds", "0.3", "--clients", "1", "--rounds", "2"]
+        main, ["bench", "limiter", "--json", "--seconds", "0.15", "--clients", "1", "--rounds", "2"]
     )
     assert result.exit_code == 0, result.output
     data: dict[str, Any] = json.loads(result.stdout)
@@ -88,3 +88,14 @@ def test_client_counts_are_validated() -> None:
     result = CliRunner().invoke(main, ["bench", "limiter", "--clients", "0,2"])
     assert result.exit_code == 2
     assert "positive" in result.output
+
+
+def test_turns_rotate_so_no_contender_always_follows_the_same_one() -> None:
+    names = ["a", "b", "c", "d"]
+    turns = _turns(names, 8)
+    assert all(turns.count(n) == 8 for n in names)
+    for name in names:
+        places = {turns[r * 4 : r * 4 + 4].index(name) for r in range(8)}
+        before = {turns[i - 1] for i in range(1, len(turns)) if turns[i] == name}
+        assert places == {0, 1, 2, 3}, (name, turns)
+        assert len(before) > 1, (name, turns)
