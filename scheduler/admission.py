@@ -134,13 +134,11 @@ class Admission:
     def _enqueue(self, txn: PrTxn, mid: str, state: MessageState, *, at_front: bool) -> None:
         """Queue one run of a message: a fresh RQ job for its next dispatch number."""
         member = f"{txn.pr}|{mid}"
-        previous = queued_entry(member, state.dispatch)
         state.dispatch += 1
         state.status, state.line = "queued", None
         txn.put(mid, state)
         dispatch = state.dispatch
         txn.later(lambda p: p.zrem(self.keys.timed, member))
-        txn.later(lambda p: p.zrem(self.keys.queued, previous))
         entry = queued_entry(member, dispatch)
         txn.later(lambda p: p.zadd(self.keys.queued, {entry: 0}))
         txn.later(
@@ -617,8 +615,6 @@ class Admission:
         state.status, state.reason = "failed", f"{why}: run lost {state.lost} times"
         state.finished_ms = now_ms
         txn.put(mid, state)
-        entry = queued_entry(f"{txn.pr}|{mid}", state.dispatch)
-        txn.later(lambda p: p.zrem(self.keys.queued, entry))
         meta.inflight = max(0, meta.inflight - 1)
         txn.meta_dirty.add("inflight")
         self._fill(txn, self._backlog(txn))
@@ -638,12 +634,11 @@ class Admission:
         entry = queued_entry(member, dispatch)
 
         def body(txn: PrTxn) -> bool:
+            txn.later(lambda p: p.zrem(self.keys.queued, entry))  # whatever becomes of it
             state = txn.msgs.get(mid)
             if state is None or state.status != "queued" or state.dispatch != dispatch:
-                txn.later(lambda p: p.zrem(self.keys.queued, entry))
                 return False
             if txn.meta is None or state.gen != txn.meta.gen:
-                txn.later(lambda p: p.zrem(self.keys.queued, entry))
                 return self._drop_stale(txn, mid, state)
             self._rerun(txn, mid, state, now_ms, f"the job of its run {dispatch} was lost")
             return True

@@ -8,7 +8,7 @@ finished) without the claim it made. The message stays `queued`, no job will eve
 claim it, and the reaper, which watches claims, never sees it.
 
 Every queued run is listed in `P:queued` (`<member>@<dispatch>`, added with its job,
-removed by its claim). The sweep compares that list with RQ's queue: a run whose job
+removed by its claim or by `Admission.redispatch`). The sweep compares that list with RQ's queue: a run whose job
 is on the queue is waiting its turn; one whose job is not was either just popped (its
 claim follows within milliseconds) or is lost. A run still unclaimed and off the
 queue `grace_ms` after it was first seen so is dispatched again. The grace is one
@@ -38,7 +38,6 @@ class LostJobSweep:
         self.grace_ms = grace_ms
         self.every_ms = min(every_ms, max(1, grace_ms // 2))
         self.next_ms = 0
-        self.redispatched = 0
 
     def due(self, now_ms: int) -> bool:
         return now_ms >= self.next_ms
@@ -70,5 +69,4 @@ class LostJobSweep:
             if adm.redispatch(member, dispatch, now_ms):
                 log.warning("the job of %s run %d was lost; running it again", member, dispatch)
                 moved += 1
-        self.redispatched += moved
         return moved

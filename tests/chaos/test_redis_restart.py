@@ -49,7 +49,6 @@ def _view(chaos: Chaos) -> dict[str, Any]:
         "provider": stats["windows"][0]["used_now"] / 1000,
         "charges": {rid.decode(): now_ms - at for rid, at in recent},  # id -> age, ms
         "admitted": stats["admitted"],
-        "sync_charges": sum(k.startswith(b"c:~sync:") for k in charges),
         "sync_ids": sorted(k.decode() for k in charges if k.startswith(b"c:~sync:")),
         "t": time.monotonic(),
     }
@@ -82,7 +81,7 @@ def _on_tick(chaos: Chaos, now_sim: float) -> None:
             _synced(notes, after, since=before, at_reading=True)
     elif "synced" not in notes:
         view, after = _view(chaos), notes["crash"]["after"]
-        if view["limiter"] >= view["provider"] and view["sync_charges"] > after["sync_charges"]:
+        if view["limiter"] >= view["provider"] and len(view["sync_ids"]) > len(after["sync_ids"]):
             _synced(notes, view, since=after, at_reading=False)
         elif view["t"] - after["t"] > 10:
             notes["synced"] = {"never": view}
