@@ -8,13 +8,14 @@ finished) without the claim it made. The message stays `queued`, no job will eve
 claim it, and the reaper, which watches claims, never sees it.
 
 Every queued run is listed in `P:queued` (`<member>@<dispatch>`, added with its job,
-removed by its claim or by `Admission.redispatch`). The sweep compares that list with RQ's queue: a run whose job
-is on the queue is waiting its turn; one whose job is not was either just popped (its
-claim follows within milliseconds) or is lost. A run still unclaimed and off the
-queue `grace_ms` after it was first seen so is dispatched again. The grace is one
-claim period: a worker whose claim was forgotten takes it back with its next
-heartbeat (every third of a claim period), before the sweep would run it twice.
-A wrong guess costs one idle job, never a second review: see `Admission.redispatch`.
+removed by its claim or by `Admission.redispatch`). The sweep compares that list with
+RQ's queue: a run whose job is on the queue is waiting its turn; one whose job is not
+was either just popped (its claim follows within milliseconds) or is lost. A run
+still unclaimed and off the queue `grace_ms` after it was first seen so is dispatched
+again. The grace is one claim period: a worker whose claim was forgotten takes it
+back with its next heartbeat (every third of a claim period), before the sweep would
+run it twice. A wrong guess costs one idle job, never a second review: see
+`Admission.redispatch`.
 """
 
 from __future__ import annotations
