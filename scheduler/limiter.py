@@ -9,6 +9,7 @@ or RQ: it takes costs in milli-units, PR ids and request ids.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -36,6 +37,13 @@ _DAY_MS = 86_400_000
 # acquire sweeps expired leases once this many leases are stored (or the cap): a
 # released lease leaves at once, so only crashed or unreleased ones wait for it.
 _SWEEP_AT = 32
+# `sync` books the provider's own count as a charge under a request id of its own,
+# "~sync:<window>:<now>:<used>" (lua/sync.lua; the numbers as Lua prints them): no
+# request may take, settle or refund one. The prefix is a cheap first test.
+_SYNC_ID_PREFIX = "~sync:"
+_SYNC_ID = re.compile(r"~sync:[A-Za-z0-9_]+:[-+.e0-9]+:[-+.e0-9]+")
+# Window names are spliced into the scripts' source and patterns (see `_plan_lua`).
+_WINDOW_NAME = re.compile(r"[A-Za-z0-9_]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +111,11 @@ class LimiterStatus:
     windows: list[WindowStatus]
     leases: list[LeaseStatus]
     block: BlockStatus | None
+
+
+def _is_sync_id(request_id: str) -> bool:
+    """Whether `request_id` is one `sync` may book its charges under (see _SYNC_ID)."""
+    return request_id.startswith(_SYNC_ID_PREFIX) and _SYNC_ID.fullmatch(request_id) is not None
 
 
 @cache
@@ -210,6 +223,9 @@ class Limiter:
         `WINDOWS()`): in Redis, each table and closure built on every acquire costs,
         and acquire's usual path builds none."""
         windows = self._enforced.windows
+        for w in windows:  # `Window` validates this; a plan built unvalidated must not slip by
+            if not _WINDOW_NAME.fullmatch(w.name):
+                raise ValueError(f"window names must match [A-Za-z0-9_]+, got {w.name!r}")
         longest = max((w.duration_ms for w in windows), default=0)
         purge = next((i for i, w in enumerate(windows, 1) if w.duration_ms == longest), 0)
         flat, tables = [], []
@@ -309,9 +325,11 @@ class Limiter:
                 "end",
                 *checks,
                 f"if {' and '.join(f'o{i} <= 0' for i in nums)} then break end",
-                "local record = cost and nows .. '|' .. pr .. "
+                # The PR id is any text but '|': joined with `..`, as fmt's '%s' stops
+                # at a NUL byte. See `charge_of` in lua/_lib.lua for how it is read.
+                "local record = nows .. '|' .. pr .. (cost and "
                 + " .. ".join(f"'|{name}=' .. costs" for name in record),
-                f"  or fmt('%s|%s|{'|'.join(f'{name}=%d' for name in record)}', nows, pr, {costs})",
+                f"  or fmt('|{'|'.join(f'{name}=%d' for name in record)}', {costs}))",
                 "redis.call('HSET', state,",
                 f"  'g', fmt('{'|'.join(g_out)}', {', '.join(g_args)}),",
                 f"  'p:' .. pr, fmt('{'|'.join(p_out)}', {own}),",
@@ -371,8 +389,16 @@ class Limiter:
         """
         if not pr or "|" in pr:
             raise ValueError(f"pr must be a non-empty id without '|', got {pr!r}")
-        if not request_id or "|" in model:
-            raise ValueError("request_id must be non-empty and model must not contain '|'")
+        if (
+            not request_id
+            or "|" in model
+            or (request_id.startswith(_SYNC_ID_PREFIX) and _is_sync_id(request_id))
+        ):
+            raise ValueError(
+                "request_id must be non-empty and not of the form "
+                "'~sync:<window>:<n>:<n>' (reserved for sync), and model must not "
+                f"contain '|'; got {request_id!r}, {model!r}"
+            )
         if lease_ms <= 0:
             raise ValueError(f"lease_ms must be positive, got {lease_ms}")
         lease_id = self.lease_id(request_id, model)
@@ -419,6 +445,8 @@ class Limiter:
         return self._settle(request_id, b"0", refund=True)
 
     def _settle(self, request_id: str, costs: bytes, *, refund: bool) -> bool:
+        if _is_sync_id(request_id):
+            return False  # sync's charge, not a request's: no request has this id
         args: list[_Arg] = [self._now_arg(), request_id, b"1" if refund else b"0", costs]
         return int(self._scripts["settle"](keys=self._keys[:2], args=args)) == 1
 

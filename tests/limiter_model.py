@@ -9,6 +9,7 @@ fresh sum over the live charges, every wait a walk over future expiry times.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -19,6 +20,20 @@ __all__ = ["INF", "ModelLimiter", "Snapshot"]
 
 INF = math.inf
 Cost = int | Mapping[str, int]
+# The contract's ids (docs/limiter.md, "Ids"): sync books its charges under request ids
+# "~sync:<window>:<n>:<n>", so no request may take one.
+SYNC_ID = re.compile(r"~sync:[A-Za-z0-9_]+:[-+.e0-9]+:[-+.e0-9]+")
+
+
+def _check_ids(pr: str, request_id: str, model: str) -> None:
+    """Any text is an id, except what the contract rules out: an empty PR id or request
+    id, a '|' in a PR id or a model, and a request id of sync's form."""
+    if pr == "" or "|" in pr:
+        raise ValueError(f"bad PR id {pr!r}")
+    if request_id == "" or SYNC_ID.fullmatch(request_id):
+        raise ValueError(f"bad request id {request_id!r}")
+    if "|" in model:
+        raise ValueError(f"bad model {model!r}")
 
 
 @dataclass
@@ -216,6 +231,7 @@ class ModelLimiter:
     def acquire(
         self, cost: Cost, pr: str, request_id: str, lease_ms: int, *, model: str = ""
     ) -> Grant | Denial:
+        _check_ids(pr, request_id, model)
         reason, window, wait = self.decide(cost, pr, request_id, model=model)
         now = self._now()
         costs = self._costs(cost)
@@ -250,6 +266,7 @@ class ModelLimiter:
 
     def settle(self, request_id: str, actual_cost: Cost) -> bool:
         now = self._now()
+        # A request's charge only: sync's charges are kept apart, by window, not by id.
         charge = self.charges.get(request_id)
         if charge is None:
             return False

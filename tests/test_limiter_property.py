@@ -39,7 +39,8 @@ from scheduler.plans import Plan, Policy, Window
 
 T0 = 1_700_000_000_000
 PRS = ("a", "b", "c")
-MODELS = ("m1", "m2")
+# "m" is a prefix of "m1" (leases are "<model>|<request id>"); the third is syntax.
+MODELS = ("m1", "m", "%.*[:{}\n")
 SOAK = int(os.environ.get("REVIEWQ_SOAK", "0") or 0)
 REASONS = ("cooldown", "concurrency", "window", "reserve", "pr_share")
 
@@ -144,6 +145,102 @@ COSTS = st.one_of(AMOUNTS, AMOUNTS, st.tuples(AMOUNTS, AMOUNTS))
 LEASE_MS = st.one_of(st.sampled_from([1, 50, 250, 1000]), st.integers(1, 4000))
 PICK = st.one_of(st.none(), st.integers(0, 40))  # None: a fresh / unknown id
 
+# ------------------------------------------------------------------- hostile ids
+# Ids are data (docs/limiter.md, "Ids"): whatever a PR id, request id or model holds,
+# the limiter and the model must agree. Each of these is syntax somewhere: in the packed
+# records ("|", "=", ","), in hash fields ("c:", "p:", "g", "b:r"), in hash tags ("{}"),
+# in Lua patterns and formats ("%", "[", "(", ".", "*", "^", "$", "-"), in JSON, in C
+# strings (NUL), or it is long: 200 multi-byte characters.
+
+WINDOW_NAMES = ("short", "long", "regen")  # every window name the plans above use
+HOSTILE_TEXT = (
+    "=",
+    "==1",
+    "a=b=c",
+    "x=1,2,3",
+    "/",
+    "owner/repo#12",
+    "#",
+    ":",
+    "p:a",
+    "c:r1",
+    "g",
+    "b:r",
+    "{}",
+    "{prop}",
+    "%",
+    "%d%s%%",
+    "%w+=(%-?%d+)",
+    "[",
+    "(",
+    ".",
+    "*",
+    ".*",
+    "^$",
+    "-",
+    "\n",
+    "a\nshort=5",
+    "\t",
+    "\x00",
+    "a\x00b",
+    '"',
+    "\\",
+    "null",
+    "0",
+    "-1",
+    " ",
+    "é" * 200,
+    "\U0001f642" * 200,
+)
+
+
+def cost_like(names: list[str] | tuple[str, ...]) -> st.SearchStrategy[str]:
+    """PR ids that read like a record's cost for one of the plan's windows."""
+    amounts = st.one_of(
+        st.sampled_from([999_999_999, -999_999_999, 0, 1, 500, 3500]), st.integers()
+    )
+    return st.builds(lambda n, v: f"{n}={v}", st.sampled_from(names), amounts)
+
+
+def hostile_prs(names: list[str] | tuple[str, ...]) -> st.SearchStrategy[str]:
+    return st.one_of(
+        cost_like(names),
+        st.sampled_from(HOSTILE_TEXT),
+        # NUL ends a C string: Lua's string.format('%s') drops what follows it
+        st.builds(
+            lambda a, b: f"{a}\x00{b}",
+            st.sampled_from(["", "a", *names]),
+            st.text().filter(lambda s: "|" not in s),
+        ),
+        st.text(min_size=1).filter(lambda s: "|" not in s),
+    )
+
+
+# Request ids may hold '|' (the app's are "<pr>|<message>.r<n>"); only sync's own ids
+# ("~sync:<window>:<n>:<n>") are reserved. Fresh ones are made unique by `_rid`.
+HOSTILE_RIDS = st.one_of(
+    st.sampled_from(
+        [*HOSTILE_TEXT, "|", "a|b", "m1|r1", "r1|short=999999999", "~sync:", "~sync:a|b.r0"]
+    ),
+    st.text(min_size=1).filter(lambda s: not s.startswith("~sync:")),
+)
+# For the tests below the state machine: a plain PR or a hostile one.
+PR_IDS = st.one_of(st.sampled_from(PRS), st.sampled_from(PRS), hostile_prs(WINDOW_NAMES))
+# An index into the run's PRs, the plain ones first: most picks stay with the plain
+# three, so that a PR's use still often reaches its share (pr_share denials).
+PR_PICK = st.one_of(st.integers(0, 2), st.integers(0, 5))
+BAD_IDS = st.sampled_from(  # (pr, request id, model): acquire refuses each
+    [
+        ("", "r", ""),
+        ("a|b", "r", ""),
+        ("|", "r", ""),
+        ("a", "", ""),
+        ("a", "r", "m|1"),
+        ("a", "~sync:short:1700000000000:5", ""),
+        ("a", "~sync:regen:1.7e+15:-1", ""),
+    ]
+)
+
 
 class LimiterMachine(RuleBasedStateMachine):
     """Real limiter and model, side by side; `client` and `seen` are set per test run.
@@ -166,9 +263,14 @@ class LimiterMachine(RuleBasedStateMachine):
         self.rids: list[str] = []
         self.lease_ids: list[str] = []
         self.serial = 0
+        self.prs: tuple[str, ...] = PRS
+        self.rid_texts: list[str] = []
+        self.issued: set[str] = set()
+        self.hostile_rids: set[str] = set()
+        self.sync_ids: list[str] = []
 
-    @initialize(plan=PLANS, policy=POLICIES, start=st.integers(0, 10_000))
-    def setup(self, plan: Plan, policy: Policy, start: int) -> None:
+    @initialize(plan=PLANS, policy=POLICIES, start=st.integers(0, 10_000), data=st.data())
+    def setup(self, plan: Plan, policy: Policy, start: int, data: st.DataObject) -> None:
         self.clock.now = T0 + start
         account = fresh_account()
         self.real = Limiter(self.client, account, plan, policy, clock=self.clock)
@@ -176,6 +278,12 @@ class LimiterMachine(RuleBasedStateMachine):
         note(f"account={account} plan={plan.windows} concurrency={plan.concurrency}")
         caps = [policy.caps(w.limit_milli) for w in plan.windows]
         note(f"per_model={plan.concurrency_per_model} caps={caps}")
+        # The run's cast: the plain PRs, then up to three hostile ones, some of which
+        # read like a cost for this plan's windows; and texts for fresh request ids.
+        names = [w.name for w in plan.windows]
+        hostile = st.lists(hostile_prs(names), max_size=3, unique=True)
+        self.prs = (*PRS, *(p for p in data.draw(hostile, "hostile PR ids") if p not in PRS))
+        self.rid_texts = data.draw(st.lists(HOSTILE_RIDS, max_size=3), "hostile request ids")
 
     # -- helpers
 
@@ -191,10 +299,25 @@ class LimiterMachine(RuleBasedStateMachine):
         return dict(zip(names, raw, strict=False))
 
     def _rid(self, pick: int | None, *, fresh_ok: bool = True) -> str:
+        """A granted request id, or a fresh one: plain ("r7"), one of the run's hostile
+        texts as it is, or (once that is taken) after a unique prefix ("r7.<text>")."""
         if pick is None or not self.rids:
+            if not fresh_ok:
+                return "never-granted"
             self.serial += 1
-            return f"r{self.serial}" if fresh_ok else "never-granted"
+            k = self.serial % (len(self.rid_texts) + 1)
+            text = self.rid_texts[k - 1] if k else ""
+            rid = text or f"r{self.serial}"
+            if rid in self.issued:
+                rid = f"r{self.serial}.{text}"
+            self.issued.add(rid)
+            if text:
+                self.hostile_rids.add(rid)
+            return rid
         return self.rids[pick % len(self.rids)]
+
+    def _pr(self, pick: int) -> str:
+        return self.prs[pick % len(self.prs)]
 
     def _model_name(self, pick: int) -> str:
         return MODELS[pick % len(MODELS)] if self.pair[0].plan.concurrency_per_model else ""
@@ -210,6 +333,10 @@ class LimiterMachine(RuleBasedStateMachine):
             assert real_snapshot(real) == before, "a denial changed the limiter's view"
         else:
             self._saw("granted (replay)" if got.replayed else "granted")
+            if args[1] not in PRS:
+                self._saw("granted (hostile PR id)")
+            if args[2] in self.hostile_rids:
+                self._saw("granted (hostile request id)")
             if args[2] not in self.rids:
                 self.rids.append(args[2])
             self.lease_ids.append(got.lease_id)
@@ -217,19 +344,20 @@ class LimiterMachine(RuleBasedStateMachine):
 
     # -- rules
 
-    @rule(cost=COSTS, pr=st.sampled_from(PRS), rid=PICK, lease_ms=LEASE_MS, m=st.integers(0, 1))
+    @rule(cost=COSTS, pr=PR_PICK, rid=PICK, lease_ms=LEASE_MS, m=st.integers(0, 2))
     def acquire(
-        self, cost: int | tuple[int, int], pr: str, rid: int | None, lease_ms: int, m: int
+        self, cost: int | tuple[int, int], pr: int, rid: int | None, lease_ms: int, m: int
     ) -> None:
-        self._acquire((self._cost(cost), pr, self._rid(rid), lease_ms), self._model_name(m))
+        args = (self._cost(cost), self._pr(pr), self._rid(rid), lease_ms)
+        self._acquire(args, self._model_name(m))
 
-    @rule(cost=COSTS, pr=st.sampled_from(PRS), rid=PICK, lease_ms=LEASE_MS, m=st.integers(0, 1))
+    @rule(cost=COSTS, pr=PR_PICK, rid=PICK, lease_ms=LEASE_MS, m=st.integers(0, 2))
     def acquire_then_retry_exactly(
-        self, cost: int | tuple[int, int], pr: str, rid: int | None, lease_ms: int, m: int
+        self, cost: int | tuple[int, int], pr: int, rid: int | None, lease_ms: int, m: int
     ) -> None:
         """A denial's retry_after_ms is exact: one ms early is still a denial (of 1 ms),
         on time is a grant."""
-        args = (self._cost(cost), pr, self._rid(rid), lease_ms)
+        args = (self._cost(cost), self._pr(pr), self._rid(rid), lease_ms)
         model = self._model_name(m)
         ref = self.pair[1]
         record = ref.charges.get(args[2])
@@ -257,6 +385,21 @@ class LimiterMachine(RuleBasedStateMachine):
             return
         assert isinstance(again, Grant), f"retry after {first} was {again}"
         self._saw(f"retried on time after: {first.reason}")
+
+    @rule(bad=BAD_IDS, sync=PICK)
+    def refuse_bad_ids(self, bad: tuple[str, str, str], sync: int | None) -> None:
+        """Both refuse the ids the contract rules out, and no request can settle or
+        refund a charge booked by sync (the invariant then checks nothing moved)."""
+        real, ref = self.pair
+        pr, request_id, model = bad
+        for limiter in (real, ref):
+            with pytest.raises(ValueError):
+                limiter.acquire(1, pr, request_id, 1000, model=model)
+        self._saw("bad id refused")
+        if sync is not None and self.sync_ids:
+            sync_id = self.sync_ids[sync % len(self.sync_ids)]
+            self._same(f"settle({sync_id!r}, 0)", real.settle(sync_id, 0), ref.settle(sync_id, 0))
+            self._same(f"refund({sync_id!r})", real.refund(sync_id), ref.refund(sync_id))
 
     def _lease(self, pick: int | None) -> str:
         if pick is None or not self.lease_ids:
@@ -319,7 +462,10 @@ class LimiterMachine(RuleBasedStateMachine):
         used = max(0, ref.snapshot().used[name] + delta)
         reset_at = self.clock.now + reset
         call = f"sync({name!r}, {used}, now{reset:+})"
-        self._same(call, real.sync(name, used, reset_at), ref.sync(name, used, reset_at))
+        moved = real.sync(name, used, reset_at)
+        self._same(call, moved, ref.sync(name, used, reset_at))
+        if moved:  # the id its charge is booked under, if it booked one (lua/sync.lua)
+            self.sync_ids.append(f"~sync:{name}:{self.clock.now}:{used}")
 
     @rule(step=st.integers(1, 60))
     def tick(self, step: int) -> None:
@@ -372,6 +518,8 @@ def assert_reached_every_path(seen: Counter[str]) -> None:
     for call in ("release", "renew", "settle", "refund", "block", "sync"):
         assert seen[f"{call} -> True"] and seen[f"{call} -> False"], call
     assert seen["granted (replay)"] and seen["denied: window (never)"]
+    for what in ("granted (hostile PR id)", "granted (hostile request id)", "bad id refused"):
+        assert seen[what], what
 
 
 def test_limiter_matches_model(redis: redis_py.Redis) -> None:
@@ -425,7 +573,7 @@ class Pair:
 
 
 HISTORY_OP = st.one_of(
-    st.tuples(st.just("acquire"), AMOUNTS, st.sampled_from(PRS), PICK, LEASE_MS, st.integers(0, 1)),
+    st.tuples(st.just("acquire"), AMOUNTS, PR_IDS, PICK, LEASE_MS, st.integers(0, 1)),
     st.tuples(st.just("tick"), st.integers(1, 400)),
     st.tuples(st.just("boundary"), st.integers(0, 20)),
     st.tuples(st.just("release"), st.integers(0, 20)),
@@ -590,7 +738,7 @@ def test_retry_at_exactly_retry_after_succeeds(
     assert h.call("settle", "final", cost) is True, "the grant recorded no charge"
 
 
-PROBE = st.tuples(AMOUNTS, st.sampled_from(PRS), LEASE_MS, st.integers(0, 1), st.integers(0, 300))
+PROBE = st.tuples(AMOUNTS, PR_IDS, LEASE_MS, st.integers(0, 1), st.integers(0, 300))
 
 
 @settings(FUNCTION_SCOPED, max_examples=100)

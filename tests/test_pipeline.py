@@ -412,6 +412,34 @@ def test_a_worker_killed_mid_call_loses_nothing_and_charges_once(
     )
 
 
+def test_a_pr_named_like_a_window_cannot_switch_the_limiter_off(
+    pipeline: PipelineFactory, unique: str
+) -> None:
+    """A security review drove a window's total to -999,989,999 with a PR named
+    `requests_5h=999999999`: the Lua read a charge's cost by searching the record's
+    text, PR id included. Here a PR of that shape, through the real workers, gets
+    exactly the window's 3 requests, and the simulator (the referee) agrees."""
+    pl = pipeline(plan=plan_of(unique, limit=3, window_ms=3_600_000), latency=fixed(0.05))
+    pl.start_workers(1)
+    paths = [f"src/hostile_{i}.py" for i in range(6)]
+    assert len(planned_files(paths)) == 6
+    ref = PullRequestRef(id="requests=999999999", head_sha="5ec0e1d", forge="local")
+    pl.enqueue(ref, {"kind": "diff", "text": unified_diff(paths)})
+
+    def three_done_rest_waiting() -> bool:
+        states = [s.status for s in pl.view(ref.id).current().values()]
+        return states.count("done") == 3 and set(states) <= {"done", "waiting", "pending"}
+
+    pl.wait(three_done_rest_waiting, 30, "3 messages done and the others waiting")
+    time.sleep(0.5)  # anything over-granted would reach the simulator by now
+    stats = pl.stats()
+    assert stats["requests"] == 3 and stats["by_status"] == {"200": 3}
+    (window,) = pl.limiter().status().windows
+    assert window.used == 3000 and window.pr_used == {ref.id: 3000}
+    reasons = {s.reason for s in pl.view(ref.id).current().values() if s.status == "waiting"}
+    assert reasons and all("window" in (r or "") for r in reasons), reasons
+
+
 # --- 2. a new head supersedes the old one ---------------------------------------------
 
 

@@ -13,11 +13,18 @@
 --                b:r                 the block's reason
 --                p:<pr>              the PR's use, "<w>=u|<w>=u..." in plan order; gone
 --                                    when all are 0
---                c:<request id>      charge record "grant_ms|pr|<w>=cost|<w>=cost..."
+--                c:<request id>      charge record "grant_ms|pr|<w>=cost|<w>=cost...",
+--                                    fields read by position: pr is any text without
+--                                    '|' (see `charge_of`); '' for sync's charges
 --   log    ZSET  request id -> grant ms, one log for every window of the plan
 --   leases ZSET  lease id   -> deadline ms (live while deadline > now); expired ones
 --                are swept by acquire once SWEEP_AT leases (or the cap) are stored
 -- Amounts are integer milli-units. A charge counts in a window while now < grant + D.
+-- Ids are data, never syntax: a PR id (any text but '|'), a request id (any text) and a
+-- model (any text but '|') are only compared whole, or used whole as a field name or
+-- set member, and never go into a Lua pattern or a format's '%s' (which stops at a NUL
+-- byte). The one id read out of a packed string is a record's PR, by position. Window
+-- names ([A-Za-z0-9_], checked by `Limiter`) are the only names in patterns.
 --
 -- Why packed: in Redis, every hash field read or written, every command and every Lua
 -- table costs on each acquire; acquire's usual path reads three fields and writes
@@ -136,13 +143,19 @@ local function LIB()
     return record
   end
 
-  -- The cost a charge record holds for window `name`, and the PR it belongs to.
+  -- The cost a charge record holds for window `name`, and the PR it belongs to. The
+  -- record's fields are read by position: the PR id is the 2nd field (any text but
+  -- '|'), and the costs are only looked for after it, so that no PR id (say
+  -- "requests_5h=999999999") can be taken for a cost.
   function L.charge_of(record, name)
     if not record then
       return 0, ''
     end
-    return tonumber(string.match(record, '|' .. name .. '=(%-?%d+)')) or 0,
-      string.match(record, '^[^|]*|([^|]*)')
+    local pr, costs_at = string.match(record, '^[^|]*|([^|]*)()')
+    if not pr then
+      return 0, ''
+    end
+    return tonumber(string.match(record, '|' .. name .. '=(%-?%d+)', costs_at)) or 0, pr
   end
 
   -- Regenerating bucket at `now` ('' or nil: unset). A full bucket re-anchors at now,

@@ -18,8 +18,12 @@ local record = L.live_record(vals[1], now)
 if not record then
   return 0
 end
-local granted_at = tonumber(string.match(record, '^([^|]*)'))
-local pr = string.match(record, '^[^|]*|([^|]*)')
+-- By position, as `L.charge_of` reads it: "grant_ms|pr|<w>=cost|...", pr any text but '|'.
+local granted, pr = string.match(record, '^([^|]*)|([^|]*)')
+if not granted then
+  return 0
+end
+local granted_at = tonumber(granted)
 local costs = {}
 for c in string.gmatch(ARGV[4], '[^,]+') do
   costs[#costs + 1] = tonumber(c)
@@ -28,7 +32,7 @@ end
 local gv = L.gload(vals[2])
 local pv = pr ~= '' and L.pload(redis.call('HGET', state, 'p:' .. pr)) or nil
 local pr_moved = false
-local parts = {granted_at, pr}
+local parts = {granted, pr} -- the record rebuilt: the same grant time and PR, new costs
 for i, w in ipairs(windows) do
   local old = L.charge_of(record, w.name)
   local new = refund and 0 or (costs[i] or costs[1])
@@ -52,7 +56,7 @@ for i, w in ipairs(windows) do
   else
     new = old -- it left this window; a later trim must take off what was added
   end
-  parts[#parts + 1] = w.name .. '=' .. new
+  parts[#parts + 1] = w.name .. '=' .. string.format('%d', new)
 end
 if refund then
   redis.call('HDEL', state, 'c:' .. rid)
