@@ -1,6 +1,8 @@
 # reviewq: one image for the webhook server (`reviewq serve`) and the workers
 # (`reviewq worker`); compose.yaml picks the command.
-FROM python:3.11-slim
+# Pinned to one build of the official image: a tag can be moved, a digest cannot. To
+# upgrade, pick a tag and take its digest from `docker buildx imagetools inspect <tag>`.
+FROM python:3.11.16-slim-bookworm@sha256:0bee7276f83efd4a1ee05bbbf4281d95ed28e079220a9457f25a93e3f1e3c31b
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

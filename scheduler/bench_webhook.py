@@ -38,6 +38,7 @@ from rq import Queue
 
 from scheduler.bench_load import CLIENTS, Client, Delivery, drive
 from scheduler.bench_load import run as run_async
+from scheduler.jobqueue import review_queue
 from scheduler.localredis import LocalRedis, RedisServerNotFound, RedisServerStartError, free_port
 from scheduler.simreport import percentile
 from scheduler.webhook.github import sign
@@ -251,7 +252,7 @@ def run_webhook_bench(
     secret = secrets.token_hex(16)
     batch = deliveries(warmup + count, secret.encode(), run)
     store = redis_lib.Redis.from_url(redis_url)
-    queue = Queue(run, connection=store)
+    queue = review_queue(run, store)
     try:
         with _serve_process(redis_url, run, secret, workers) as url:
             if warmup:

@@ -22,7 +22,7 @@ import types
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import ErrorDetails
@@ -80,17 +80,42 @@ def redact(secret: str | None) -> str:
     return "****" + secret[-4:]
 
 
+# Query parameters that may carry a secret: redis-py authenticates with `password`
+# from the query as well as from the userinfo, and passes the others on (`ssl_password`).
+_SECRET_PARAM = re.compile(r"pass|secret|token", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """Redis URLs may carry a password (`redis://:pw@host`); show the rest for debugging."""
+    """A Redis URL fit to print: the password is masked wherever redis-py would read
+    one, in the userinfo (`redis://user:pw@host`) or the query (`?password=pw`), and the
+    rest is shown for debugging. A URL with an `@` outside its userinfo shows only its
+    scheme: an unencoded `?` or `#` in a password would otherwise leak the rest of it."""
+    base, mark, query = url.partition("?")
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(base)
         password = parts.password
     except ValueError:
         return "****"
-    if password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:****@{host}"))
+    if "@" in url and "@" not in parts.netloc:
+        return f"{parts.scheme}://****" if parts.scheme else "****"
+    shown = base
+    if password is not None:
+        host = parts.netloc.rpartition("@")[2]
+        shown = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:****@{host}"))
+    return f"{shown}{mark}{_redact_query(query)}" if mark else shown
+
+
+def _redact_query(query: str) -> str:
+    """Each secret parameter as `name=****`. A segment without `=` right after one is
+    taken as the rest of its value (an unencoded `&` in it) and goes too."""
+    out: list[str] = []
+    hiding = False
+    for segment in query.split("&"):
+        name, eq, _ = segment.partition("=")
+        if eq or not hiding:
+            hiding = bool(eq) and _SECRET_PARAM.search(unquote_plus(name)) is not None
+            out.append(f"{name}=****" if hiding else segment)
+    return "&".join(out)
 
 
 # What a provider's plan is for, when `[review] model` does not say (dated presets too).
@@ -127,7 +152,10 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    redis_url: str = Field(default="redis://localhost:6379/0", pattern=r"^(redis|rediss|unix)://")
+    # Left out of repr: a URL may carry the Redis password.
+    redis_url: str = Field(
+        default="redis://localhost:6379/0", pattern=r"^(redis|rediss|unix)://", repr=False
+    )
     queue_name: str = Field(default="reviewq", pattern=r"^[\w.:-]{1,100}$")
     default_policy: Policy = Policy()
     accounts: list[Account] = Field(default_factory=list)

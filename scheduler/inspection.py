@@ -17,9 +17,9 @@ import statistics
 from typing import Literal, cast
 
 import redis as redis_lib
-from rq import Queue
 
 from scheduler.config import Settings, redact_url
+from scheduler.jobqueue import review_queue
 from scheduler.limiter import Limiter, LimiterStatus
 from scheduler.operate import LIMITER_PREFIX, deployment_prefix
 from scheduler.plans import Account
@@ -48,7 +48,7 @@ def redis_now_ms(redis: redis_lib.Redis) -> int:
 
 
 def _queue_counts(redis: redis_lib.Redis, settings: Settings, keys: Keys) -> QueueCounts:
-    queue = Queue(settings.queue_name, connection=redis)
+    queue = review_queue(settings.queue_name, redis)
     registries = (
         queue.started_job_registry,
         queue.scheduled_job_registry,

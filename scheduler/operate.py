@@ -17,6 +17,7 @@ from rq import Queue
 
 from scheduler.admission import Admission
 from scheduler.config import Settings
+from scheduler.jobqueue import review_queue
 from scheduler.prstate import Keys
 from workers.runtime import RuntimeSpec
 
@@ -118,7 +119,7 @@ def connect(settings: Settings, *, ping: bool = True) -> Deployment:
     client = redis_lib.Redis.from_url(settings.redis_url)
     if ping:
         client.ping()
-    queue = Queue(settings.queue_name, connection=client)
+    queue = review_queue(settings.queue_name, client)
     admission = Admission(
         client, queue, prefix=deployment_prefix(settings), fairness=settings.review.fairness
     )

@@ -23,11 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
 from scheduler.admission import FINALIZE_JOB, REVIEW_JOB
 from scheduler.intake import PLAN_JOB
+from scheduler.jobqueue import fetch_job
 from scheduler.operate import Deployment
 from scheduler.prstate import read_pr, split_member
 from workers.changes import PullRequestRef
@@ -62,6 +63,9 @@ def _last_line(text: str | None) -> str:
     return lines[-1].strip() if lines else ""
 
 
+_UNREADABLE = "not JSON: queued by a reviewq version that pickled jobs; never run"
+
+
 def _classify(dep: Deployment, job: Job) -> tuple[JobKind, str | None, bool, str]:
     kind = _KINDS.get(job.func_name or "", "other")
     args: tuple[Any, ...] = tuple(job.args or ())
@@ -91,10 +95,13 @@ def failed_jobs(dep: Deployment, pr: str | None = None) -> list[FailedJob]:
     out = []
     for job_id in ids:
         try:
-            job = Job.fetch(job_id, connection=dep.redis)
+            job = fetch_job(job_id, dep.redis)
+            kind, owner, live, note = _classify(dep, job)
         except NoSuchJobError:
             continue  # its hash expired; RQ drops the id at its next cleanup
-        kind, owner, live, note = _classify(dep, job)
+        except DeserializationError:  # pickled by a version before jobs were JSON
+            out.append(FailedJob(job_id, "other", None, False, _UNREADABLE, ""))
+            continue
         if pr is not None and owner != pr:
             continue
         result = job.latest_result()

@@ -27,6 +27,7 @@ from rq import Queue
 from scheduler.admission import Admission, Fairness
 from scheduler.config import Settings
 from scheduler.intake import enqueue_pr
+from scheduler.jobqueue import review_queue
 from scheduler.localredis import LocalRedis, redis_url_or_local
 from scheduler.plans import Account, Plan, Policy, Window
 from scheduler.prstate import Retention
@@ -250,7 +251,7 @@ def _wait_for_workers(client: redis_lib.Redis, queue_name: str, count: int) -> N
     two seconds to start would otherwise cost ten simulated minutes."""
     from rq import Worker
 
-    queue = Queue(queue_name, connection=client)
+    queue = review_queue(queue_name, client)
     deadline = time.monotonic() + 60
     while len(Worker.all(queue=queue)) < count:
         if time.monotonic() > deadline:
@@ -302,7 +303,7 @@ def run_scenario(
         stack.callback(client.close)
         admission = Admission(
             client,
-            Queue(spec.queue_name, connection=client),
+            review_queue(spec.queue_name, client),
             prefix=spec.prefix,
             fairness=spec.fairness,
             fallback_ms=spec.fallback_ms,

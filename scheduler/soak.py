@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from rq import Queue, Worker
+from rq import Worker
 
+from scheduler.jobqueue import review_queue
 from scheduler.prstate import TERMINAL, read_pr
 from scheduler.scenario import Scenario
 from scheduler.simulate import SimRun, run_scenario
@@ -76,7 +77,7 @@ def _rss_kb(pid: int) -> int | None:
 def _sample(run: SimRun, now_sim: float) -> SoakSample:
     info = cast(dict[str, Any], run.redis.info("memory"))
     trace = cast(int | None, run.redis.memory_usage(run.admission.keys.trace)) or 0
-    queue = Queue(run.admission.queue.name, connection=run.redis)
+    queue = review_queue(run.admission.queue.name, run.redis)
     rss = {}
     for worker in Worker.all(queue=queue):
         if worker.pid and (kb := _rss_kb(worker.pid)) is not None:

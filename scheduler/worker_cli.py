@@ -32,6 +32,7 @@ from rq.job import Job, JobStatus
 
 from scheduler.admission import Admission
 from scheduler.config import Settings
+from scheduler.jobqueue import fetch_job, review_queue
 from scheduler.operate import deployment_prefix
 from scheduler.waker import Waker
 from workers.runtime import RuntimeSpec, run_worker
@@ -66,7 +67,7 @@ def _child(spec: RuntimeSpec, burst: bool) -> None:
 
 def _admission(spec: RuntimeSpec) -> Admission:
     client = redis_lib.Redis.from_url(spec.redis_url)
-    queue = Queue(spec.queue_name, connection=client)
+    queue = review_queue(spec.queue_name, client)
     return Admission(
         client, queue, prefix=spec.prefix, fairness=spec.fairness, retention=spec.retention
     )
@@ -111,7 +112,7 @@ _TAKEN = frozenset({JobStatus.QUEUED, JobStatus.STARTED})
 
 def _fetch(client: redis_lib.Redis, job_id: str) -> Job | None:
     try:
-        return Job.fetch(job_id, connection=client)
+        return fetch_job(job_id, client)
     except NoSuchJobError:
         return None
 
@@ -127,7 +128,7 @@ def _recover(spec: RuntimeSpec, pids: Collection[int]) -> bool:
     which must not stop supervision: the children may have died of that very outage."""
     client = redis_lib.Redis.from_url(spec.redis_url)
     try:
-        for job_id in requeue_orphans(client, Queue(spec.queue_name, connection=client), pids):
+        for job_id in requeue_orphans(client, review_queue(spec.queue_name, client), pids):
             log.warning("requeued job %s of a worker that died while running it", job_id)
     except redis_lib.RedisError:
         log.warning("could not requeue the jobs of dead workers %s", pids, exc_info=True)

@@ -9,12 +9,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from click.testing import CliRunner, Result
-from rq.job import Job
 
 from scheduler.admission import REVIEW_JOB, Admission
 from scheduler.cli import main
 from scheduler.config import Settings, load_settings
 from scheduler.intake import enqueue_pr
+from scheduler.jobqueue import fetch_job
 from scheduler.operate import Deployment, connect
 from workers.changes import PullRequestRef
 
@@ -72,7 +72,7 @@ def take(adm: Admission, pr: str | None = None, claim_ms: int = 60_000) -> tuple
     """Take the queue's first review job (of `pr`, if given) as a worker would, and
     claim its message."""
     for job_id in adm.queue.get_job_ids():
-        job = Job.fetch(job_id, connection=adm.redis)
+        job = fetch_job(job_id, adm.redis)
         if job.func_name == REVIEW_JOB and (pr is None or job.args[1].startswith(f"{pr}|")):
             break
     else:

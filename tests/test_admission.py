@@ -8,17 +8,17 @@ from typing import cast
 
 import pytest
 import redis as redis_py
-from rq import Queue
 from rq.job import Job
 
 from scheduler.admission import FINALIZE_JOB, REVIEW_JOB, Admission, Fairness, job_id_for
+from scheduler.jobqueue import fetch_job, review_queue
 from scheduler.prstate import read_pr
 from scheduler.waker import Waker
 
 
 @pytest.fixture
 def adm(redis: redis_py.Redis, unique: str) -> Admission:
-    return Admission(redis, Queue(f"q-{unique}", connection=redis), prefix=f"t:{unique}")
+    return Admission(redis, review_queue(f"q-{unique}", redis), prefix=f"t:{unique}")
 
 
 def queued(adm: Admission) -> list[Job]:
@@ -29,7 +29,7 @@ def take(adm: Admission, claim_ms: int = 60_000) -> tuple[str, int]:
     """Pop the queue's first job the way a worker would and claim its message."""
     job_id = adm.queue.pop_job_id()
     assert job_id is not None, "queue is empty"
-    job = Job.fetch(job_id, connection=adm.redis)
+    job = fetch_job(job_id, adm.redis)
     assert job.func_name == REVIEW_JOB
     _, member, dispatch = job.args
     assert adm.claim(member, dispatch, claim_ms) is not None
@@ -58,7 +58,7 @@ def test_fifo_queues_everything_and_the_last_finish_queues_finalize(
 ) -> None:
     adm = Admission(
         redis,
-        Queue(f"q-{unique}", connection=redis),
+        review_queue(f"q-{unique}", redis),
         prefix=f"t:{unique}",
         fairness=Fairness(mode="fifo"),
     )
@@ -230,13 +230,13 @@ def test_two_deployments_on_one_redis_never_share_a_job(redis: redis_py.Redis, u
     two policies of one `simulate`) shared ids, the second's job took over the first's
     key with its result TTL still set, and vanished from the queue before it ran."""
     first, second = (
-        Admission(redis, Queue(f"q{n}-{unique}", connection=redis), prefix=f"t{n}:{unique}")
+        Admission(redis, review_queue(f"q{n}-{unique}", redis), prefix=f"t{n}:{unique}")
         for n in (1, 2)
     )
     first.submit("o/r#20", "sha", ["a"], files=1, plan={})
     member, dispatch = take(first)
     finish(first, member, dispatch)
-    old = Job.fetch(job_id_for(first.keys.prefix, member, dispatch), connection=redis)
+    old = fetch_job(job_id_for(first.keys.prefix, member, dispatch), redis)
     old.cleanup(ttl=5)  # a finished job keeps its key only for its result TTL
     second.submit("o/r#20", "sha", ["a"], files=1, plan={})
     (job,) = queued(second)

@@ -18,7 +18,16 @@ from rq import Queue, Worker
 from rq.job import JobStatus
 
 from scheduler.cli import main
+from scheduler.jobqueue import ReviewJob, fetch_job, review_queue
 from scheduler.plans import get_preset
+from workers.sandbox import (
+    BASE_PATHS,
+    DEV_KEY,
+    Latency,
+    ProviderConfig,
+    create_provider_app,
+    serve_in_thread,
+)
 
 DIFF = """diff --git a/src/app.py b/src/app.py
 --- a/src/app.py
@@ -106,38 +115,66 @@ def test_worker_requeues_the_job_of_a_child_killed_mid_job(
 ) -> None:
     """SIGKILL a `reviewq worker` child while it runs a job: the parent replaces the
     child and puts the job back on the queue, where RQ alone would leave it marked
-    started until the job timeout, then fail it."""
+    started until the job timeout, then fail it. The job is a real review call, held
+    for 3 s by the provider simulator (workers run only reviewq's own jobs)."""
     queue_name = f"q-{unique}"
-    config = _config(tmp_path, redis_url, queue_name)
-    env = {**os.environ, "REVIEWQ_TEST_KEY": "not-a-real-key"}
-    args = ["--config", str(config), "worker", "--processes", "1"]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from scheduler.cli import main; main()", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    plan = get_preset("synthetic")
+    config = ProviderConfig(
+        flavour="synthetic", plan=plan, latency=Latency(median_s=3.0, p95_s=3.0), seed=1
     )
-    client = redis_py.Redis.from_url(redis_url)
-    queue = Queue(queue_name, connection=client)
-    try:
-        job = queue.enqueue("time.sleep", 2, job_id=f"sleep-{unique}")
-        first = _wait(lambda: _running(queue, job.id), "the job to start")
-        os.kill(first, signal.SIGKILL)
-        _wait(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, "the job to finish")
-        assert _running(queue, job.id) is None
-        assert first not in {w.pid for w in Worker.all(queue=queue)}  # unregistered
-    finally:
-        proc.terminate()
-        proc.wait(60)
-        for key in client.scan_iter(match=f"*{queue_name}*"):
-            client.delete(key)
-        client.delete(f"rq:job:{job.id}")
-        client.close()
+    with serve_in_thread(create_provider_app(config)) as sim:
+        path = tmp_path / "reviewq.toml"
+        path.write_text(
+            f'redis_url = "{redis_url}"\nqueue_name = "{queue_name}"\n'
+            '[[accounts]]\nname = "synth"\nplan = "synthetic"\n'
+            f'base_url = "{sim.url}{BASE_PATHS["synthetic"]}"\n'
+            'api_key_env = "REVIEWQ_TEST_KEY"\n'
+            '[review]\nsink = "log"\n'
+        )
+        env = {**os.environ, "REVIEWQ_TEST_KEY": DEV_KEY}
+        diff = tmp_path / "pr.diff"
+        diff.write_text(DIFF)
+        queued = CliRunner().invoke(
+            main, ["--config", str(path), "enqueue", "--diff", str(diff), "--pr", "killed"]
+        )
+        assert queued.exit_code == 0, queued.output
+        args = ["--config", str(path), "worker", "--processes", "1"]
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from scheduler.cli import main; main()", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis_py.Redis.from_url(redis_url)
+        queue = review_queue(queue_name, client)
+        try:
+            job_id, first = _wait(lambda: _review_running(queue), "a review job to start")
+            os.kill(first, signal.SIGKILL)
+            job = fetch_job(job_id, client)
+            finished = lambda: job.get_status(refresh=True) == JobStatus.FINISHED  # noqa: E731
+            _wait(finished, "the job to finish")
+            assert _running(queue, job_id) is None
+            assert first not in {w.pid for w in Worker.all(queue=queue)}  # unregistered
+        finally:
+            proc.terminate()
+            proc.wait(60)
+            for key in client.scan_iter(match=f"*{queue_name}*"):
+                client.delete(key)
+            client.close()
+
+
+def _review_running(queue: Queue) -> tuple[str, int] | None:
+    """(job id, worker pid) of a review job a worker is running, once one is."""
+    for worker in Worker.all(queue=queue, job_class=ReviewJob):
+        job_id = worker.get_current_job_id()
+        if job_id and job_id.startswith("rq-msg-") and worker.pid:
+            return job_id, int(worker.pid)
+    return None
 
 
 def _running(queue: Queue, job_id: str) -> int | None:
     """The pid of the worker running `job_id`, if one is."""
-    for worker in Worker.all(queue=queue):
+    for worker in Worker.all(queue=queue, job_class=ReviewJob):
         if worker.get_current_job_id() == job_id:
             return int(worker.pid or 0) or None
     return None

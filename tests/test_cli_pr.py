@@ -26,6 +26,7 @@ from rq.job import Job
 
 from scheduler.admission import job_id_for
 from scheduler.intake import PLAN_JOB
+from scheduler.jobqueue import fetch_job, review_queue, review_worker
 from scheduler.operate import PrSyntaxError, parse_pr
 from scheduler.prstate import read_pr
 from workers.changes import ChangedFile, PullRequestRef
@@ -44,7 +45,7 @@ def fake() -> Iterator[FakeGitHubServer]:
 
 def plan_jobs(redis: redis_py.Redis, queue: str) -> list[Job]:
     ids = [i.decode() for i in cast(list[bytes], redis.lrange(f"rq:queue:{queue}", 0, -1))]
-    jobs = [Job.fetch(i, connection=redis) for i in ids]
+    jobs = [fetch_job(i, redis) for i in ids]
     return [j for j in jobs if j.func_name == PLAN_JOB]
 
 
@@ -273,10 +274,8 @@ def test_retry_failed_rearms_failed_messages_of_open_reviews(
 def _run_worker_once(dep_queue_name: str, redis: redis_py.Redis) -> None:
     """A real RQ worker in this process: no runtime is configured for its prefix,
     so every reviewq job fails, as it would for a misconfigured worker."""
-    from rq import Queue
-
-    queue = Queue(dep_queue_name, connection=redis)
-    SimpleWorker([queue], connection=redis).work(burst=True, logging_level="CRITICAL")
+    queue = review_queue(dep_queue_name, redis)
+    review_worker([queue], redis).work(burst=True, logging_level="CRITICAL")
 
 
 def test_retry_failed_requeues_live_rq_jobs_and_leaves_stale_ones(

@@ -358,7 +358,45 @@ def test_redact(secret: str | None, shown: str) -> None:
         ("redis://:pw123@host:6379/0", "redis://:****@host:6379/0"),
         ("rediss://user:pw123@host/1", "rediss://user:****@host/1"),
         ("redis://[::1", "****"),
+        # redis-py also authenticates with `password` from the query string.
+        ("redis://host:6379/0?password=pw123", "redis://host:6379/0?password=****"),
+        (
+            "rediss://host/0?ssl_cert_reqs=none&password=pw123",
+            "rediss://host/0?ssl_cert_reqs=none&password=****",
+        ),
+        ("unix:///run/redis.sock?password=pw123&db=2", "unix:///run/redis.sock?password=****&db=2"),
+        ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+        ("redis://u:pw1@host/0?password=pw2", "redis://u:****@host/0?password=****"),
+        (
+            "redis://host/0?PASSWORD=pw123&ssl_password=kp",
+            "redis://host/0?PASSWORD=****&ssl_password=****",
+        ),
+        ("redis://host/0?db=1&username=bob", "redis://host/0?db=1&username=bob"),
+        # URL-encoded, and an unencoded & in a password, which redis-py cuts short.
+        ("redis://:p%40ss%3Aw@host/0", "redis://:****@host/0"),
+        ("redis://host/0?password=p%40ss%26w", "redis://host/0?password=****"),
+        ("redis://host/0?password=pw&123&db=1", "redis://host/0?password=****&db=1"),
+        # Malformed: an unencoded ? or # in a password moves its tail past the userinfo.
+        ("redis://:pw?123@host/0", "redis://****"),
+        ("redis://:pw#123@host/0", "redis://****"),
+        ("redis://host/0?password=pw#123", "redis://host/0?password=****"),
+        ("redis://host:port/0", "redis://host:port/0"),
     ],
 )
 def test_redact_url(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:s3cr3t@h/0?password=s3cr3t",
+        "unix:///s.sock?password=s3cr3t",
+        "redis://:s3c?r3t@h",
+        "redis://h/0?password=s3c&r3t",
+        "redis://h/0?db=0&password=s3cr3t#x",
+    ],
+)
+def test_no_part_of_the_password_survives_redaction(url: str) -> None:
+    shown = redact_url(url)
+    assert "s3c" not in shown and "r3t" not in shown, shown

@@ -9,6 +9,7 @@ from rq import Queue
 from scheduler.admission import Admission
 from scheduler.config import Settings
 from scheduler.intake import enqueue_pr
+from scheduler.jobqueue import review_queue
 from scheduler.plans import Account, get_preset
 from workers.changes import PullRequestRef
 from workers.jobs import GITLAB_UNSUPPORTED, plan_pr
@@ -35,8 +36,15 @@ def test_a_gitlab_merge_request_ends_cancelled_with_the_reason(
         model="m",
     )
     configure(spec)
-    admission = Admission(redis, Queue(spec.queue_name, connection=redis), prefix=prefix)
-    ref = PullRequestRef(id="group/project!4", head_sha="abc123", forge="gitlab")
+    admission = Admission(redis, review_queue(spec.queue_name, redis), prefix=prefix)
+    ref = PullRequestRef(
+        id="group/project!4",
+        head_sha="abc1234",
+        forge="gitlab",
+        owner="group",
+        repo="project",
+        number=4,
+    )
     source = {"kind": "gitlab", "project_id": 1, "iid": 4}
     assert enqueue_pr(admission, ref, source)
     assert plan_pr(prefix, ref.model_dump_json(), source) == GITLAB_UNSUPPORTED

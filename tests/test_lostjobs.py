@@ -12,10 +12,9 @@ from typing import cast
 
 import pytest
 import redis as redis_py
-from rq import Queue
-from rq.job import Job
 
 from scheduler.admission import MAX_RUNS, Admission, job_id_for
+from scheduler.jobqueue import fetch_job, review_queue
 from scheduler.lostjobs import LostJobSweep
 from scheduler.prstate import MessageState, queued_entry, read_pr
 
@@ -24,7 +23,7 @@ GRACE = 3_000
 
 @pytest.fixture
 def adm(redis: redis_py.Redis, unique: str) -> Admission:
-    return Admission(redis, Queue(f"q-{unique}", connection=redis), prefix=f"t:{unique}")
+    return Admission(redis, review_queue(f"q-{unique}", redis), prefix=f"t:{unique}")
 
 
 def state_of(adm: Admission, member: str) -> MessageState:
@@ -39,7 +38,7 @@ def pop(adm: Admission) -> tuple[str, int]:
     list); the crash then loses everything after it."""
     job_id = adm.queue.pop_job_id()
     assert job_id is not None, "queue is empty"
-    _, member, dispatch = Job.fetch(job_id, connection=adm.redis).args
+    _, member, dispatch = fetch_job(job_id, adm.redis).args
     return member, dispatch
 
 

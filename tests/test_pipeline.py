@@ -43,6 +43,7 @@ from rq.job import Job
 from scheduler.admission import FINALIZE_JOB, Admission, Fairness, job_id_for
 from scheduler.config import Settings
 from scheduler.intake import enqueue_pr, plan_job_id
+from scheduler.jobqueue import ReviewJob, fetch_job, review_queue
 from scheduler.limiter import Limiter
 from scheduler.plans import Account, Plan, Policy, Window
 from scheduler.prstate import PrView, read_pr
@@ -154,7 +155,7 @@ class Pipeline:
 
     def worker_running(self, member: str) -> int | None:
         """The pid of the RQ worker whose current job is a run of `member`."""
-        for worker in Worker.all(queue=self.admission.queue):
+        for worker in Worker.all(queue=self.admission.queue, job_class=ReviewJob):
             job = worker.get_current_job()
             if job is not None and len(job.args) > 1 and job.args[1] == member:
                 return worker.pid
@@ -306,7 +307,7 @@ def pipeline(redis: redis_py.Redis, redis_url: str, unique: str) -> Iterator[Pip
         )
         admission = Admission(
             redis,
-            Queue(spec.queue_name, connection=redis),
+            review_queue(spec.queue_name, redis),
             prefix=spec.prefix,
             fairness=spec.fairness,
             job_timeout_s=spec.job_timeout_s,
@@ -404,7 +405,7 @@ def test_a_worker_killed_mid_call_loses_nothing_and_charges_once(
     review = pl.review(ref.id, ref.head_sha)
     assert review is not None and review.messages_done == 6 and review.messages_failed == 0
     assert pl.stored_heads(ref.id) == {ref.head_sha}
-    fin = Job.fetch(job_id_for(pl.spec.prefix, ref.id, view.meta.gen, "fin"), connection=pl.redis)
+    fin = fetch_job(job_id_for(pl.spec.prefix, ref.id, view.meta.gen, "fin"), pl.redis)
     assert fin.return_value() == "review posted"
     print(
         f"\ncrash: killed {mid} (pid {pid}); limiter used {window.used // 1000}, "
@@ -703,8 +704,8 @@ def test_github_rate_limits_and_a_502_while_posting_still_post_exactly_once(
     assert fake_github.control.requests_to(REVIEW_POST) == 1  # the retry found the marker
     # Run 0 and 1 met the rate limits, run 2 the 502; run 3 found the review posted.
     first = job_id_for(pl.spec.prefix, ref.id, view.meta.gen, "fin")
-    runs = [Job.fetch(first, connection=pl.redis)]
-    runs += [Job.fetch(f"{first}-r{n}", connection=pl.redis) for n in (1, 2, 3)]
+    runs = [fetch_job(first, pl.redis)]
+    runs += [fetch_job(f"{first}-r{n}", pl.redis) for n in (1, 2, 3)]
     results = [cast(str, job.return_value()) for job in runs]
     assert [r.split(" ")[:2] for r in results[:3]] == [
         ["retry", "1"],
@@ -731,12 +732,14 @@ def test_a_rate_limit_while_listing_files_plans_the_pr_later(
     view = pl.wait_done(ref.id, 30)
     assert view.meta.error is None and view.meta.gen == 1
     check_posted(fake_github, ref)
-    assert fake_github.control.requests_to(FILES, 403) == 2
+    assert fake_github.control.requests_to(PULL, 403) == 2
+    assert fake_github.control.requests_to(PULL, 200) == 1
     assert fake_github.control.requests_to(FILES, 200) == 1
-    plan = Job.fetch(plan_job_id(pl.spec.prefix, ref), connection=pl.redis).return_value()
-    rerun = Job.fetch(plan_job_id(pl.spec.prefix, ref, 1), connection=pl.redis).return_value()
+    assert fake_github.control.requests_to(FILES, 403) == 0
+    plan = fetch_job(plan_job_id(pl.spec.prefix, ref), pl.redis).return_value()
+    rerun = fetch_job(plan_job_id(pl.spec.prefix, ref, 1), pl.redis).return_value()
     assert str(plan).startswith("retry 1 in") and str(rerun).startswith("retry 2 in")
-    assert Job.fetch(plan_job_id(pl.spec.prefix, ref, 2), connection=pl.redis).return_value()
+    assert fetch_job(plan_job_id(pl.spec.prefix, ref, 2), pl.redis).return_value()
 
 
 FILES = "GET /repos/{owner}/{repo}/pulls/{number}/files"

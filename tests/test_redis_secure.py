@@ -145,3 +145,18 @@ def test_a_wrong_password_exits_3_without_echoing_it(tls_redis: str, tmp_path: P
     result = CliRunner().invoke(main, ["--config", str(config), "inspect"])
     assert result.exit_code == EXIT_REDIS, result.output
     assert "not-the-password" not in result.output and PASSWORD not in result.output
+
+
+def test_a_password_in_the_query_string_is_used_and_never_shown(
+    tls_redis: str, tmp_path: Path
+) -> None:
+    """redis-py also authenticates with `?password=`: the CLI reaches the server with
+    it, and its output masks it as it masks a password in the userinfo."""
+    url = tls_redis.replace(f":{PASSWORD}@", "") + f"&password={quote(PASSWORD, safe='')}"
+    assert redis_py.Redis.from_url(url).ping()
+    config = _config(tmp_path, url)
+    runner = CliRunner()
+    for args in (["config"], ["inspect"], ["inspect", "--json"]):
+        result = runner.invoke(main, ["--config", str(config), *args])
+        assert result.exit_code == 0, result.output
+        assert PASSWORD not in result.output and "password=****" in result.output, args

@@ -14,10 +14,9 @@ from typing import cast
 
 import pytest
 import redis as redis_py
-from rq import Queue
-from rq.job import Job
 
 from scheduler.admission import Admission, Fairness
+from scheduler.jobqueue import fetch_job, review_queue
 from scheduler.prstate import read_pr
 from scheduler.waker import Waker
 
@@ -26,7 +25,7 @@ from scheduler.waker import Waker
 def adm(request: pytest.FixtureRequest, redis: redis_py.Redis, unique: str) -> Admission:
     return Admission(
         redis,
-        Queue(f"q-{unique}", connection=redis),
+        review_queue(f"q-{unique}", redis),
         prefix=f"t:{unique}",
         fairness=Fairness(mode=request.param),
     )
@@ -35,7 +34,7 @@ def adm(request: pytest.FixtureRequest, redis: redis_py.Redis, unique: str) -> A
 def take(adm: Admission) -> tuple[str, int]:
     job_id = adm.queue.pop_job_id()
     assert job_id is not None, "queue is empty"
-    _, member, dispatch = Job.fetch(job_id, connection=adm.redis).args
+    _, member, dispatch = fetch_job(job_id, adm.redis).args
     assert adm.claim(member, dispatch, 60_000) is not None
     return member, dispatch
 

@@ -20,6 +20,7 @@ from rq import Queue
 
 from scheduler.admission import Admission, Fairness
 from scheduler.config import ConfigError, Settings
+from scheduler.jobqueue import review_queue, review_worker
 from scheduler.prstate import Retention
 from workers.planning import PlanningConfig
 from workers.providers.attempt import DEFAULT_RETRY, RetryPolicy
@@ -79,7 +80,7 @@ class Runtime:
     def __init__(self, spec: RuntimeSpec) -> None:
         self.spec = spec
         self.redis = redis_lib.Redis.from_url(spec.redis_url)
-        self.queue = Queue(spec.queue_name, connection=self.redis)
+        self.queue = review_queue(spec.queue_name, self.redis)
         self.admission = Admission(
             self.redis,
             self.queue,
@@ -159,11 +160,9 @@ def runtime() -> Runtime:
 def run_worker(spec: RuntimeSpec, *, burst: bool = False, logging_level: str = "WARNING") -> None:
     """The body of one worker process (`reviewq worker`, `simulate`, the tests): an RQ
     `SimpleWorker` on this process's runtime; SIGTERM makes it finish its job and stop."""
-    from rq import SimpleWorker
-
     configure(spec)
     rt = runtime()
-    worker = SimpleWorker(
+    worker = review_worker(
         [rt.queue], connection=rt.redis, maintenance_interval=spec.maintenance_interval_s
     )
     worker.work(burst=burst, logging_level=logging_level)

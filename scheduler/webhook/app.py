@@ -33,7 +33,8 @@ from starlette.routing import Route
 
 from scheduler.admission import Admission
 from scheduler.config import Settings, redact_url
-from scheduler.intake import enqueue_pr
+from scheduler.intake import ForgeConflict, enqueue_pr
+from scheduler.jobqueue import review_queue
 from scheduler.limiter import Limiter
 from scheduler.operate import LIMITER_PREFIX, deployment_prefix
 from scheduler.prstate import Keys
@@ -103,7 +104,7 @@ class WebhookService:
         self.settings, self.redis = settings, redis
         self.limit = settings.webhook.max_body_bytes
         prefix = deployment_prefix(settings)
-        queue = Queue(settings.queue_name, connection=redis)
+        queue = review_queue(settings.queue_name, redis)
         fairness = settings.review.fairness
         self.admission = Admission(redis, queue, prefix=prefix, fairness=fairness)
         self.deliveries = Deliveries(redis, prefix, settings.webhook.dedupe_ttl_s)

@@ -37,12 +37,12 @@ from typing import Any, cast
 
 import httpx
 import redis as redis_py
-from rq import Queue, Worker
+from rq import Worker
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
 
 from scheduler.admission import job_id_for
 from scheduler.demo import WebhookIntake
+from scheduler.jobqueue import fetch_job, review_queue
 from scheduler.limiter import Limiter
 from scheduler.localredis import LocalRedis
 from scheduler.prstate import TERMINAL, read_pr
@@ -246,7 +246,7 @@ class Supervisors:
         """RQ workers registered on the queue whose process is alive and ours."""
         assert self.spec is not None and self.redis is not None
         ours = {pid for _, proc in self.procs for pid in descendants(proc.pid)}
-        queue = Queue(self.spec.queue_name, connection=self.redis)
+        queue = review_queue(self.spec.queue_name, self.redis)
         return [w for w in Worker.all(queue=queue) if w.pid in ours and alive(int(w.pid or 0))]
 
     def group_of(self, pid: int) -> int | None:
@@ -497,7 +497,7 @@ def _job_state(run: SimRun, member: str, dispatch: int) -> dict[str, Any]:
     """For a message that did not end: what RQ says of the job of its last dispatch."""
     try:
         job_id = job_id_for(run.admission.keys.prefix, member, dispatch)
-        job = Job.fetch(job_id, connection=run.redis)
+        job = fetch_job(job_id, run.redis)
     except NoSuchJobError:
         return {"job": "missing"}
     return {"job": str(job.get_status()), "worker": job.worker_name, "job_ended": job.ended_at}
@@ -506,7 +506,7 @@ def _job_state(run: SimRun, member: str, dispatch: int) -> dict[str, Any]:
 def _failure(run: SimRun, job_id: str) -> str:
     """An RQ job in the failed registry: what it was and the last line of why."""
     try:
-        job = Job.fetch(job_id, connection=run.redis)
+        job = fetch_job(job_id, run.redis)
     except NoSuchJobError:
         return job_id
     why = (job.exc_info or "").strip().splitlines()
@@ -514,7 +514,7 @@ def _failure(run: SimRun, job_id: str) -> str:
 
 
 def _read_workers(chaos: Chaos, run: SimRun) -> list[dict[str, Any]]:
-    queue = Queue(chaos.spec.queue_name, connection=run.redis)
+    queue = review_queue(chaos.spec.queue_name, run.redis)
     rows = []
     for worker in Worker.all(queue=queue):
         pid = int(worker.pid or 0)
@@ -567,7 +567,7 @@ def run_chaos(
         ended["prs"] = _read_prs(run)
         ended["workers"] = _read_workers(chaos, run)
         ended["github"] = chaos.github.stats()
-        queue = Queue(chaos.spec.queue_name, connection=run.redis)
+        queue = review_queue(chaos.spec.queue_name, run.redis)
         ended["rq_failed"] = [_failure(run, j) for j in queue.failed_job_registry.get_job_ids()]
         ended["sim_log"] = {
             n: httpx.get(f"{h.url}/_sim/log", timeout=10).json()["entries"]

@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 from harness import Chaos, Group, base_scenario, check_invariants, faketime_binary, run_chaos
-from rq import Queue, Worker
+from rq import Worker
 
+from scheduler.jobqueue import review_queue
 from scheduler.localredis import LocalRedis
 
 pytestmark = [
@@ -33,7 +34,7 @@ def _clocks(chaos: Chaos) -> None:
     """Each live worker's own idea of now (RQ records it as the worker's last
     heartbeat) against Redis's clock, per group."""
     redis_now = dt.datetime.fromtimestamp(chaos.sim.admission.now_ms() / 1000, dt.UTC)
-    queue = Queue(chaos.spec.queue_name, connection=chaos.sim.redis)
+    queue = review_queue(chaos.spec.queue_name, chaos.sim.redis)
     seen: dict[int, list[float]] = {}
     for worker in Worker.all(queue=queue):
         group = chaos.supervisors.group_of(int(worker.pid or 0))

@@ -13,10 +13,10 @@ import uuid
 
 import pytest
 import redis as redis_py
-from rq import Queue
 
 from scheduler.admission import Admission
 from scheduler.bench_webhook import _drive, _run, _serve_process, deliveries
+from scheduler.jobqueue import review_queue
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 
@@ -39,7 +39,7 @@ def test_a_flood_enqueues_exactly_the_valid_unique_deliveries(
     batch = genuine + forged + again
     rng.shuffle(batch)
     client = redis_py.Redis.from_url(redis_url)
-    queue = Queue(run, connection=client)
+    queue = review_queue(run, client)
     try:
         with _serve_process(redis_url, run, secret) as url:
             _, statuses, seconds = _run(_drive(url, batch, 8))
