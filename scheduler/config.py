@@ -31,6 +31,7 @@ from scheduler.admission import Fairness
 from scheduler.plans import PRESETS, Account, Plan, Policy, Window, get_preset
 from scheduler.webhook_config import WebhookSettings
 from workers.planning_config import PlanningConfig
+from workers.review import DEFAULT_MAX_COMMENT_CHARS, DEFAULT_MAX_COMMENTS
 
 __all__ = [
     "AccountConfig",
@@ -132,6 +133,15 @@ class ReviewSettings(BaseModel):
     sink: Literal["log", "github"] = "log"
     github_url: str = Field(default="https://api.github.com", pattern=r"^https?://")
     github_token_env: str = Field(default="GITHUB_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # The account reviewq posts as, so only its own earlier review stops a repost: the
+    # token's `GET /user` answer when unset, which GitHub App tokens cannot ask for.
+    github_login: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}(\[bot\])?$"
+    )
+    # What one review may carry of a model's output: line comments, and characters per
+    # comment (comments over the cap are counted in the review body, not posted).
+    max_comments: int = Field(default=DEFAULT_MAX_COMMENTS, ge=0, le=1000)
+    max_comment_chars: int = Field(default=DEFAULT_MAX_COMMENT_CHARS, ge=200, le=60_000)
     fairness: Fairness = Fairness()
 
     def model_for(self, accounts: list[Account]) -> str:

@@ -56,6 +56,9 @@ def runtime_spec(settings: Settings) -> RuntimeSpec:
         sink=review.sink,
         github_url=review.github_url,
         github_token_env=review.github_token_env,
+        github_login=review.github_login,
+        max_comments=review.max_comments,
+        max_comment_chars=review.max_comment_chars,
         max_tokens=review.max_tokens,
     )
 

@@ -137,6 +137,36 @@ def test_list_reviews_pages_and_create_review_sends_comments() -> None:
         assert stored == [{"path": "a.py", "line": 3, "side": "RIGHT", "body": "b changed"}]
 
 
+def test_viewer_login_is_asked_once_per_client(fake: FakeGitHubServer) -> None:
+    client = client_for(fake)
+    assert client.viewer_login() == "reviewq-sandbox[bot]"
+    assert client.viewer_login() == "reviewq-sandbox[bot]"
+    assert fake.control.requests_to("GET /user") == 1
+    assert client_for(fake).viewer_login() == "reviewq-sandbox[bot]"  # a new client asks
+    assert fake.control.requests_to("GET /user") == 2
+
+
+def test_viewer_login_errors_are_typed() -> None:
+    with serve_fake_github(FakeGitHubConfig(installation_token=True)) as fake:
+        with pytest.raises(GitHubError) as info:
+            client_for(fake).viewer_login()
+        assert info.value.status == 403 and not isinstance(info.value, GitHubRateLimited)
+        assert "GET /user: Resource not accessible by integration" in str(info.value)
+        with pytest.raises(GitHubAuthError):
+            client_for(fake, token=SECRET).viewer_login()
+        fake.control.faults(secondary_rate_limit=1)
+        with pytest.raises(GitHubRateLimited):
+            client_for(fake).viewer_login()
+
+
+def test_a_review_by_a_deleted_account_has_no_user(fake: FakeGitHubServer) -> None:
+    fake.control.add_pr("octo", "app", 1, "sha")
+    fake.control.add_review("octo", "app", 1, user=None, body="ghost")
+    fake.control.add_review("octo", "app", 1, user="octocat", body="author")
+    listed = client_for(fake).list_reviews("octo", "app", 1)
+    assert [(r.user, r.body) for r in listed] == [(None, "ghost"), ("octocat", "author")]
+
+
 # --- errors from the fake -----------------------------------------------------------------
 
 

@@ -8,8 +8,10 @@ anchoring agree with an independent diff reader.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+from markdown_referee import hazards
 
 from workers.changes import ChangedFile, PullRequestRef
 from workers.planning import (
@@ -27,7 +29,9 @@ from workers.planning import (
 from workers.review import ReviewComment
 from workers.sandbox.review import parse_diff, review_content
 
-REF = PullRequestRef(id="acme/api#7", head_sha="0123456789abcdef0123", owner="acme", repo="api")
+REF = PullRequestRef(
+    id="acme/api#7", head_sha="0123456789abcdef0123", owner="acme", repo="api", number=7
+)
 
 # New side of app.py: 10 context, 11-12 added, 13 context (old 11 was removed).
 APP = "@@ -10,3 +10,4 @@ def run():\n ctx\n-old\n+new one\n+new two\n ctx2"
@@ -290,3 +294,86 @@ def test_replies_and_messages_survive_json_as_the_job_layer_stores_them() -> Non
     split = _plan().messages[1]
     assert PlannedMessage.model_validate_json(split.model_dump_json()) == split
     assert parse_reply(_reply([{"path": "lib.py", "line": 1, "body": "b"}]), message) == reply
+
+
+# ------------------------------------------------------------- model output made safe
+
+HOSTILE = (
+    "cc @octocat @acme/security ![pixel](http://evil.example/p.png) "
+    '<img src="http://evil.example/q.png">\n\n```suggestion\nreturn True\n```'
+)
+
+
+def _flood(path: str, count: int, body: str = "note {i}") -> tuple[ReviewComment, ...]:
+    return tuple(_c(path, i + 1, body.format(i=i)) for i in range(count))
+
+
+def test_every_piece_of_model_text_is_made_safe() -> None:
+    content = _reply(
+        [
+            {"path": "src/app.py", "line": 11, "body": HOSTILE},
+            {"path": "x` @octocat ![](http://evil.example/u.png) `", "line": 3, "body": HOSTILE},
+        ],
+        summary=HOSTILE,
+    )
+    reply = parse_reply(content, _message())
+    plan = ReviewPlan(messages=(_message(),), skipped=())
+    review = gather(REF, plan, {0: reply}, {})
+    texts = [review.summary, *(c.body for c in review.comments)]
+    for text in texts:
+        assert hazards(text) == [], text
+        assert "[image removed: pixel]" in text.replace("\\", "")
+        assert "```\nreturn True\n```" in text  # the suggestion, as plain code
+    assert "Remarks not tied to a changed line (1)" in review.summary
+
+
+def test_a_failure_reason_is_made_safe_too() -> None:
+    body = gather(REF, _plan(), {}, {3: "HTTP 400: echoed @octocat <img src=x>"}).summary
+    assert hazards(body) == [] and "echoed @\u200boctocat" in body
+
+
+def test_comments_over_the_cap_are_counted_and_taken_in_turns() -> None:
+    """One message that floods the review cannot crowd out the others' comments."""
+    replies = {
+        0: Reply(summary="flood", comments=_flood("a.py", 600)),
+        1: Reply(summary="small", comments=_flood("big.py", 3, "real finding {i}")),
+    }
+    review = gather(REF, _plan(), replies, {})
+    assert len(review.comments) == 30
+    assert [c.body for c in review.comments if c.path == "big.py"] == [
+        "real finding 0",
+        "real finding 1",
+        "real finding 2",
+    ]
+    # The flood keeps its first 27, in the model's order; posted in line order.
+    assert [c.line for c in review.comments if c.path == "a.py"] == list(range(1, 28))
+    assert "**573 more line comment(s) not posted.** A review carries at most 30" in review.summary
+
+
+def test_caps_come_from_the_caller() -> None:
+    replies = {0: Reply(summary="", comments=_flood("a.py", 5, "x" * 5000 + " {i}"))}
+    review = gather(REF, _plan(), replies, {}, max_comments=2, max_comment_chars=300)
+    assert len(review.comments) == 2 and all(len(c.body) <= 300 for c in review.comments)
+    assert all(c.body.endswith("… _(truncated)_") for c in review.comments)
+    assert "**3 more line comment(s) not posted.**" in review.summary
+    none = gather(REF, _plan(), replies, {}, max_comments=0)
+    assert none.comments == () and "**5 more line comment(s)" in none.summary
+
+
+def test_ten_thousand_comments_and_remarks_are_capped_quickly() -> None:
+    many = _flood("a.py", 10_000, HOSTILE + " {i}")
+    loose = tuple(f"remark {i} @octocat" for i in range(10_000))
+    replies = {0: Reply(summary=HOSTILE * 100, comments=many, unanchored=loose)}
+    started = time.monotonic()
+    review = gather(REF, _plan(), replies, {})
+    assert time.monotonic() - started < 5
+    assert len(review.comments) == 30 and "**9970 more line comment(s)" in review.summary
+    assert "**Remarks not tied to a changed line (10000)**" in review.summary
+    assert "- … and 9970 more" in review.summary
+    assert hazards(review.summary) == [] and len(review.summary) <= 65_000
+
+
+def test_comments_that_are_equal_once_cut_are_posted_once() -> None:
+    same_start = (_c("a.py", 1, "y" * 5000 + "1"), _c("a.py", 1, "y" * 5000 + "2"))
+    review = gather(REF, _plan(), {0: Reply(summary="", comments=same_start)}, {})
+    assert len(review.comments) == 1 and "more line comment" not in review.summary

@@ -226,6 +226,53 @@ def test_control_routes_validate_their_input(fake: FakeGitHubServer) -> None:
     assert httpx.post(fake.url + "/_gh/faults", content=b"{", timeout=10).status_code == 400
 
 
+def test_user_names_the_tokens_account(fake: FakeGitHubServer) -> None:
+    reply = get(fake, "/user")
+    assert reply.status_code == 200 and reply.headers["x-ratelimit-resource"] == "core"
+    user = reply.json()
+    assert (user["login"], user["type"]) == ("reviewq-sandbox[bot]", "Bot")
+    assert isinstance(user["id"], int)
+    assert httpx.get(fake.url + "/user", timeout=10).status_code == 401
+    fake.control.faults(secondary_rate_limit=1)
+    assert get(fake, "/user").status_code == 403
+    assert fake.control.requests_to("GET /user") == 3
+
+
+def test_an_installation_token_cannot_read_user() -> None:
+    with serve_fake_github(FakeGitHubConfig(installation_token=True)) as fake:
+        reply = get(fake, "/user")
+    assert reply.status_code == 403
+    assert reply.json()["message"] == "Resource not accessible by integration"
+
+
+def test_reviews_carry_their_real_author(fake: FakeGitHubServer) -> None:
+    """API reviews are the token's account's; the PR author's and a deleted account's
+    come in through the control route, as GitHub lists them."""
+    post_review(fake, {"commit_id": "head1", "body": "mine", "event": "COMMENT"})
+    by_author = fake.control.add_review("octo", "app", 1, user="octocat", body="theirs")
+    gone = fake.control.add_review(
+        "octo", "app", 1, user=None, body="ghost", commit_id="head1", state="APPROVED"
+    )
+    assert by_author["user"] == {"login": "octocat", "id": by_author["user"]["id"], "type": "User"}
+    assert gone["user"] is None and gone["state"] == "APPROVED"
+    listed = get(fake, PR + "/reviews").json()
+    assert [(r["user"] and r["user"]["login"], r["body"]) for r in listed] == [
+        ("reviewq-sandbox[bot]", "mine"),
+        ("octocat", "theirs"),
+        (None, "ghost"),
+    ]
+    assert all(r["commit_id"] == "head1" for r in listed)
+
+
+def test_adding_a_review_checks_its_input(fake: FakeGitHubServer) -> None:
+    review = {"owner": "octo", "repo": "app", "number": 9, "user": "x", "body": "b"}
+    assert httpx.post(fake.url + "/_gh/reviews", json=review, timeout=10).status_code == 404
+    del review["user"]  # whose review it is must be said, even if it is nobody's
+    review["number"] = 1
+    assert httpx.post(fake.url + "/_gh/reviews", json=review, timeout=10).status_code == 400
+    assert fake.control.reviews() == []
+
+
 def test_control_routes_refuse_callers_not_on_loopback() -> None:
     async def status(config: FakeGitHubConfig, peer: str, server: str, path: str) -> int:
         transport = httpx.ASGITransport(create_github_app(config), client=(peer, 5000))

@@ -14,6 +14,7 @@ from typing import cast
 import pytest
 import redis as redis_py
 
+from scheduler.config import ConfigError
 from workers.changes import ChangedFile, PullRequestRef
 from workers.github import (
     GitHubAuthError,
@@ -23,7 +24,7 @@ from workers.github import (
     GitHubUnprocessable,
 )
 from workers.review import Review, ReviewComment
-from workers.sandbox.github import FakeGitHubServer, serve_fake_github
+from workers.sandbox.github import FakeGitHubConfig, FakeGitHubServer, serve_fake_github
 from workers.sinks import (
     MAX_BODY_CHARS,
     GitHubSink,
@@ -42,14 +43,14 @@ ALSO_GOOD = ReviewComment(path="app.py", line=4, body="`c` is new")
 OUTSIDE = ReviewComment(path="app.py", line=90, body="this line is not in the diff")
 
 
-def ref(number: int = 1, sha: str = "sha1") -> PullRequestRef:
+def ref(number: int = 1, sha: str = "abc0001") -> PullRequestRef:
     return PullRequestRef(
         id=f"octo/app#{number}", head_sha=sha, owner="octo", repo="app", number=number
     )
 
 
 def review(
-    number: int = 1, sha: str = "sha1", *, comments: tuple[ReviewComment, ...] = (), **kw: object
+    number: int = 1, sha: str = "abc0001", *, comments: tuple[ReviewComment, ...] = (), **kw: object
 ) -> Review:
     return Review.model_validate(
         {
@@ -69,9 +70,9 @@ def test_log_round_trip(redis: redis_py.Redis, unique: str) -> None:
     sink = LogSink(redis, prefix=unique)
     r = review(comments=(GOOD,), messages_done=3, stale=True)
     result = sink.post(r, ref())
-    assert result == PostResult(True, False, f"redis:{unique}:reviewlog:octo/app#1#sha1", 0)
+    assert result == PostResult(True, False, f"redis:{unique}:reviewlog:octo/app#1#abc0001", 0)
     assert LogSink.get(redis, "octo/app#1", prefix=unique) == r
-    assert LogSink.get(redis, "octo/app#1", prefix=unique, head_sha="sha1") == r
+    assert LogSink.get(redis, "octo/app#1", prefix=unique, head_sha="abc0001") == r
     assert LogSink.list_prs(redis, prefix=unique) == ["octo/app#1"]
     assert LogSink.get(redis, "octo/app#2", prefix=unique) is None
     assert LogSink.get(redis, "octo/app#1", prefix=unique, head_sha="nope") is None
@@ -85,19 +86,19 @@ def test_log_posting_twice_stores_once(redis: redis_py.Redis, unique: str) -> No
     assert not again.posted and again.already_posted
     assert LogSink.get(redis, "octo/app#1", prefix=unique) == first  # the first one stays
     assert set(cast(list[bytes], redis.hkeys(f"{unique}:reviewlog:octo/app#1"))) == {
-        b"sha:sha1",
+        b"sha:abc0001",
         b"latest",
     }
 
 
 def test_log_latest_follows_new_heads_not_redeliveries(redis: redis_py.Redis, unique: str) -> None:
     sink = LogSink(redis, prefix=unique)
-    old, new = review(sha="old"), review(sha="new")
-    sink.post(old, ref(sha="old"))
-    sink.post(new, ref(sha="new"))
-    assert sink.post(old, ref(sha="old")).already_posted  # a late redelivery
+    old, new = review(sha="0dd0dd0"), review(sha="eee0eee")
+    sink.post(old, ref(sha="0dd0dd0"))
+    sink.post(new, ref(sha="eee0eee"))
+    assert sink.post(old, ref(sha="0dd0dd0")).already_posted  # a late redelivery
     assert LogSink.get(redis, "octo/app#1", prefix=unique) == new
-    assert LogSink.get(redis, "octo/app#1", prefix=unique, head_sha="old") == old
+    assert LogSink.get(redis, "octo/app#1", prefix=unique, head_sha="0dd0dd0") == old
 
 
 def test_log_expires_and_lists_newest_first(redis: redis_py.Redis, unique: str) -> None:
@@ -105,7 +106,7 @@ def test_log_expires_and_lists_newest_first(redis: redis_py.Redis, unique: str) 
     for n in (1, 2, 3):
         sink.post(review(n), ref(n))
         time.sleep(0.005)  # the index orders by Redis time in ms
-    sink.post(review(2, "sha2"), ref(2, "sha2"))
+    sink.post(review(2, "abc0002"), ref(2, "abc0002"))
     assert 3590 <= cast(int, redis.ttl(f"{unique}:reviewlog:octo/app#1")) <= 3600
     assert 3590 <= cast(int, redis.ttl(f"{unique}:reviewlog")) <= 3600
     prs = LogSink.list_prs(redis, prefix=unique)
@@ -125,7 +126,7 @@ def test_log_refuses_a_review_of_another_pr(redis: redis_py.Redis, unique: str) 
 def fake() -> Iterator[FakeGitHubServer]:
     with serve_fake_github() as server:
         files = [ChangedFile(filename="app.py", patch=PATCH), ChangedFile(filename="logo.png")]
-        server.control.add_pr("octo", "app", 1, "sha1", files=files)
+        server.control.add_pr("octo", "app", 1, "abc0001", files=files)
         yield server
 
 
@@ -150,9 +151,9 @@ def test_github_posts_exactly_once_when_called_twice(
     assert first.posted and not first.already_posted and first.folded_comments == 0
     assert not second.posted and second.already_posted and second.location == first.location
     (stored,) = fake.control.reviews()
-    assert stored["html_url"] == first.location and stored["commit_id"] == "sha1"
+    assert stored["html_url"] == first.location and stored["commit_id"] == "abc0001"
     assert stored["state"] == "COMMENTED"
-    assert stored["body"].startswith(review_marker("octo/app#1", "sha1"))
+    assert stored["body"].startswith(review_marker("octo/app#1", "abc0001"))
     assert "Looks fine." in stored["body"] and "Stale" not in stored["body"]
     assert [(c["path"], c["line"]) for c in stored["comments"]] == [("app.py", 3), ("app.py", 4)]
 
@@ -197,8 +198,8 @@ def test_github_folds_comments_github_cannot_place(
 def test_github_422_with_nothing_to_fold_is_raised(
     fake: FakeGitHubServer, sink: GitHubSink
 ) -> None:
-    with pytest.raises(GitHubUnprocessable, match="No commit found for SHA: gone"):
-        sink.post(review(sha="gone"), ref(sha="gone"))
+    with pytest.raises(GitHubUnprocessable, match="No commit found for SHA: dead000"):
+        sink.post(review(sha="dead000"), ref(sha="dead000"))
     assert fake.control.reviews() == [] and fake.control.requests_to(POST) == 1
 
 
@@ -215,32 +216,91 @@ def test_github_rate_limit_is_raised_and_nothing_posted(
 def test_github_a_new_head_gets_its_own_review(fake: FakeGitHubServer, sink: GitHubSink) -> None:
     assert sink.post(review(), ref()).posted
     fake.control.add_pr(
-        "octo", "app", 1, "sha2", files=[ChangedFile(filename="app.py", patch=PATCH)]
+        "octo", "app", 1, "abc0002", files=[ChangedFile(filename="app.py", patch=PATCH)]
     )
-    assert sink.post(review(sha="sha2"), ref(sha="sha2")).posted
-    assert [r["commit_id"] for r in fake.control.reviews()] == ["sha1", "sha2"]
+    assert sink.post(review(sha="abc0002"), ref(sha="abc0002")).posted
+    assert [r["commit_id"] for r in fake.control.reviews()] == ["abc0001", "abc0002"]
 
 
 def test_github_someone_elses_review_on_the_commit_does_not_count(
     fake: FakeGitHubServer, sink: GitHubSink
 ) -> None:
     client = GitHubClient(fake.token, base_url=fake.url)
-    client.create_review("octo", "app", 1, commit_id="sha1", body="LGTM from a human")
-    other = review_marker("octo/app#1", "sha0")  # reviewq's, but of another commit
-    client.create_review("octo", "app", 1, commit_id="sha1", body=other)
+    client.create_review("octo", "app", 1, commit_id="abc0001", body="LGTM from a human")
+    other = review_marker("octo/app#1", "abc0000")  # reviewq's, but of another commit
+    client.create_review("octo", "app", 1, commit_id="abc0001", body=other)
     assert sink.post(review(), ref()).posted
     assert len(fake.control.reviews()) == 3
 
 
+def test_github_a_planted_marker_by_the_pr_author_does_not_stop_the_review(
+    fake: FakeGitHubServer, sink: GitHubSink
+) -> None:
+    """The marker is predictable: the PR's author (or a deleted account, which GitHub
+    lists with no user) can leave it; only reviewq's own review counts."""
+    marker = review_marker("octo/app#1", "abc0001")
+    fake.control.add_review("octo", "app", 1, user="octocat", body=marker, commit_id="abc0001")
+    fake.control.add_review("octo", "app", 1, user=None, body=marker, commit_id="abc0001")
+    first = sink.post(review(), ref())
+    assert first.posted and not first.already_posted
+    again = sink.post(review(), ref())  # reviewq's own earlier review still counts
+    assert again.already_posted and again.location == first.location
+    users = [r["user"] and r["user"]["login"] for r in fake.control.reviews()]
+    assert users == ["octocat", None, "reviewq-sandbox[bot]"]
+    assert fake.control.requests_to(POST) == 1
+    assert fake.control.requests_to("GET /user") == 1  # asked once per client
+
+
+def test_github_own_marker_counts_only_at_the_start_of_the_body(
+    fake: FakeGitHubServer, sink: GitHubSink
+) -> None:
+    client = GitHubClient(fake.token, base_url=fake.url)
+    quoted = "A model quoted it:\n\n" + review_marker("octo/app#1", "abc0001")
+    client.create_review("octo", "app", 1, commit_id="abc0001", body=quoted)
+    assert sink.post(review(), ref()).posted
+
+
+def test_github_login_setting_wins_and_is_case_insensitive(fake: FakeGitHubServer) -> None:
+    client = GitHubClient(fake.token, base_url=fake.url)
+    assert GitHubSink(client, login="Someone-Else").post(review(), ref()).posted
+    # That review is the token's (reviewq-sandbox[bot]), not Someone-Else's: so a sink
+    # told it posts as Someone-Else does not take it for its own.
+    assert GitHubSink(client, login="someone-else").post(review(), ref()).posted
+    again = GitHubSink(client, login="ReviewQ-Sandbox[bot]").post(review(), ref())
+    assert again.already_posted and len(fake.control.reviews()) == 2
+    assert fake.control.requests_to("GET /user") == 0
+
+
+def test_github_app_token_needs_the_login_setting() -> None:
+    """An installation token cannot call `GET /user`: the error names the setting, and
+    nothing is posted; with the setting, posting is idempotent as ever."""
+    with serve_fake_github(FakeGitHubConfig(installation_token=True)) as fake:
+        fake.control.add_pr("octo", "app", 1, "abc0001", files=[ChangedFile(filename="app.py")])
+        client = GitHubClient(fake.token, base_url=fake.url)
+        with pytest.raises(ConfigError, match=r"\[review\] github_login") as info:
+            GitHubSink(client).post(review(), ref())
+        assert "Resource not accessible by integration" in str(info.value)
+        assert fake.control.reviews() == []
+        sink = GitHubSink(client, login="reviewq-sandbox[bot]")
+        assert sink.post(review(), ref()).posted
+        assert sink.post(review(), ref()).already_posted
+
+
+def test_github_folded_comment_paths_cannot_break_out_of_their_code_span() -> None:
+    weird = ReviewComment(path="a`@octocat`.py", line=1, body="x")
+    body = render_body(review(comments=(weird,)), "m", folded=(weird,))
+    assert "**`a\u02cb@\u200boctocat\u02cb.py`, line 1**" in body
+
+
 def test_github_stale_review_says_so(fake: FakeGitHubServer, sink: GitHubSink) -> None:
-    sink.post(review(stale=True), ref(sha="sha9"))
+    sink.post(review(stale=True), ref(sha="abc0009"))
     (stored,) = fake.control.reviews()
-    assert stored["commit_id"] == "sha1"
-    assert "**Stale:** this review is of commit `sha1`" in stored["body"]
+    assert stored["commit_id"] == "abc0001"
+    assert "**Stale:** this review is of commit `abc0001`" in stored["body"]
 
 
 def test_github_needs_a_github_ref(sink: GitHubSink) -> None:
-    local = PullRequestRef(id="octo/app#1", head_sha="sha1", forge="local")
+    local = PullRequestRef(id="octo/app#1", head_sha="abc0001", forge="local")
     with pytest.raises(ValueError, match="not a GitHub PR"):
         sink.post(review(), local)
 
@@ -260,7 +320,7 @@ def test_github_token_stays_out_of_logs_and_errors(
 
 
 def test_body_is_cut_to_githubs_limit_keeping_the_marker() -> None:
-    marker = review_marker("octo/app#1", "sha1")
+    marker = review_marker("octo/app#1", "abc0001")
     huge = review(summary="x" * 70_000)
     body = render_body(huge, marker, folded=(GOOD,))
     assert len(body) == MAX_BODY_CHARS and body.startswith(marker)

@@ -145,8 +145,15 @@ class FileListing:
     truncated: bool
 
 
+class _Viewer(BaseModel):
+    """`GET /user`: the account a token acts as."""
+
+    login: str = Field(min_length=1)
+
+
 class GitHubReview(BaseModel):
-    """A submitted review as GitHub lists it; `user` is the author's login."""
+    """A submitted review as GitHub lists it; `user` is the author's login, None when
+    GitHub lists the review without a user (its author's account was deleted)."""
 
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
@@ -268,6 +275,7 @@ class GitHubClient:
         if origin is None or origin[0] not in ("http", "https"):
             raise ValueError(f"base_url {base_url!r} must be an http(s) URL")
         self._token = token
+        self._login: str | None = None
         self.base_url = base_url.rstrip("/")
         self._origin = origin
         self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
@@ -284,6 +292,14 @@ class GitHubClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def viewer_login(self) -> str:
+        """The login this token acts as (`GET /user`), asked once per client: it is how
+        reviewq tells its own reviews from anyone else's. GitHub App installation
+        tokens get a 403 ("Resource not accessible by integration") here."""
+        if self._login is None:
+            self._login = self._call("GET", "/user", _Viewer).login
+        return self._login
 
     def pull_request(self, owner: str, repo: str, number: int) -> PullRequestInfo:
         return self._call("GET", _pr_path(owner, repo, number), PullRequestInfo)

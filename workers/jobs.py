@@ -336,8 +336,16 @@ def finalize_pr(prefix: str, pr: str, gen: int, attempt: int = 0) -> str:
         elif state.status in {"failed", "cancelled"}:
             failed[n] = state.reason or state.status
     ref = PullRequestRef.model_validate(meta.ref)
+    review = gather(
+        ref,
+        plan,
+        replies,
+        failed,
+        max_comments=rt.spec.max_comments,
+        max_comment_chars=rt.spec.max_comment_chars,
+    )
     try:
-        result = rt.sink.post(gather(ref, plan, replies, failed), ref)
+        result = rt.sink.post(review, ref)
     except (GitHubRateLimited, GitHubServerError, GitHubTransportError) as exc:
         return _retry_finalize(rt, pr, gen, attempt, exc)
     rt.admission.mark_finished(pr, gen)

@@ -7,12 +7,17 @@ leniently, since models wrap JSON in fences and prose; and a comment is only anc
 to a line that is in the diff the model was shown, because GitHub rejects a whole
 review (422) when one comment points outside the diff.
 
+All model text reaches the `Review` through `gather`, which makes it safe to post
+(`workers.safe_markdown`) and caps how many comments there are and how long each is:
+a prompt-injected diff can make a model write anything, in any amount.
+
 `workers.planning` re-exports this module's API; this module needs planning's types
 only for annotations, so there is no import cycle.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -22,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from workers.changes import ChangedFile, FileStatus, PullRequestRef
-from workers.review import Review, ReviewComment
+from workers.review import (
+    DEFAULT_MAX_COMMENT_CHARS,
+    DEFAULT_MAX_COMMENTS,
+    Review,
+    ReviewComment,
+)
+from workers.safe_markdown import code_span, safe_markdown
 
 if TYPE_CHECKING:
     from workers.planning import PlannedMessage, ReviewPlan
@@ -33,6 +44,7 @@ _HUNK = re.compile(r"^@@ -\d+(?:,(?P<old>\d+))? \+(?P<start>\d+)(?:,(?P<new>\d+)
 _BINARY = re.compile(r"^Binary files (?P<old>.+) and (?P<new>.+) differ$")
 _FENCE = re.compile(r"```[A-Za-z]*[ \t]*\n(.*?)```", re.DOTALL)
 _SUMMARY_CHARS = 4000  # one message's summary in the review body
+_REASON_CHARS = 1000  # why a message failed: a provider's words may quote the diff
 _LISTED = 200  # files listed per section of the review body
 _COLLAPSE = 10  # longer lists go inside <details>
 _BODY_CHARS = 65_000  # GitHub refuses review bodies over 65,536 characters
@@ -238,7 +250,7 @@ def parse_reply(content: str, message: PlannedMessage) -> Reply:
         if where is not None and line is not None and line in anchors.get(where, ()):
             comments.append(ReviewComment(path=where, line=line, body=body))
         else:
-            loose.append(f"`{path}:{line}`: {body}" if path and line else body)
+            loose.append(f"{code_span(f'{path}:{line}')}: {body}" if path and line else body)
     text = summary.strip() if isinstance(summary, str) else ""
     return Reply(summary=text, comments=tuple(comments), unanchored=tuple(loose))
 
@@ -299,22 +311,29 @@ def gather(
     failed: Mapping[int, str],
     *,
     stale: bool = False,
+    max_comments: int = DEFAULT_MAX_COMMENTS,
+    max_comment_chars: int = DEFAULT_MAX_COMMENT_CHARS,
 ) -> Review:
     """One review from every message's outcome, keyed by `PlannedMessage.index`.
 
-    Comments are deduplicated and sorted by path and line (stable, so a model's order
-    survives among equals). The body says what was reviewed, what was not and why: a
-    review that silently covers half a PR reads as approval of the rest.
+    Comments are deduplicated, capped at `max_comments` (see `_capped` for which stay)
+    and sorted by path and line (stable, so a model's order survives among equals).
+    Every piece of model text is made safe and cut to `max_comment_chars` (a summary
+    to `_SUMMARY_CHARS`). The body says what was reviewed, what was not and why, and
+    how many comments were left out: a review that silently covers half a PR reads
+    as approval of the rest.
     """
     failed = {i: why for i, why in failed.items() if i not in replies}
-    unique = dict.fromkeys(c for i in sorted(replies) for c in replies[i].comments)
+    comments, left_out = _capped(replies, max_comments, max_comment_chars)
+    loose, loose_total = _loose(replies, min(max_comments, _LISTED), max_comment_chars)
     sections = [
         _stale_note(ref) if stale else "",
         f"> **Large pull request.** {plan.note}" if plan.note else "",
         _summaries(plan, replies),
-        _listing("Remarks not tied to a changed line", _loose(replies), collapse=False),
-        _listing("Only summarised", [f"`{p}`" for p in plan.summarised]),
-        _listing("Skipped", [f"`{s.path}`: {s.reason}" for s in plan.skipped]),
+        _left_out_note(left_out, max_comments),
+        _listing("Remarks not tied to a changed line", loose, total=loose_total, collapse=False),
+        _listing("Only summarised", [code_span(p) for p in plan.summarised]),
+        _listing("Skipped", [f"{code_span(s.path)}: {s.reason}" for s in plan.skipped]),
         _listing("Not reviewed", _missing(plan, replies, failed), collapse=False),
     ]
     body = "\n\n".join(s for s in sections if s) or "No reviewable changes."
@@ -324,10 +343,47 @@ def gather(
         pr=ref.id,
         head_sha=ref.head_sha,
         summary=body,
-        comments=tuple(sorted(unique, key=lambda c: (c.path, c.line))),
+        comments=tuple(sorted(comments, key=lambda c: (c.path, c.line))),
         messages_done=len(replies),
         messages_failed=len(failed),
         stale=stale,
+    )
+
+
+def _capped(replies: Mapping[int, Reply], cap: int, chars: int) -> tuple[list[ReviewComment], int]:
+    """At most `cap` distinct comments, made safe, and how many more there were.
+
+    They are taken in turns, each message's first, then each one's second, and so on,
+    in the model's order within a message. Not the first in path order: a model that
+    one file's text talks into flooding the review would crowd out everything the
+    other messages found, and the files late in the alphabet would never get any.
+    Within a message the model's order stands, since models put what matters first.
+    """
+    seen: set[ReviewComment] = set()
+    queues: list[list[ReviewComment]] = []
+    for i in sorted(replies):
+        mine = [c for c in dict.fromkeys(replies[i].comments) if c not in seen]
+        seen.update(mine)
+        queues.append(mine)
+    turns = (c for turn in itertools.zip_longest(*queues) for c in turn if c is not None)
+    kept: dict[ReviewComment, None] = {}
+    taken = 0
+    for comment in turns:
+        if len(kept) >= cap:
+            break
+        taken += 1
+        body = safe_markdown(comment.body, chars)
+        if body:
+            kept.setdefault(comment.model_copy(update={"body": body}), None)
+    return list(kept), len(seen) - taken
+
+
+def _left_out_note(count: int, cap: int) -> str:
+    if count <= 0:
+        return ""
+    return (
+        f"> **{count} more line comment(s) not posted.** A review carries at most {cap} "
+        "(`[review] max_comments`); each part of the pull request kept its first ones."
     )
 
 
@@ -345,8 +401,8 @@ def _label(index: int, message: PlannedMessage | None) -> str:
     if message.kind == "summary":
         return f"summary of {len(message.files)} file(s)"
     if message.part is not None:
-        return f"`{message.files[0]}`, part {message.part[0]} of {message.part[1]}"
-    names = ", ".join(f"`{f}`" for f in message.files[:3])
+        return f"{code_span(message.files[0])}, part {message.part[0]} of {message.part[1]}"
+    names = ", ".join(code_span(f) for f in message.files[:3])
     more = len(message.files) - 3
     return names + (f" and {more} more" if more > 0 else "")
 
@@ -354,15 +410,17 @@ def _label(index: int, message: PlannedMessage | None) -> str:
 def _summaries(plan: ReviewPlan, replies: Mapping[int, Reply]) -> str:
     """One message's summary as is; several as a list labelled by what each covered."""
     planned = {m.index: m for m in plan.messages}
-    done = [(i, _trim(replies[i].summary, _SUMMARY_CHARS)) for i in sorted(replies)]
+    done = [(i, safe_markdown(replies[i].summary, _SUMMARY_CHARS)) for i in sorted(replies)]
     done = [(i, s) for i, s in done if s]
     if len(done) == 1 and len(replies) == 1 and len(plan.messages) <= 1:
         return done[0][1]
     return "\n".join(f"- **{_label(i, planned.get(i))}**: {s}" for i, s in done)
 
 
-def _loose(replies: Mapping[int, Reply]) -> list[str]:
-    return list(dict.fromkeys(r for i in sorted(replies) for r in replies[i].unanchored))
+def _loose(replies: Mapping[int, Reply], shown: int, chars: int) -> tuple[list[str], int]:
+    """The first `shown` remarks not tied to a line, made safe, and how many there are."""
+    rows = list(dict.fromkeys(r for i in sorted(replies) for r in replies[i].unanchored))
+    return [safe_markdown(r, chars) for r in rows[:shown]], len(rows)
 
 
 def _missing(
@@ -371,22 +429,27 @@ def _missing(
     """Failed messages with their reason, and planned ones with no outcome at all."""
     planned = {m.index: m for m in plan.messages}
     unknown = {i: "no reply was recorded" for i in planned if i not in replies}
+    reasons = {i: safe_markdown(why, _REASON_CHARS) for i, why in {**unknown, **failed}.items()}
     return [
         f"message {i + 1} ({_label(i, planned[i])}): {why}"
         if i in planned
         else f"message {i + 1}: {why}"
-        for i, why in sorted({**unknown, **failed}.items())
+        for i, why in sorted(reasons.items())
     ]
 
 
-def _listing(title: str, rows: list[str], *, collapse: bool = True) -> str:
-    """A titled list; long ones folded into `<details>` and cut at `_LISTED` rows."""
-    if not rows:
+def _listing(
+    title: str, rows: list[str], *, collapse: bool = True, total: int | None = None
+) -> str:
+    """A titled list; long ones folded into `<details>` and cut at `_LISTED` rows.
+    `total` counts rows the caller has already left out of `rows`."""
+    count = len(rows) if total is None else total
+    if count <= 0:
         return ""
     shown = [f"- {r}" for r in rows[:_LISTED]]
-    if len(rows) > _LISTED:
-        shown.append(f"- … and {len(rows) - _LISTED} more")
-    heading = f"**{title} ({len(rows)})**"
-    if collapse and len(rows) > _COLLAPSE:
+    if count > len(shown):
+        shown.append(f"- … and {count - len(shown)} more")
+    heading = f"**{title} ({count})**"
+    if collapse and count > _COLLAPSE:
         return f"<details><summary>{heading}</summary>\n\n" + "\n".join(shown) + "\n\n</details>"
     return heading + "\n\n" + "\n".join(shown)

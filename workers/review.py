@@ -6,7 +6,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Review", "ReviewComment"]
+__all__ = ["DEFAULT_MAX_COMMENTS", "DEFAULT_MAX_COMMENT_CHARS", "Review", "ReviewComment"]
+
+# What one review carries at most unless `[review]` says otherwise: model output is
+# steered by the diff, so its amount is the PR author's to choose, not the model's.
+DEFAULT_MAX_COMMENTS = 30
+DEFAULT_MAX_COMMENT_CHARS = 4000
 
 
 class ReviewComment(BaseModel):

@@ -16,7 +16,6 @@ from typing import Literal
 
 import httpx
 import redis as redis_lib
-from rq import Queue
 
 from scheduler.admission import Admission, Fairness
 from scheduler.config import ConfigError, Settings
@@ -27,6 +26,7 @@ from workers.providers.attempt import DEFAULT_RETRY, RetryPolicy
 from workers.providers.circuit import Circuit
 from workers.providers.client import DEFAULT_TIMEOUT
 from workers.providers.failover import DEFAULT_LEASE_MS, DEFAULT_MAX_WAIT_MS, Route, build_route
+from workers.review import DEFAULT_MAX_COMMENT_CHARS, DEFAULT_MAX_COMMENTS
 from workers.sinks import GitHubSink, LogSink, Sink
 
 __all__ = ["Runtime", "RuntimeSpec", "configure", "run_worker", "runtime"]
@@ -40,7 +40,7 @@ class RuntimeSpec:
     environment for API keys (tests and `simulate`); it is never logged."""
 
     settings: Settings
-    redis_url: str
+    redis_url: str = field(repr=False)  # may carry the Redis password
     prefix: str
     queue_name: str
     model: str
@@ -50,6 +50,11 @@ class RuntimeSpec:
     sink: SinkName = "log"
     github_url: str = "https://api.github.com"
     github_token_env: str = "GITHUB_TOKEN"
+    # `[review]`: the account reviewq posts as (None: ask GitHub), and what one review
+    # carries of a model's output at most.
+    github_login: str | None = None
+    max_comments: int = DEFAULT_MAX_COMMENTS
+    max_comment_chars: int = DEFAULT_MAX_COMMENT_CHARS
     max_tokens: int = 2048
     lease_ms: int = DEFAULT_LEASE_MS
     max_wait_ms: int = DEFAULT_MAX_WAIT_MS
@@ -109,7 +114,8 @@ class Runtime:
             return LogSink(self.redis, prefix=self.spec.prefix, ttl_s=ttl_s)
         from workers.github import GitHubClient
 
-        return GitHubSink(GitHubClient(self.github_token(), base_url=self.spec.github_url))
+        client = GitHubClient(self.github_token(), base_url=self.spec.github_url)
+        return GitHubSink(client, login=self.spec.github_login)
 
     def github_token(self) -> str:
         token = self.spec.environ.get(self.spec.github_token_env, "").strip()

@@ -4,7 +4,9 @@ Jobs run at least once, so a sink is called again after any crash or retry, poss
 for a review it already delivered. Both sinks make a second delivery of the same PR
 and head commit a no-op that reports `already_posted`, instead of a duplicate: the
 log by an atomic set-if-absent, GitHub by a hidden marker in the review body that is
-looked for before posting.
+looked for before posting, in reviews by reviewq's own account only: the marker is
+predictable, and anyone who can comment on the PR could otherwise plant it to make
+reviewq post nothing (after it had paid for the provider calls).
 """
 
 from __future__ import annotations
@@ -16,9 +18,20 @@ from typing import Protocol, cast
 
 import redis as redis_lib
 
+from scheduler.config import ConfigError
 from workers.changes import PullRequestRef
-from workers.github import GitHubClient, GitHubReview, GitHubUnprocessable
+from workers.github import (
+    GitHubAuthError,
+    GitHubClient,
+    GitHubError,
+    GitHubRateLimited,
+    GitHubReview,
+    GitHubServerError,
+    GitHubTransportError,
+    GitHubUnprocessable,
+)
 from workers.review import Review, ReviewComment
+from workers.safe_markdown import code_span
 
 __all__ = [
     "MAX_BODY_CHARS",
@@ -164,7 +177,7 @@ def render_body(review: Review, marker: str, folded: Sequence[ReviewComment] = (
     parts.append(review.summary.strip() or "_No general remarks._")
     if folded:
         parts.append("#### Comments GitHub could not place on the diff")
-        parts += [f"**`{c.path}`, line {c.line}**\n\n{c.body.strip()}" for c in folded]
+        parts += [f"**{code_span(c.path)}, line {c.line}**\n\n{c.body.strip()}" for c in folded]
     body = "\n\n".join(parts)
     if len(body) > MAX_BODY_CHARS:
         body = body[: MAX_BODY_CHARS - len(_TRUNCATED)] + _TRUNCATED
@@ -179,12 +192,16 @@ class GitHubSink:
     makes a repeat after a crash, a timeout or a 5xx that landed harmless. Rate limits
     and 5xx are raised as they are (nothing, or something marked, was posted) for the
     job to reschedule.
+
+    Only reviews written by `login` count: `[review] github_login` when set, else the
+    token's own account (`GET /user`), which GitHub App installation tokens cannot ask.
     """
 
     name = "github"
 
-    def __init__(self, client: GitHubClient) -> None:
+    def __init__(self, client: GitHubClient, *, login: str | None = None) -> None:
         self._client = client
+        self._login = login.strip() if login and login.strip() else None
 
     def post(self, review: Review, ref: PullRequestRef) -> PostResult:
         _check(review, ref)
@@ -210,10 +227,31 @@ class GitHubSink:
     def _existing(
         self, owner: str, repo: str, number: int, sha: str, marker: str
     ) -> GitHubReview | None:
+        """reviewq's own review of this commit, if one is there. A review by anyone
+        else (or by a deleted account, which GitHub lists with no user) never counts,
+        and the marker must open the body, where `render_body` puts it."""
+        login = self.login().casefold()
         for review in self._client.list_reviews(owner, repo, number):
-            if review.commit_id == sha and marker in (review.body or ""):
+            mine = review.user is not None and review.user.casefold() == login
+            if mine and review.commit_id == sha and (review.body or "").startswith(marker):
                 return review
         return None
+
+    def login(self) -> str:
+        """The account reviews are posted as: the setting, else asked of GitHub once."""
+        if self._login is not None:
+            return self._login
+        try:
+            return self._client.viewer_login()
+        except (GitHubAuthError, GitHubRateLimited, GitHubServerError, GitHubTransportError):
+            raise  # a bad token, or try again later: GitHub's own error says it best
+        except GitHubError as exc:
+            raise ConfigError(
+                f"cannot tell which reviews on a pull request are reviewq's own: {exc}. "
+                "GitHub App installation tokens cannot read GET /user; set "
+                "[review] github_login to the account reviewq posts as "
+                "(for a GitHub App, its bot login, e.g. my-app[bot])"
+            ) from None
 
     def _create(
         self,

@@ -3,7 +3,8 @@
 It holds PRs in memory, lists their files and reviews with GitHub's paging, validates
 posted reviews as GitHub does (a comment's line must be in the diff), and injects the
 failures a review bot must survive: secondary rate limits, a 502 before or after the
-review was stored. Tests and `reviewq sandbox github` drive it through `/_gh/*`.
+review was stored. Tests and `reviewq sandbox github` drive it through `/_gh/*`,
+which can also add reviews by accounts other than the token's.
 """
 
 from workers.sandbox.github.app import (
@@ -20,6 +21,7 @@ from workers.sandbox.github.state import (
     FaultsUpdate,
     PostedReview,
     PullSpec,
+    ReviewSpec,
     diff_lines,
     synthetic_files,
 )
@@ -36,6 +38,7 @@ __all__ = [
     "GitHubControl",
     "PostedReview",
     "PullSpec",
+    "ReviewSpec",
     "create_github_app",
     "diff_lines",
     "serve_fake_github",

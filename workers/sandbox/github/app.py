@@ -4,6 +4,8 @@ Every API request is screened as GitHub does it: the token first (401), then the
 limits (injected secondary limits, then the hourly primary window), then the PR (404),
 then the route itself. Review creation validates what GitHub validates and answers
 422s in GitHub's body shape, so the client's error handling is tested on real text.
+`GET /user` names the token's account, or refuses as GitHub does for an App
+installation token.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ from starlette.routing import BaseRoute, Route
 
 from workers.changes import ChangedFile
 from workers.sandbox.github.control import control_routes
-from workers.sandbox.github.state import FakeGitHub, FakeGitHubConfig, FakePull, diff_lines
+from workers.sandbox.github.state import (
+    FakeGitHub,
+    FakeGitHubConfig,
+    FakePull,
+    diff_lines,
+    user_json,
+)
 
 __all__ = ["MAX_REVIEW_BODY", "SECONDARY_RATE_LIMIT_MESSAGE", "create_github_app"]
 
@@ -43,6 +51,8 @@ _REVIEW_DOCS = "https://docs.github.com/rest/pulls/reviews#create-a-review-for-a
 _RATE_DOCS = "https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api"
 _STATES = {"COMMENT": "COMMENTED", "APPROVE": "APPROVED", "REQUEST_CHANGES": "CHANGES_REQUESTED"}
 _PR = "/repos/{owner}/{repo}/pulls/{number:int}"
+_INTEGRATION = "Resource not accessible by integration"
+_USER_DOCS = "https://docs.github.com/rest/users/users#get-the-authenticated-user"
 
 
 def _error(
@@ -76,25 +86,46 @@ def _api(label: str, handler: Handler) -> Callable[[Request], Awaitable[Response
 
 
 async def _screened(gh: FakeGitHub, request: Request, handler: Handler) -> Response:
+    refused, limits = _gate(gh, request)
+    if refused is not None:
+        return refused
+    params = request.path_params
+    pull = gh.pull(params["owner"], params["repo"], params["number"])
+    response = _error(404, "Not Found") if pull is None else await handler(gh, request, pull)
+    response.headers.update(limits)
+    return response
+
+
+def _gate(gh: FakeGitHub, request: Request) -> tuple[Response | None, dict[str, str]]:
+    """The token, then the rate limits: a refusal, or None and the limit headers."""
     if not gh.config.token_matches(request.headers.get("authorization")):
-        return _error(401, "Bad credentials")
+        return _error(401, "Bad credentials"), {}
     now = time.time()
     over, limits = gh.charge(now)
     if gh.take("secondary"):
         retry = gh.faults.retry_after_s
         headers = {**limits, **({} if retry is None else {"retry-after": str(retry)})}
         status = gh.faults.secondary_status
-        return _error(status, SECONDARY_RATE_LIMIT_MESSAGE, _RATE_DOCS, headers=headers)
+        return _error(status, SECONDARY_RATE_LIMIT_MESSAGE, _RATE_DOCS, headers=headers), limits
     if gh.take("primary"):
         reset = str(int(now) + gh.faults.reset_in_s)
         headers = {**limits, "x-ratelimit-remaining": "0", "x-ratelimit-reset": reset}
-        return _error(403, _PRIMARY_MESSAGE, _RATE_DOCS, headers=headers)
+        return _error(403, _PRIMARY_MESSAGE, _RATE_DOCS, headers=headers), limits
     if over:
-        return _error(403, _PRIMARY_MESSAGE, _RATE_DOCS, headers=limits)
-    params = request.path_params
-    pull = gh.pull(params["owner"], params["repo"], params["number"])
-    response = _error(404, "Not Found") if pull is None else await handler(gh, request, pull)
-    response.headers.update(limits)
+        return _error(403, _PRIMARY_MESSAGE, _RATE_DOCS, headers=limits), limits
+    return None, limits
+
+
+async def get_user(request: Request) -> Response:
+    """The token's account, as `GET /user` shows it; an installation token gets the 403
+    GitHub answers for one."""
+    gh: FakeGitHub = request.app.state.github
+    response, limits = _gate(gh, request)
+    if response is None and gh.config.installation_token:
+        response = _error(403, _INTEGRATION, _USER_DOCS, headers=limits)
+    elif response is None:
+        response = JSONResponse(user_json(gh.config.bot_login), headers=limits)
+    gh.stats[("GET /user", response.status_code)] += 1
     return response
 
 
@@ -254,8 +285,11 @@ def _api_routes() -> list[BaseRoute]:
     ]
     label = "/repos/{owner}/{repo}/pulls/{number}"
     return [
-        Route(path, _api(f"{method} {path.replace(_PR, label)}", handler), methods=[method])
-        for method, path, handler in table
+        Route("/user", get_user, methods=["GET"]),
+        *(
+            Route(path, _api(f"{method} {path.replace(_PR, label)}", handler), methods=[method])
+            for method, path, handler in table
+        ),
     ]
 
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from workers.sandbox.github.state import FakeGitHub, FaultsUpdate, PullSpec
+from workers.sandbox.github.state import FakeGitHub, FaultsUpdate, PullSpec, ReviewSpec
 from workers.sandbox.server import is_loopback
 
 __all__ = ["control_routes"]
@@ -89,6 +89,18 @@ async def reviews(request: Request) -> Response:
     return JSONResponse({"reviews": out})
 
 
+async def add_review(request: Request) -> Response:
+    """A review by another account (the PR's author, say), which the API cannot make:
+    everything posted with the token is written by the token's own account."""
+    spec = await _parsed(request, ReviewSpec)
+    if isinstance(spec, Response):
+        return spec
+    review = _gh(request).add_review_by(spec)
+    if review is None:
+        return JSONResponse({"error": "no such pull request"}, 404)
+    return JSONResponse(review.as_json(str(request.base_url).rstrip("/")))
+
+
 async def stats(request: Request) -> Response:
     return JSONResponse(_gh(request).stats_json())
 
@@ -103,6 +115,7 @@ def control_routes() -> list[BaseRoute]:
         ("POST", "/_gh/prs", upsert_pull),
         ("POST", "/_gh/faults", set_faults),
         ("GET", "/_gh/reviews", reviews),
+        ("POST", "/_gh/reviews", add_review),
         ("GET", "/_gh/stats", stats),
         ("POST", "/_gh/reset", reset),
     ]

@@ -61,6 +61,25 @@ class GitHubControl:
         result: dict[str, Any] = self._call("POST", "/_gh/prs", body)
         return result
 
+    def add_review(
+        self,
+        owner: str,
+        repo: str,
+        number: int,
+        *,
+        user: str | None,
+        body: str,
+        commit_id: str | None = None,
+        state: str = "COMMENTED",
+    ) -> dict[str, Any]:
+        """A review written by `user` (None: a deleted account), not the token's own;
+        `commit_id` None means the PR's head. Returns it as the API lists it."""
+        spec = {"owner": owner, "repo": repo, "number": number, "user": user, "body": body}
+        result: dict[str, Any] = self._call(
+            "POST", "/_gh/reviews", {**spec, "commit_id": commit_id, "state": state}
+        )
+        return result
+
     def faults(self, **changes: object) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", "/_gh/faults", changes)
         return result

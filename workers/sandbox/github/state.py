@@ -8,6 +8,7 @@ them on one event loop, so no lock is needed.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 import time
@@ -27,8 +28,10 @@ __all__ = [
     "FaultsUpdate",
     "PostedReview",
     "PullSpec",
+    "ReviewSpec",
     "diff_lines",
     "synthetic_files",
+    "user_json",
 ]
 
 # Not a secret: a fixed token so that scripts and docs can name it.
@@ -39,7 +42,12 @@ _REPO_PART = r"^[A-Za-z0-9._-]+$"
 
 
 class FakeGitHubConfig(BaseModel):
-    """`remote_control` opens `/_gh/*` to non-loopback clients; leave it off."""
+    """`remote_control` opens `/_gh/*` to non-loopback clients; leave it off.
+
+    The token acts as `bot_login`: `GET /user` names it, and reviews posted with the
+    token are written by it. `installation_token` makes the token behave like a GitHub
+    App installation token instead, which `GET /user` refuses with a 403.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -48,7 +56,8 @@ class FakeGitHubConfig(BaseModel):
     max_per_page: int = Field(default=100, ge=1)
     default_per_page: int = Field(default=30, ge=1)
     rate_limit: int = Field(default=5000, ge=1)
-    bot_login: str = "reviewq-sandbox[bot]"
+    bot_login: str = Field(default="reviewq-sandbox[bot]", min_length=1)
+    installation_token: bool = False
     remote_control: bool = False
 
     def token_matches(self, header: str | None) -> bool:
@@ -76,6 +85,22 @@ class PullSpec(BaseModel):
     draft: bool = False
     files: tuple[ChangedFile, ...] = ()
     synthetic_files: int = Field(default=0, ge=0, le=20_000)
+
+
+class ReviewSpec(BaseModel):
+    """`POST /_gh/reviews`: a review written by someone other than the token's account,
+    as a PR's author or another reviewer would leave one. `user` None is how GitHub
+    lists a review whose author's account was deleted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    owner: str = Field(pattern=_REPO_PART)
+    repo: str = Field(pattern=_REPO_PART)
+    number: int = Field(ge=1)
+    user: str | None = Field(min_length=1)
+    body: str = ""
+    commit_id: str | None = None
+    state: Literal["COMMENTED", "APPROVED", "CHANGES_REQUESTED"] = "COMMENTED"
 
 
 class FaultsUpdate(BaseModel):
@@ -134,7 +159,7 @@ class PostedReview:
     body: str
     state: str
     comments: list[dict[str, Any]]
-    user: str
+    user: str | None
     submitted_at: str
 
     def as_json(self, base_url: str) -> dict[str, Any]:
@@ -143,7 +168,7 @@ class PostedReview:
         return {
             "id": self.id,
             "node_id": f"PRR_{self.id}",
-            "user": {"login": self.user, "id": 1, "type": "Bot"},
+            "user": user_json(self.user),
             "body": self.body,
             "state": self.state,
             "html_url": f"{base_url}/{pr}#pullrequestreview-{self.id}",
@@ -152,6 +177,19 @@ class PostedReview:
             "submitted_at": self.submitted_at,
             "author_association": "NONE",
         }
+
+
+def user_json(login: str | None) -> dict[str, Any] | None:
+    """GitHub's user object (the few fields reviewq reads, and `type`); None for none."""
+    if login is None:
+        return None
+    kind = "Bot" if login.endswith("[bot]") else "User"
+    return {"login": login, "id": _user_id(login), "type": kind}
+
+
+def _user_id(login: str) -> int:
+    """A stable numeric id per login, as GitHub gives every account one."""
+    return int(hashlib.sha1(login.lower().encode()).hexdigest()[:7], 16)
 
 
 def diff_lines(patch: str) -> tuple[frozenset[int], frozenset[int]]:
@@ -270,6 +308,26 @@ class FakeGitHub:
     def add_review(
         self, pull: FakePull, commit_id: str, body: str, state: str, comments: list[dict[str, Any]]
     ) -> PostedReview:
+        """A review posted through the API: written by the token's account."""
+        return self._store(pull, commit_id, body, state, comments, self.config.bot_login)
+
+    def add_review_by(self, spec: ReviewSpec) -> PostedReview | None:
+        """A review by someone else (control route); None when the PR is unknown."""
+        pull = self.pull(spec.owner, spec.repo, spec.number)
+        if pull is None:
+            return None
+        commit = spec.commit_id or pull.head_sha
+        return self._store(pull, commit, spec.body, spec.state, [], spec.user)
+
+    def _store(
+        self,
+        pull: FakePull,
+        commit_id: str,
+        body: str,
+        state: str,
+        comments: list[dict[str, Any]],
+        user: str | None,
+    ) -> PostedReview:
         review = PostedReview(
             self._next_id,
             pull.owner,
@@ -279,7 +337,7 @@ class FakeGitHub:
             body,
             state,
             comments,
-            self.config.bot_login,
+            user,
             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         self._next_id += 1
