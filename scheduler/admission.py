@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from rq import Queue
 
 from scheduler.prstate import (
+    REVIEWED_KEPT,
     TERMINAL,
     Keys,
     MessageState,
@@ -291,6 +292,20 @@ class Admission:
 
         return self._txn(pr, body)
 
+    def abandon_plan(self, pr: str, head_sha: str, reason: str) -> bool:
+        """The plan job of `head_sha` found the PR closed, a draft, or moved on at its
+        forge: end the PR, unless a newer head (or a person) took it over meanwhile."""
+
+        def body(txn: PrTxn) -> bool:
+            meta = txn.meta
+            if meta is None or meta.head_sha != head_sha or meta.status != "planning":
+                return False
+            meta.status, meta.finished_ms, meta.error = "cancelled", self.now_ms(), reason
+            txn.meta_dirty |= {"status", "finished_ms", "error"}
+            return True
+
+        return self._txn(pr, body)
+
     def retry_failed(self, pr: str) -> int:
         """Re-arm the current head's failed messages while its review is still open
         (status `active`); returns how many, 0 for any other status: once finishing,
@@ -546,7 +561,9 @@ class Admission:
             if meta is None or meta.gen != gen or meta.status != "finishing":
                 return False
             meta.status, meta.finished_ms, meta.error = "done", now, error
-            txn.meta_dirty |= {"status", "finished_ms", "error"}
+            if error is None and meta.head_sha not in meta.reviewed:
+                meta.reviewed = [*meta.reviewed, meta.head_sha][-REVIEWED_KEPT:]
+            txn.meta_dirty |= {"status", "finished_ms", "error", "reviewed"}
             return True
 
         return self._txn(pr, body)

@@ -193,7 +193,7 @@ def _serve_process(redis_url: str, queue: str, secret: str, workers: int = 1) ->
     """`reviewq serve` as a child process on a free port, stopped with SIGTERM."""
     port = free_port()
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as config:
-        config.write("# reviewq bench webhook: defaults only\n")
+        config.write('# reviewq bench webhook\n[webhook]\nrepositories = ["*"]\nrepo_rate = 0\n')
     env = {**os.environ, "REDIS_URL": redis_url, "REVIEWQ_QUEUE": queue}
     env["GITHUB_WEBHOOK_SECRET"] = secret
     env.pop("GITLAB_WEBHOOK_TOKEN", None)

@@ -110,7 +110,7 @@ class WebhookIntake:
         settings = spec.settings.model_copy(
             update={
                 "webhook": spec.settings.webhook.model_copy(
-                    update={"github_secret_env": _SECRET_ENV}
+                    update={"github_secret_env": _SECRET_ENV, "repositories": ("acme/*",)}
                 )
             }
         )

@@ -11,13 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import click
 
 from scheduler.config import ConfigError, Settings
-from scheduler.intake import enqueue_pr
+from scheduler.intake import ForgeConflict, enqueue_pr
 from scheduler.operate import ParsedPr, PrSyntaxError, connect, parse_pr
 from workers.changes import PullRequestRef
 from workers.github import GitHubAuthError, GitHubClient, GitHubError, GitHubNotFound
@@ -25,6 +26,7 @@ from workers.github import GitHubAuthError, GitHubClient, GitHubError, GitHubNot
 __all__ = ["enqueue_command"]
 
 EXIT_FAILURE = 1
+_HEX_SHA = re.compile(r"[0-9a-fA-F]{7,64}")
 
 
 def _fail(message: str, code: int = EXIT_FAILURE) -> click.exceptions.Exit:
@@ -56,6 +58,8 @@ def _github_ref(settings: Settings, pr: ParsedPr) -> PullRequestRef:
         client.close()
     if info.state != "open":
         raise _fail(f"{pr.id} is {info.state}: there is nothing to review")
+    if info.draft:
+        raise _fail(f"{pr.id} is a draft: it is reviewed once marked ready for review")
     return PullRequestRef(
         id=pr.id,
         head_sha=info.head_sha,
@@ -67,7 +71,7 @@ def _github_ref(settings: Settings, pr: ParsedPr) -> PullRequestRef:
 
 
 def _diff_ref(
-    ctx: click.Context, diff_path: Path, pr_id: str | None, sha: str | None
+    ctx: click.Context, settings: Settings, diff_path: Path, pr_id: str | None, sha: str | None
 ) -> tuple[PullRequestRef, str]:
     if not pr_id:
         raise click.UsageError("--diff needs --pr ID: the id the review is stored under", ctx)
@@ -75,12 +79,26 @@ def _diff_ref(
         pr = parse_pr(pr_id)
     except PrSyntaxError as exc:
         raise click.BadParameter(str(exc), ctx, param_hint="'--pr'") from None
+    if pr.forge != "local":
+        msg = (
+            f"{pr_id!r} names a {pr.forge} PR; a local diff needs an id of its own "
+            "(not owner/repo#N, group/project!N or a URL), so it cannot take over that "
+            "PR's state"
+        )
+        raise click.BadParameter(msg, ctx, param_hint="'--pr'")
+    if sha is not None and not _HEX_SHA.fullmatch(sha):
+        msg = f"{sha[:60]!r} is not a commit id (7 to 64 hexadecimal digits)"
+        raise click.BadParameter(msg, ctx, param_hint="'--sha'")
+    limit = settings.planning.max_diff_bytes
     try:
+        if diff_path.stat().st_size > limit:
+            msg = f"{diff_path} is larger than {limit} bytes ([planning] max_diff_bytes)"
+            raise click.BadParameter(msg, ctx, param_hint="'--diff'")
         text = diff_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         msg = f"cannot read {diff_path}: {exc}"
         raise click.BadParameter(msg, ctx, param_hint="'--diff'") from None
-    head = sha or hashlib.sha1(text.encode()).hexdigest()
+    head = (sha or hashlib.sha1(text.encode()).hexdigest()).lower()
     ref = PullRequestRef(id=pr.id, head_sha=head, forge="local")
     return ref, text
 
@@ -98,6 +116,11 @@ _HELP_PR = "owner/repo#N or https://github.com/owner/repo/pull/N (head looked up
 )
 @click.option("--pr", "pr_id", help="With --diff: the id to store the review under.")
 @click.option("--sha", help="With --diff: the head commit. Default: a hash of the diff.")
+@click.option(
+    "--again",
+    is_flag=True,
+    help="Review a head once more although its review was already sent.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def enqueue_command(
@@ -106,11 +129,12 @@ def enqueue_command(
     diff_path: Path | None,
     pr_id: str | None,
     sha: str | None,
+    again: bool,
     as_json: bool,
 ) -> None:
     """Queue a PR for review: PR is owner/repo#N or a GitHub PR URL, or use
     --diff FILE --pr ID for a local diff. A PR already queued or reviewed at the same
-    head is left as it is (and says so).
+    head is left as it is (and says so); --again reviews a reviewed head once more.
 
     \b
     Exit codes:
@@ -132,9 +156,12 @@ def enqueue_command(
             ref, source = _github_ref(settings, parsed), {"kind": "github"}
         else:
             assert diff_path is not None
-            ref, text = _diff_ref(ctx, diff_path, pr_id, sha)
+            ref, text = _diff_ref(ctx, settings, diff_path, pr_id, sha)
             source = {"kind": "diff", "text": text}
-        queued = enqueue_pr(dep.admission, ref, source)
+        try:
+            queued = enqueue_pr(dep.admission, ref, source, again=again)
+        except ForgeConflict as exc:
+            raise _fail(str(exc)) from None
         meta = dep.admission.read_meta(ref.id)
     finally:
         dep.close()
@@ -167,4 +194,5 @@ def _report(
     elif queued:
         click.echo(f"queued {ref.id} at {ref.head_sha[:12]} on queue {settings.queue_name!r}")
     else:
-        click.echo(f"not queued again: {ref.id} at {ref.head_sha[:12]} is already {status}")
+        hint = " (--again reviews it once more)" if status in {"done", "cancelled"} else ""
+        click.echo(f"not queued again: {ref.id} at {ref.head_sha[:12]} is already {status}{hint}")

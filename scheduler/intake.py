@@ -13,14 +13,27 @@ from typing import Any
 from redis.client import Pipeline
 
 from scheduler.admission import Admission
+from scheduler.prstate import PrMeta
 from scheduler.prtxn import PrTxn, run_txn
 from workers.changes import PullRequestRef
 
-__all__ = ["PLAN_JOB", "Write", "enqueue_plan", "enqueue_pr", "plan_job_id"]
+__all__ = [
+    "PLAN_JOB",
+    "ForgeConflict",
+    "Write",
+    "enqueue_plan",
+    "enqueue_pr",
+    "plan_job_id",
+]
 
 Write = Callable[[Pipeline], object]
 
 PLAN_JOB = "workers.jobs.plan_pr"
+
+
+class ForgeConflict(ValueError):
+    """The id is held by a PR of another forge (a local diff enqueued under a GitHub
+    PR's id, say): queueing this one would take over the other's state."""
 
 
 def enqueue_pr(
@@ -30,10 +43,13 @@ def enqueue_pr(
     *,
     also: Write | None = None,
     now_ms: int | None = None,
+    again: bool = False,
 ) -> bool:
-    """Queue planning of `ref` at its head SHA; False if that head is already queued
-    or reviewed (a redelivered event, say). A new head supersedes the old one when
-    its plan lands (`Admission.submit`).
+    """Queue planning of `ref` at its head SHA; False if that head is already queued,
+    or was reviewed already (a redelivered or replayed event, a reopen), unless
+    `again`: a person asked for the review of a finished head once more. A new head
+    supersedes the old one when its plan lands (`Admission.submit`). Raises
+    `ForgeConflict` when another forge's PR holds the id.
 
     One transaction over the PR (`scheduler.prtxn`): the check, the registration
     (`Admission.register_in`), the index entry and the plan job all commit in
@@ -49,7 +65,10 @@ def enqueue_pr(
 
     def body(txn: PrTxn) -> bool:
         current = txn.meta
-        if current and current.head_sha == ref.head_sha and current.status != "cancelled":
+        if current is not None and current.ref.get("forge", ref.forge) != ref.forge:
+            held = current.ref.get("forge")
+            raise ForgeConflict(f"{ref.id!r} is held by a {held} PR, not a {ref.forge} one")
+        if current and not _wanted(current, ref.head_sha, again):
             return False
         admission.register_in(txn, ref.model_dump(mode="json"), ref.head_sha, now)
         txn.later(lambda p: enqueue_plan(admission, ref, source, pipeline=p))
@@ -58,6 +77,16 @@ def enqueue_pr(
         return True
 
     return run_txn(admission.redis, admission.keys, ref.id, body)
+
+
+def _wanted(current: PrMeta, head_sha: str, again: bool) -> bool:
+    """Whether this head needs a plan: not while it is being reviewed, and once it was
+    reviewed only when a person asks again."""
+    if current.head_sha == head_sha and current.status not in {"done", "cancelled"}:
+        return False
+    if head_sha in current.reviewed or (current.head_sha == head_sha and current.status == "done"):
+        return again
+    return True
 
 
 def plan_job_id(prefix: str, ref: PullRequestRef, attempt: int = 0) -> str:

@@ -21,11 +21,18 @@ Keys, for a prefix `P` (one per deployment, `reviewq:<queue>` by default):
 - `P:wake`             LIST  wake-ups for the waker (account names whose slot freed);
 - `P:freed`            ZSET  account -> when (Redis ms) a slot of it last freed.
 A *member* is `<pr>|<message id>`. PR keys expire `PR_TTL_S` after the last change.
+
+`<pr>` in a key name is the PR id with every character outside a small safe set
+percent-encoded (`key_part`): a PR id is text from outside (a webhook, the command
+line), and `acme/api#1:m` must not name the message hash of `acme/api#1`. The safe set
+covers every forge id (`owner/repo#N`, `group/sub/project!N`), so their keys read as
+the ids do.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -35,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "PR_TTL_S",
+    "REVIEWED_KEPT",
     "TERMINAL",
     "Keys",
     "MessageState",
@@ -42,6 +50,7 @@ __all__ = [
     "PrMeta",
     "PrView",
     "Retention",
+    "key_part",
     "queued_entry",
     "read_pr",
     "split_member",
@@ -52,6 +61,8 @@ MessageStatus = Literal["pending", "queued", "running", "waiting", "done", "fail
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 # Long enough for a person to read a finished PR's state; every write renews it.
 PR_TTL_S = 7 * 86_400
+REVIEWED_KEPT = 20
+_JSON_FIELDS = frozenset({"ref", "plan", "estimate", "reviewed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +140,19 @@ class PrMeta(BaseModel):
     estimate: dict[str, int] = Field(default_factory=dict)  # milli-units per window
     tag: float = 0.0
     error: str | None = None
+    # Heads whose review was sent, newest last (at most `REVIEWED_KEPT`): a replayed
+    # "opened" or a reopen at one of them does not pay for the same review again.
+    reviewed: list[str] = Field(default_factory=list)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9/#!._~=+,@-]")
+
+
+def key_part(text: str) -> str:
+    """`text` made safe for one segment of a key name: a one-to-one encoding (`%` is
+    itself encoded), so two ids never share a key, and no id can add a `:segment`,
+    a `{hash tag}` or whitespace to a key."""
+    return _UNSAFE.sub(lambda m: "".join(f"%{b:02X}" for b in m[0].encode()), text)
 
 
 class Keys:
@@ -149,22 +173,22 @@ class Keys:
         self.waker_lock = f"{prefix}:waker-lock"
 
     def meta(self, pr: str) -> str:
-        return f"{self.prefix}:pr:{pr}"
+        return f"{self.prefix}:pr:{key_part(pr)}"
 
     def msgs(self, pr: str) -> str:
-        return f"{self.prefix}:pr:{pr}:m"
+        return f"{self.prefix}:pr:{key_part(pr)}:m"
 
     def body(self, pr: str) -> str:
-        return f"{self.prefix}:pr:{pr}:body"
+        return f"{self.prefix}:pr:{key_part(pr)}:body"
 
     def reply(self, pr: str) -> str:
-        return f"{self.prefix}:pr:{pr}:reply"
+        return f"{self.prefix}:pr:{key_part(pr)}:reply"
 
     def backlog(self, pr: str) -> str:
-        return f"{self.prefix}:pr:{pr}:backlog"
+        return f"{self.prefix}:pr:{key_part(pr)}:backlog"
 
     def line(self, account: str) -> str:
-        return f"{self.prefix}:line:{account}"
+        return f"{self.prefix}:line:{key_part(account)}"
 
     def pr_keys(self, pr: str) -> list[str]:
         return [self.meta(pr), self.msgs(pr), self.body(pr), self.reply(pr), self.backlog(pr)]
@@ -199,7 +223,7 @@ def decode_meta(pr: str, raw: Mapping[bytes, bytes]) -> PrMeta | None:
     data: dict[str, Any] = {"pr": pr}
     for key, value in raw.items():
         name, text = key.decode(), value.decode()
-        data[name] = json.loads(text) if name in {"ref", "plan", "estimate"} else text
+        data[name] = json.loads(text) if name in _JSON_FIELDS else text
     for name in ("first_started_ms", "finished_ms", "error"):
         if data.get(name) == "":
             data[name] = None
@@ -211,7 +235,7 @@ def encode_meta(meta: PrMeta, fields: set[str] | None = None) -> dict[str, str]:
     for name, value in meta.model_dump(exclude={"pr"}).items():
         if fields is not None and name not in fields:
             continue
-        if name in {"ref", "plan", "estimate"}:
+        if name in _JSON_FIELDS:
             out[name] = json.dumps(value, separators=(",", ":"))
         else:
             out[name] = "" if value is None else str(value)

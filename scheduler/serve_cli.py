@@ -76,6 +76,13 @@ def serve(
             f"no webhook secret set: export {names['GitHub']} (GitHub) and/or "
             f"{names['GitLab']} (GitLab), or pass --insecure-dev for local testing"
         )
+    repos = settings.webhook.repositories
+    if not repos and not insecure_dev:
+        raise ConfigError(
+            "[webhook] repositories is empty: list the repositories whose PRs may spend "
+            'the budget, e.g. repositories = ["acme/api", "acme/*"] (["*"] accepts every '
+            "repository the webhook is installed on)"
+        )
     if insecure_dev:
         click.secho(_INSECURE, err=True, fg="red", bold=True)
     client = redis_client(settings.redis_url)
@@ -83,6 +90,7 @@ def serve(
     for forge, on in state.items():
         mode = "signed" if on else ("UNSIGNED" if insecure_dev else f"off ({names[forge]} unset)")
         click.echo(f"{forge}: {mode}")
+    click.echo(f"repositories: {', '.join(repos) or 'any (--insecure-dev)'}")
     click.echo(f"queue {settings.queue_name!r} on Redis {redact_url(settings.redis_url)}")
     if workers == 1:
         app = create_app(settings, client, insecure_dev=insecure_dev)

@@ -22,7 +22,6 @@ from typing import Any, Protocol
 
 import httpx
 import redis as redis_lib
-from rq import Queue
 
 from scheduler.admission import Admission, Fairness
 from scheduler.config import Settings
@@ -194,7 +193,11 @@ def _spec(sc: Scenario, mode: str, url: str, accounts: list[Account], tag: str) 
         fairness=Fairness(
             mode="fifo" if mode == "fifo" else "fair", per_pr_inflight=sc.per_pr_inflight
         ),
-        planning=PlanningConfig(max_message_tokens=sc.max_message_tokens),
+        # A scenario's PRs are reviewed in full: the bounds a deployment sets on one
+        # PR's cost would hide the load the scenario describes.
+        planning=PlanningConfig(
+            max_message_tokens=sc.max_message_tokens, large_pr_files=None, max_messages=None
+        ),
         max_wait_ms=max(1, round(15 * 60_000 / scale)),
         park_recheck_ms=max(50, round(5 * 60_000 / scale)),
         retry=RetryPolicy(

@@ -21,7 +21,6 @@ from operator_fixtures import (
     take,
     write_config,
 )
-from rq import SimpleWorker
 from rq.job import Job
 
 from scheduler.admission import job_id_for
@@ -77,11 +76,11 @@ def test_enqueue_a_github_pr_looks_its_head_up(
     config = write_config(tmp_path, redis_url, f"q-{unique}", extra=extra)
     env = {TOKEN_ENV: fake.token}
     files = [ChangedFile(filename="a.py", patch="@@ -1 +1 @@\n-a\n+b")]
-    fake.control.add_pr(unique, "app", 3, "head3", files=files)
+    fake.control.add_pr(unique, "app", 3, "ead3" * 10, files=files)
     first = invoke(config, "enqueue", f"{unique}/app#3", "--json", env=env)
     assert first.exit_code == 0, first.output
     assert json.loads(first.output) == {
-        "pr": f"{unique}/app#3", "head_sha": "head3", "source": "github", "queued": True,
+        "pr": f"{unique}/app#3", "head_sha": "ead3" * 10, "source": "github", "queued": True,
         "status": "planning", "queue": f"q-{unique}",
     }  # fmt: skip
     _, dep = deployment(config)
@@ -92,9 +91,9 @@ def test_enqueue_a_github_pr_looks_its_head_up(
     assert (ref.owner, ref.repo, ref.number, ref.forge) == (unique, "app", 3, "github")
     again = invoke(config, "enqueue", f"https://github.com/{unique}/app/pull/3", env=env)
     assert again.exit_code == 0 and "not queued again" in again.output
-    fake.control.add_pr(unique, "app", 3, "head4", files=files)
+    fake.control.add_pr(unique, "app", 3, "ead4" * 10, files=files)
     moved = invoke(config, "enqueue", f"{unique}/app#3", env=env)
-    assert moved.exit_code == 0 and f"queued {unique}/app#3 at head4" in moved.output
+    assert moved.exit_code == 0 and f"queued {unique}/app#3 at ead4ead4ead" in moved.output
     assert len(plan_jobs(dep.redis, f"q-{unique}")) == 2
     dep.close()
 

@@ -4,7 +4,6 @@ its plan job says so on the PR, once, instead of failing in RQ on every run."""
 from __future__ import annotations
 
 import redis as redis_py
-from rq import Queue
 
 from scheduler.admission import Admission
 from scheduler.config import Settings

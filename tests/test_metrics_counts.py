@@ -10,7 +10,7 @@ import datetime as dt
 
 import redis as redis_py
 from prometheus_client.parser import text_string_to_metric_families
-from webhook_support import serve_hook
+from webhook_support import OPEN, serve_hook
 
 from scheduler.config import Settings
 from scheduler.limiter import Limiter
@@ -46,7 +46,9 @@ def test_metrics_count_grants_denials_and_provider_answers(
             api_key_env="REVIEWQ_METRICS_KEY",
             plan=plan,
         )
-        settings = Settings(redis_url=redis_url, queue_name=f"m-{unique}", accounts=[account])
+        settings = Settings(
+            redis_url=redis_url, queue_name=f"m-{unique}", accounts=[account], webhook=OPEN
+        )
         route = build_route(
             settings,
             redis,

@@ -37,7 +37,7 @@ from typing import Any, cast
 import httpx
 import pytest
 import redis as redis_py
-from rq import Queue, Worker
+from rq import Worker
 from rq.job import Job
 
 from scheduler.admission import FINALIZE_JOB, Admission, Fairness, job_id_for
@@ -722,8 +722,8 @@ def test_github_rate_limits_and_a_502_while_posting_still_post_exactly_once(
 def test_a_rate_limit_while_listing_files_plans_the_pr_later(
     pipeline: PipelineFactory, fake_github: FakeGitHubServer, unique: str
 ) -> None:
-    """The fake refuses the first two API requests (the plan's file listing, then its
-    first rerun) with a secondary rate limit. The plan job does not fail, which left
+    """The fake refuses the first two API requests (the plan's look at the PR, then its
+    first rerun's) with a secondary rate limit. The plan job does not fail, which left
     the PR `planning` for good: the waker runs it again when GitHub said to."""
     pl, ref = github_pipeline(pipeline, fake_github, unique, 9)
     fake_github.control.faults(secondary_rate_limit=2, retry_after_s=1)
@@ -743,6 +743,7 @@ def test_a_rate_limit_while_listing_files_plans_the_pr_later(
 
 
 FILES = "GET /repos/{owner}/{repo}/pulls/{number}/files"
+PULL = "GET /repos/{owner}/{repo}/pulls/{number}"
 
 
 # --- 5. a freed slot is handed on at once ---------------------------------------------

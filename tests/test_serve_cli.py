@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -29,6 +30,14 @@ UNSET: dict[str, str | None] = {
 }
 
 
+@pytest.fixture(scope="module")
+def open_config(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A config that reviews every repository the webhook is installed on."""
+    path = tmp_path_factory.mktemp("serve") / "reviewq.toml"
+    path.write_text('[webhook]\nrepositories = ["*"]\n')
+    return str(path)
+
+
 def test_refuses_to_start_without_a_secret_naming_the_variables() -> None:
     result = CliRunner().invoke(main, ["serve"], env=UNSET)
     assert result.exit_code == 2
@@ -41,9 +50,23 @@ def test_whitespace_is_not_a_secret() -> None:
     assert CliRunner().invoke(main, ["serve"], env=env).exit_code == 2
 
 
-def test_exits_3_when_redis_is_unreachable() -> None:
+def test_refuses_to_start_without_a_repository_list(tmp_path: Path) -> None:
+    """A signed delivery says only that the forge sent it: without a list of the
+    repositories to review, anyone who can open a PR could spend the budget."""
+    env = {**UNSET, "GITHUB_WEBHOOK_SECRET": SECRET}
+    result = CliRunner().invoke(main, ["serve"], env=env)
+    assert result.exit_code == 2
+    assert "[webhook] repositories" in result.output and 'repositories = ["' in result.output
+    config = tmp_path / "reviewq.toml"
+    config.write_text('[webhook]\nrepositories = ["acme/api", "bad path!"]\n')
+    result = CliRunner().invoke(main, ["--config", str(config), "serve"], env=env)
+    assert result.exit_code == 2 and "webhook.repositories[1]" in result.output
+
+
+def test_exits_3_when_redis_is_unreachable(open_config: str) -> None:
     env = {
         **UNSET,
+        "REVIEWQ_CONFIG": open_config,
         "GITHUB_WEBHOOK_SECRET": SECRET,
         "REDIS_URL": f"redis://:pw-secret@127.0.0.1:{free_port()}",
     }
@@ -56,9 +79,12 @@ def test_exits_3_when_redis_is_unreachable() -> None:
 def serving(redis_url: str, queue: str, env: Mapping[str, str], *args: str) -> Iterator[str]:
     """`reviewq serve` as a real process; yields its URL once /healthz answers."""
     port = free_port()
-    full_env = {**os.environ, "REDIS_URL": redis_url, "REVIEWQ_QUEUE": queue, **env}
+    config = Path(tempfile.mkdtemp()) / "reviewq.toml"
+    config.write_text('[webhook]\nrepositories = ["*"]\n')
+    full_env = {**os.environ, "REDIS_URL": redis_url, "REVIEWQ_QUEUE": queue}
+    full_env.update({"REVIEWQ_CONFIG": str(config), **env})
     for name, value in UNSET.items():
-        if name not in env and value is None:
+        if name not in env and value is None and name != "REVIEWQ_CONFIG":
             full_env.pop(name, None)
     command = [sys.executable, "-c", "from scheduler.cli import main; main()", "serve"]
     proc = subprocess.Popen(
@@ -127,8 +153,13 @@ def test_insecure_dev_warns_loudly_and_accepts_unsigned(redis_url: str, unique: 
             json={
                 "object_kind": "merge_request",
                 "project": {"path_with_namespace": "g/p"},
-                "object_attributes": {"iid": 1, "action": "open", "last_commit": {"id": "abc"}},
+                "object_attributes": {
+                    "iid": 1,
+                    "action": "open",
+                    "last_commit": {"id": "abc" * 13 + "d"},
+                },
             },
+            headers={"X-Gitlab-Event-UUID": f"uuid-{unique}"},
         )
         assert response.status_code == 202 and response.json()["status"] == "enqueued"
     code, out, err = serving.last  # type: ignore[attr-defined]

@@ -202,7 +202,7 @@ def mostly(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.integers(0, 4).flatmap(lambda n: anything if n == 4 else good)
 
 
-sha_like = mostly(st.text("0123456789abcdef", min_size=1, max_size=70))
+sha_like = mostly(st.text("0123456789abcdef", min_size=7, max_size=64))
 name_like = mostly(st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True))
 number_like = mostly(st.integers(min_value=-3, max_value=10**6))
 

@@ -195,7 +195,7 @@ def test_oversized_bodies_are_413_when_counted(redis_url: str, unique: str) -> N
     settings = Settings(
         redis_url=redis_url,
         queue_name=f"wh-{unique}",
-        webhook=WebhookSettings(max_body_bytes=4096),
+        webhook=WebhookSettings(max_body_bytes=4096, repositories=("*",)),
     )
     body = json.dumps({**gh_pr(), "pad": "x" * 5000}).encode()
 

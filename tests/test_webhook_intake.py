@@ -7,15 +7,16 @@ tests hold the two paths to the same result.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
 import redis as redis_py
-from rq import Queue
 
 from scheduler.admission import Admission
 from scheduler.intake import enqueue_pr
+from scheduler.jobqueue import review_queue
 from scheduler.prstate import encode_meta
 from workers.changes import PullRequestRef
 
@@ -24,7 +25,7 @@ Step = Callable[[Admission], object]
 
 
 def _admission(redis: redis_py.Redis, name: str) -> Admission:
-    return Admission(redis, Queue(name, connection=redis), prefix=f"t:{name}")
+    return Admission(redis, review_queue(name, redis), prefix=f"t:{name}")
 
 
 def _state(adm: Admission) -> dict[str, Any]:
@@ -38,7 +39,9 @@ def _state(adm: Admission) -> dict[str, Any]:
     return {"fields": fields, "indexed": score == arrived, "ttl_set": all(t > 0 for t in ttls)}
 
 
-def _ref(sha: str) -> PullRequestRef:
+def _ref(head: str) -> PullRequestRef:
+    """A ref at a head named by a label (a commit id is hex: the label's digest)."""
+    sha = hashlib.sha1(head.encode()).hexdigest()
     return PullRequestRef(id=PR, head_sha=sha, owner="octo", repo="app", number=7)
 
 
@@ -63,11 +66,15 @@ def test_enqueue_pr_registers_as_admission_register_does(
                 step(adm)
         arrived = adm.read_meta(PR)
         if register:
-            adm.register(PR, _ref("sha1").model_dump(mode="json"), "sha1")
+            adm.register(PR, _ref("sha1").model_dump(mode="json"), _ref("sha1").head_sha)
         else:
             assert enqueue_pr(adm, _ref("sha1"), {"kind": "diff", "text": ""})
         after = adm.read_meta(PR)
-        assert after is not None and after.status == "planning" and after.head_sha == "sha1"
+        assert (
+            after is not None
+            and after.status == "planning"
+            and after.head_sha == _ref("sha1").head_sha
+        )
         if arrived is not None and arrived.status not in {"done", "cancelled"}:
             assert after.arrived_ms == arrived.arrived_ms  # a new head: still waiting
     assert _state(ours) == _state(theirs)

@@ -8,7 +8,7 @@ import pytest
 import redis as redis_py
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from webhook_support import gh_pr, serve_hook
+from webhook_support import OPEN, gh_pr, serve_hook
 
 from scheduler.config import Settings
 from scheduler.limiter import Limiter
@@ -48,7 +48,9 @@ def test_metrics_show_account_windows_queue_and_deliveries(
         api_key_env="UNUSED_KEY",
         plan=get_preset("zai-lite"),
     )
-    settings = Settings(redis_url=redis_url, queue_name=f"ops-{unique}", accounts=[account])
+    settings = Settings(
+        redis_url=redis_url, queue_name=f"ops-{unique}", accounts=[account], webhook=OPEN
+    )
     limiter = Limiter(redis, account, key_prefix=LIMITER_PREFIX)
     assert limiter.acquire(1000, "octo/app#1", f"req-{unique}", 60_000).granted
     with serve_hook(redis_url, settings.queue_name, settings=settings) as hook:

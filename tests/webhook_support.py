@@ -7,6 +7,7 @@ HTTP, against the session's real Redis; each test gets a queue of its own.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,11 +20,22 @@ from scheduler.admission import Admission
 from scheduler.config import Settings
 from scheduler.prstate import PrMeta
 from scheduler.webhook import WebhookService, create_app, redis_client, sign
+from scheduler.webhook_config import WebhookSettings
 from workers.sandbox import serve_in_thread
 
+# `delivery=OMIT` sends no delivery id header; None (the default) sends a fresh one.
+OMIT = ""
 SECRET = "gh-test-secret-0123456789"
 TOKEN = "gl-test-token-0123456789"
 ENV = {"GITHUB_WEBHOOK_SECRET": SECRET, "GITLAB_WEBHOOK_TOKEN": TOKEN}
+
+
+OPEN = WebhookSettings(repositories=("*",))  # every repository may be reviewed
+
+
+def new_delivery() -> str:
+    """A delivery id as GitHub makes them (a GUID)."""
+    return str(uuid.uuid4())
 
 
 @dataclass
@@ -58,8 +70,8 @@ class Hook:
         """A delivery as GitHub sends it: JSON body, signed unless `secret` is None."""
         body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         sent: dict[str, str | bytes] = {"Content-Type": "application/json", "X-GitHub-Event": event}
-        if delivery is not None:
-            sent["X-GitHub-Delivery"] = delivery
+        if delivery != OMIT:
+            sent["X-GitHub-Delivery"] = delivery or new_delivery()
         if secret is not None:
             sent["X-Hub-Signature-256"] = sign(secret.encode(), body)
         sent.update(headers or {})
@@ -78,8 +90,8 @@ class Hook:
             "Content-Type": "application/json",
             "X-Gitlab-Event": "Merge Request Hook",
         }
-        if delivery is not None:
-            sent["Idempotency-Key"] = delivery
+        if delivery != OMIT:
+            sent["Idempotency-Key"] = delivery or new_delivery()
         if token is not None:
             sent["X-Gitlab-Token"] = token
         sent.update(headers or {})
@@ -95,7 +107,7 @@ def serve_hook(
     insecure_dev: bool = False,
     settings: Settings | None = None,
 ) -> Iterator[Hook]:
-    settings = settings or Settings(redis_url=redis_url, queue_name=queue_name)
+    settings = settings or Settings(redis_url=redis_url, queue_name=queue_name, webhook=OPEN)
     client = redis_client(settings.redis_url)  # as `reviewq serve` builds it
     app = create_app(settings, client, env=env, insecure_dev=insecure_dev)
     service = cast(WebhookService, app.state.webhook)

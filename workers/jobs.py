@@ -25,7 +25,12 @@ from scheduler.admission import Claimed
 from scheduler.prstate import decode_messages
 from scheduler.waker import schedule_finalize, schedule_plan
 from workers.changes import ChangedFile, PullRequestRef
-from workers.github import GitHubRateLimited, GitHubServerError, GitHubTransportError
+from workers.github import (
+    GitHubRateLimited,
+    GitHubServerError,
+    GitHubTransportError,
+    PullRequestInfo,
+)
 from workers.planning import (
     PlannedMessage,
     Reply,
@@ -83,6 +88,8 @@ def plan_pr(prefix: str, ref_json: str, source: dict[str, Any], attempt: int = 0
         files = _files(rt, ref, source)
     except (GitHubRateLimited, GitHubServerError, GitHubTransportError) as exc:
         return _retry_plan(rt, ref, source, attempt, exc)
+    except _HeadMoved as exc:
+        return _head_moved(rt, ref, source, attempt, exc)
     plan = plan_review(files, rt.spec.planning, repo=_repo(ref), model=rt.spec.model)
     bodies = [m.model_dump_json() for m in plan.messages]
     info = plan.model_dump(mode="json", exclude={"messages"})
@@ -115,6 +122,7 @@ def _files(rt: Runtime, ref: PullRequestRef, source: dict[str, Any]) -> list[Cha
             raise ValueError(f"{ref.id}: a GitHub source needs owner, repo and number")
         client = GitHubClient(rt.github_token(), base_url=rt.spec.github_url)
         try:
+            _check_head(client.pull_request(ref.owner, ref.repo, ref.number), ref)
             listing = client.list_files(ref.owner, ref.repo, ref.number)
         finally:
             client.close()
@@ -122,6 +130,44 @@ def _files(rt: Runtime, ref: PullRequestRef, source: dict[str, Any]) -> list[Cha
             log.warning("%s: GitHub lists at most 3,000 files; reviewing those", ref.id)
         return list(listing.files)
     raise ValueError(f"unknown PR source kind {kind!r}; expected 'github' or 'diff'")
+
+
+# GitHub may answer for a PR a moment before a push shows in it: a head that differs is
+# looked at again this many times (after the retry backoff) before the plan gives up.
+HEAD_CHECKS = 2
+
+
+class _HeadMoved(Exception):
+    """The forge says the PR is not open at this head: a webhook can be replayed, and
+    a PR can close or move on while its plan job waits. Nothing is spent on it."""
+
+    def __init__(self, reason: str, *, final: bool) -> None:
+        super().__init__(reason)
+        self.reason, self.final = reason, final
+
+
+def _check_head(info: PullRequestInfo, ref: PullRequestRef) -> None:
+    """Before listing files (and so before any provider call): the PR as its forge
+    reports it now must be open, ready for review, and at the head to be reviewed."""
+    if info.state != "open":
+        raise _HeadMoved(f"the pull request is {info.state} on GitHub", final=True)
+    if info.draft:
+        raise _HeadMoved("the pull request is a draft on GitHub", final=True)
+    if info.head_sha.lower() != ref.head_sha:
+        raise _HeadMoved(f"GitHub's head is {info.head_sha[:12]}", final=False)
+
+
+def _head_moved(
+    rt: Runtime, ref: PullRequestRef, source: dict[str, Any], attempt: int, exc: _HeadMoved
+) -> str:
+    """A closed or draft PR ends here; a head that differs is checked again a few
+    times, in case GitHub had not caught up with a push yet."""
+    if not exc.final and attempt < HEAD_CHECKS:
+        return _retry_plan(rt, ref, source, attempt, exc)
+    reason = f"not reviewed: {exc.reason}"
+    ended = rt.admission.abandon_plan(ref.id, ref.head_sha, reason)
+    log.info("%s@%s: %s", ref.id, ref.head_sha[:12], reason)
+    return reason if ended else "stale: the PR moved on"
 
 
 class _ClaimHeartbeat:

@@ -318,19 +318,60 @@ def plan_review(
     override = config.override_for(repo)
     kept, skipped = triage(files, skip=(*override.skip, *config.skip), keep=override.keep)
     full, summarised = kept, list[ChangedFile]()
+    note = None
     if config.large_pr_files is not None and len(kept) > config.large_pr_files:
         full, summarised = rank_by_risk(kept, config.large_pr_full_files)
-    budget = config.budget_for(model)
-    messages = [
-        *_pack_diffs(full, budget, config.chars_per_token),
-        *_pack_summaries(summarised, budget, config.chars_per_token),
-    ]
+        note = degraded_note(len(kept), len(full), config.large_pr_files)
+    budget, cpt = config.budget_for(model), config.chars_per_token
+    messages = _pack(full, summarised, budget, cpt)
+    if config.max_messages is not None and len(messages) > config.max_messages:
+        full, summarised, messages = _within(full, summarised, config.max_messages, budget, cpt)
+        note = _capped_note(len(kept), len(full), config.max_messages)
     return ReviewPlan(
         messages=tuple(m.model_copy(update={"index": i}) for i, m in enumerate(messages)),
         skipped=tuple(SkippedFile(path=p, reason=r) for p, r in skipped),
         summarised=tuple(sorted(f.filename for f in summarised)),
         degraded=bool(summarised),
-        note=degraded_note(len(kept), len(full), config.large_pr_files) if summarised else None,
+        note=note if summarised else None,
+    )
+
+
+def _pack(
+    full: Sequence[ChangedFile], summarised: Sequence[ChangedFile], budget: int, cpt: float
+) -> list[PlannedMessage]:
+    return [*_pack_diffs(full, budget, cpt), *_pack_summaries(summarised, budget, cpt)]
+
+
+def _within(
+    full: Sequence[ChangedFile],
+    summarised: Sequence[ChangedFile],
+    cap: int,
+    budget: int,
+    cpt: float,
+) -> tuple[list[ChangedFile], list[ChangedFile], list[PlannedMessage]]:
+    """The most of the riskiest files reviewed in full whose plan stays within `cap`
+    messages, the rest summarised: one huge diff must not spend a team's window.
+
+    A binary search over how many of the ranked files stay in full; each step packs
+    the plan again, so it costs a few packings, not one per file."""
+    ranked, _ = rank_by_risk(full, len(full))
+    lo, hi = 0, len(ranked)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(_pack(ranked[:mid], [*ranked[mid:], *summarised], budget, cpt)) <= cap:
+            lo = mid
+        else:
+            hi = mid - 1
+    kept_full, rest = ranked[:lo], [*ranked[lo:], *summarised]
+    return kept_full, rest, _pack(kept_full, rest, budget, cpt)
+
+
+def _capped_note(kept: int, full: int, cap: int) -> str:
+    return (
+        f"Reviewing all {kept} reviewable files of this pull request line by line would "
+        f"take more than {cap} messages ([planning] max_messages): only the {full} riskiest "
+        "(source before tests and docs, sensitive paths, bigger changes first) were "
+        f"reviewed line by line; {kept - full} were summarised."
     )
 
 

@@ -28,6 +28,12 @@ class PlanningConfig(_Frozen):
     `max_message_tokens` bounds each whole request (system prompt included), since it
     is the context a model must hold; `model_max_tokens` maps fnmatch patterns of
     model names to their own bound, the first matching pattern winning.
+
+    What one PR may cost: above `large_pr_files` reviewable files only the
+    `large_pr_full_files` riskiest are reviewed line by line, and a review never plans
+    more than `max_messages` messages (the riskiest files that fit are reviewed in full,
+    the rest summarised); None lifts either bound. `max_diff_bytes` bounds a local diff
+    (`reviewq enqueue --diff`), which travels in its plan job.
     """
 
     skip: tuple[str, ...] = ()
@@ -35,8 +41,10 @@ class PlanningConfig(_Frozen):
     max_message_tokens: PositiveInt = 8000
     model_max_tokens: dict[str, PositiveInt] = Field(default_factory=dict)
     chars_per_token: float = Field(default=4.0, gt=0, le=100)
-    large_pr_files: int | None = Field(default=None, ge=0)
+    large_pr_files: int | None = Field(default=150, ge=0)
     large_pr_full_files: int = Field(default=50, ge=0)
+    max_messages: int | None = Field(default=100, ge=1)
+    max_diff_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
 
     def budget_for(self, model: str) -> int:
         """Token bound for one message to `model`: exact name first, then patterns."""

@@ -6,9 +6,11 @@ is a header, checked before reading), and only then parsed. The handler never ta
 a forge or a provider: it records the PR and queues a `plan_pr` job, which is why it
 answers within milliseconds.
 
-Statuses: 200 ping and duplicate deliveries; 202 queued, cancelled or ignored (with the
-reason); 400 malformed; 401 bad or missing signature; 403 forge not configured; 409 the
-same delivery is being processed right now; 413 too large; 415 not JSON; 503 Redis
+Statuses: 200 ping and duplicate deliveries; 202 queued, cancelled, ignored or refused
+(with the reason); 400 malformed; 401 bad or missing signature; 403 forge not
+configured; 409 the same delivery is being processed right now, or the PR's id is held
+by another forge's PR; 413 too large; 415 not JSON; 422 anything else the handlers did
+not expect (logged); 429 the repository queued its hourly share of PR heads; 503 Redis
 unreachable (retry later). Nothing a client sends yields a 500.
 """
 
@@ -25,7 +27,6 @@ import redis as redis_lib
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from rq import Queue
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -40,6 +41,7 @@ from scheduler.operate import LIMITER_PREFIX, deployment_prefix
 from scheduler.prstate import Keys
 from scheduler.webhook.deliveries import Deliveries
 from scheduler.webhook.events import Action, BadPayload, Cancel, Enqueue, parse_json
+from scheduler.webhook.gate import Gate, RateLimited
 from scheduler.webhook.github import github_action, signature_ok
 from scheduler.webhook.gitlab import gitlab_action, token_ok
 from scheduler.webhook.http import (
@@ -60,7 +62,7 @@ log = logging.getLogger(__name__)
 
 Forge = Literal["github", "gitlab"]
 Result = tuple[int, str, str, str | None]  # status, outcome, detail, PR id
-Interpret = Callable[[Request], Awaitable[tuple[str | None, Action]]]
+Interpret = Callable[[Request], Awaitable[tuple[str, bytes, Action]]]
 _MAX_DELIVERY_ID = 200
 _NOT_JSON = (
     "expected Content-Type application/json; choose application/json as the content "
@@ -108,6 +110,10 @@ class WebhookService:
         fairness = settings.review.fairness
         self.admission = Admission(redis, queue, prefix=prefix, fairness=fairness)
         self.deliveries = Deliveries(redis, prefix, settings.webhook.dedupe_ttl_s)
+        hook = settings.webhook
+        if insecure_dev and not hook.repositories:  # local testing: any repository
+            hook = hook.model_copy(update={"repositories": ("*",)})
+        self.gate = Gate(hook, redis, prefix)
         self.secrets = {
             "github": _secret(env, settings.webhook.github_secret_env),
             "gitlab": _secret(env, settings.webhook.gitlab_token_env),
@@ -145,20 +151,27 @@ class WebhookService:
 
     async def _receive(self, request: Request, forge: Forge, interpret: Interpret) -> Response:
         started = time.perf_counter()
-        pr = None
+        pr, retry_after = None, None
         try:
-            delivery, action = await interpret(request)
-            status, outcome, detail, pr = self.carry_out(forge, delivery, action)
+            delivery, body, action = await interpret(request)
+            status, outcome, detail, pr = self.carry_out(forge, delivery, action, body)
         except HttpError as exc:
             status, outcome, detail = exc.status, exc.outcome, exc.detail
+            retry_after = exc.retry_after_s
         except BadPayload as exc:
             status, outcome, detail = 400, "bad_request", str(exc)
+        except ForgeConflict as exc:
+            status, outcome, detail = 409, "conflict", str(exc)
         except redis_lib.RedisError as exc:
             log.warning("%s delivery: Redis unavailable: %s", forge, exc)
             status, outcome = 503, "redis_unavailable"
             detail = f"Redis is unavailable ({type(exc).__name__}); deliver again later"
+        except Exception as exc:  # a state the handlers did not expect: never a 500
+            log.exception("%s delivery could not be handled", forge)
+            status, outcome = 422, "unprocessable"
+            detail = f"this delivery could not be handled ({type(exc).__name__}); see the log"
         self.metrics.observe(forge, outcome, time.perf_counter() - started)
-        return answer(status, outcome, detail, pr=pr)
+        return answer(status, outcome, detail, retry_after_s=retry_after, pr=pr)
 
     def _key(self, forge: Forge) -> bytes | None:
         """The forge's secret; None when unsigned deliveries are allowed (--insecure-dev)."""
@@ -172,7 +185,7 @@ class WebhookService:
             raise HttpError(403, "not_configured", f"{forge} deliveries are off: {var} is not set")
         return secret
 
-    async def _github(self, request: Request) -> tuple[str | None, Action]:
+    async def _github(self, request: Request) -> tuple[str, bytes, Action]:
         kind = media_type(request)
         if kind not in (JSON_TYPE, FORM_TYPE):
             raise HttpError(415, "unsupported_media_type", _NOT_JSON)
@@ -188,9 +201,9 @@ class WebhookService:
             raise HttpError(400, "bad_request", "the X-GitHub-Event header is required")
         delivery = _delivery_id(headers.get("x-github-delivery"), "X-GitHub-Delivery")
         payload = form_payload(body) if kind == FORM_TYPE else body
-        return delivery, github_action(event, parse_json(payload), delivery)
+        return delivery, body, github_action(event, parse_json(payload), delivery)
 
-    async def _gitlab(self, request: Request) -> tuple[str | None, Action]:
+    async def _gitlab(self, request: Request) -> tuple[str, bytes, Action]:
         if media_type(request) != JSON_TYPE:
             raise HttpError(415, "unsupported_media_type", _NOT_JSON)
         token, headers = self._key("gitlab"), request.headers
@@ -198,37 +211,38 @@ class WebhookService:
             raise HttpError(401, "bad_signature", _unsigned("X-Gitlab-Token", headers))
         body = await read_body(request, self.limit)
         key = headers.get("idempotency-key") or headers.get("x-gitlab-event-uuid")
-        delivery = _delivery_id(key, "Idempotency-Key")
-        return delivery, gitlab_action(parse_json(body), delivery)
+        delivery = _delivery_id(key, "Idempotency-Key or X-Gitlab-Event-UUID")
+        return delivery, body, gitlab_action(parse_json(body), delivery)
 
-    def carry_out(self, forge: Forge, delivery: str | None, action: Action) -> Result:
-        """Act once per delivery id; see `deliveries` for why the id is confirmed only
-        after the work succeeded."""
+    def carry_out(self, forge: Forge, delivery: str, action: Action, body: bytes) -> Result:
+        """Act once per delivery (its id and its body, see `deliveries`): the mark is
+        confirmed only after the work succeeded. A PR the gate refuses is answered
+        before anything is written."""
         if not isinstance(action, Enqueue | Cancel):
             return (
                 (200, "pong", "pong", None)
                 if action.ping
                 else (202, "ignored", action.reason, None)
             )
-        key = self.deliveries.key(forge, delivery) if delivery else None
-        now_ms = None
-        if key is not None:
-            claim, now_ms = self.deliveries.claim_at(key)
-            if claim == "done":
-                return 200, "duplicate", f"delivery {delivery} was already processed", None
-            if claim == "pending":
-                return 409, "in_progress", f"delivery {delivery} is being processed", None
+        if isinstance(action, Enqueue) and (why := self.gate.refusal(action)) is not None:
+            log.info("%s delivery %s refused: %s", forge, delivery, why)
+            return 202, "refused", why, action.ref.id
+        keys = self.deliveries.keys(forge, delivery, body)
+        claim, now_ms = self.deliveries.claim_at(*keys)
+        if claim == "done":
+            return 200, "duplicate", f"delivery {delivery} was already processed", None
+        if claim == "pending":
+            return 409, "in_progress", f"delivery {delivery} is being processed", None
         try:
-            result = self._act(action, key, now_ms)
+            result = self._act(action, keys, now_ms)
         except BaseException:
-            if key is not None:
-                self.deliveries.release(key)
+            self.deliveries.release(*keys)
             raise
-        if key is not None and result[1] != "enqueued":  # an enqueue marked it itself
-            self.deliveries.confirm(key)
+        if result[1] != "enqueued":  # an enqueue marked it itself
+            self.deliveries.confirm(*keys)
         return result
 
-    def _act(self, action: Enqueue | Cancel, key: str | None, now_ms: int | None) -> Result:
+    def _act(self, action: Enqueue | Cancel, keys: tuple[str, ...], now_ms: int) -> Result:
         if isinstance(action, Cancel):
             count = self.admission.cancel(action.pr, action.reason)
             return (
@@ -238,10 +252,30 @@ class WebhookService:
                 action.pr,
             )
         ref = action.ref
-        done = None if key is None else partial(self.deliveries.done_in, key=key)
-        if enqueue_pr(self.admission, ref, action.source, also=done, now_ms=now_ms):
+        place = self.gate.take(action.repo, f"{ref.id}@{ref.head_sha}")
+        if isinstance(place, RateLimited):
+            raise HttpError(
+                429,
+                "rate_limited",
+                f"{action.repo} queued {place.limit} PR heads in the last hour "
+                "([webhook] repo_rate); deliver again later or `reviewq enqueue` it",
+                retry_after_s=-(-place.retry_after_ms // 1000),
+            )
+        done = partial(self.deliveries.done_in, keys=keys)
+        queued = False
+        try:
+            queued = enqueue_pr(self.admission, ref, action.source, also=done, now_ms=now_ms)
+        finally:
+            if not queued:  # already queued or reviewed, or it failed: not a new head
+                self.gate.give_back(place)
+        if queued:
             return 202, "enqueued", f"queued for review at {ref.head_sha[:12]}", ref.id
-        return 202, "already_queued", f"{ref.head_sha[:12]} is already queued or reviewed", ref.id
+        return (
+            202,
+            "already_queued",
+            f"{ref.head_sha[:12]} is already queued or reviewed",
+            ref.id,
+        )
 
 
 def _secret(env: Mapping[str, str], var: str) -> bytes | None:
@@ -255,9 +289,10 @@ def _unsigned(header: str, headers: Mapping[str, str]) -> str:
     return f"the {header} header does not match this server's secret"
 
 
-def _delivery_id(value: str | None, header: str) -> str | None:
+def _delivery_id(value: str | None, header: str) -> str:
+    """Required: a delivery is acted on once by its id (and its body's digest)."""
     if not value:
-        return None
+        raise HttpError(400, "bad_request", f"the {header} header is required")
     if len(value) > _MAX_DELIVERY_ID:
         raise HttpError(
             400, "bad_request", f"{header} is longer than {_MAX_DELIVERY_ID} characters"

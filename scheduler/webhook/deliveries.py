@@ -8,11 +8,19 @@ claim is deleted, so the forge's redelivery is processed rather than answered
 "duplicate"; if even the delete fails (Redis went away), the claim lapses within a
 minute. A redelivery that arrives while the first copy is still being processed is
 told to retry later (409) instead of being acknowledged for work that may yet fail.
+
+A delivery is known by two keys: its id (`X-GitHub-Delivery`, which the forge keeps
+across a redelivery) and the SHA-256 of its body. The id header is not signed, so a
+captured delivery sent again under a new id is still the same signed body, and is
+answered `duplicate` for as long as ids are remembered. Both keys are claimed, marked
+and released together.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Sequence
 from typing import Literal, cast
 
 import redis as redis_lib
@@ -27,18 +35,34 @@ _PENDING, _DONE = b"pending", b"done"
 
 Claim = Literal["new", "done", "pending"]
 
-# `claim` and Redis's clock in one round trip (`claim_at`). TIME comes after the
-# write, which every Redis version allows in a script.
+# `claim` of every key of a delivery and Redis's clock, in one round trip (`claim_at`).
+# TIME comes after the writes, which every Redis version allows in a script.
+#
+# KEYS[1..n] = the delivery's keys (its id, its body's digest)
+# ARGV[1] = the pending mark
+# ARGV[2] = how long a claim holds, in seconds
+# Returns {mark seen (done before pending; nil if none), TIME seconds, TIME microseconds}.
 _CLAIM_AT = """
-local seen = redis.call('GET', KEYS[1])
-if not seen then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
+local seen = false
+for _, key in ipairs(KEYS) do
+  local value = redis.call('GET', key)
+  if value and (not seen or seen == ARGV[1]) then
+    seen = value
+  end
+end
+if not seen then
+  for _, key in ipairs(KEYS) do
+    redis.call('SET', key, ARGV[1], 'EX', ARGV[2])
+  end
+end
 local now = redis.call('TIME')
 return {seen, now[1], now[2]}
 """
 
 
 class Deliveries:
-    """Delivery ids under `<prefix>:webhook:delivery:<forge>:<id>`."""
+    """Delivery ids under `<prefix>:webhook:delivery:<forge>:<id>`, body digests under
+    `<prefix>:webhook:body:<forge>:<sha256>`."""
 
     def __init__(self, redis: redis_lib.Redis, prefix: str, ttl_s: int) -> None:
         self.redis, self.prefix, self.ttl_s = redis, prefix, ttl_s
@@ -47,6 +71,13 @@ class Deliveries:
 
     def key(self, forge: str, delivery: str) -> str:
         return f"{self.prefix}:webhook:delivery:{forge}:{delivery}"
+
+    def body_key(self, forge: str, body: bytes) -> str:
+        return f"{self.prefix}:webhook:body:{forge}:{hashlib.sha256(body).hexdigest()}"
+
+    def keys(self, forge: str, delivery: str, body: bytes) -> tuple[str, str]:
+        """Both keys a delivery is known by."""
+        return self.key(forge, delivery), self.body_key(forge, body)
 
     def claim(self, key: str) -> Claim:
         """Take the id if nobody has, else say how far the other copy got: one command
@@ -64,33 +95,39 @@ class Deliveries:
             taken, value = pipe.execute()
         return "new" if taken else _seen(value)
 
-    def done_in(self, pipe: Pipeline, key: str) -> None:
-        """`confirm`, as one more write in the caller's transaction."""
-        pipe.set(key, _DONE, ex=self.ttl_s)
+    def done_in(self, pipe: Pipeline, keys: Sequence[str]) -> None:
+        """`confirm`, as more writes in the caller's transaction."""
+        for key in keys:
+            pipe.set(key, _DONE, ex=self.ttl_s)
 
-    def claim_at(self, key: str) -> tuple[Claim, int]:
-        """`claim`, plus Redis's clock in ms, read in the same round trip: the PR's
+    def claim_at(self, *keys: str) -> tuple[Claim, int]:
+        """`claim` of every key at once (a mark on any of them counts, `done` before
+        `pending`), plus Redis's clock in ms, read in the same round trip: the PR's
         arrival time, which `enqueue_pr` would otherwise ask Redis for separately."""
         seen, sec, usec = cast(
-            list[bytes | int | None], self._claim_at(keys=[key], args=[_PENDING, CLAIM_TTL_S])
+            list[bytes | int | None],
+            self._claim_at(keys=list(keys), args=[_PENDING, CLAIM_TTL_S]),
         )
         claim: Claim = "new" if seen is None else _seen(cast(bytes, seen))
         return claim, int(cast(bytes, sec)) * 1000 + int(cast(bytes, usec)) // 1000
 
-    def confirm(self, key: str) -> None:
-        """The work is queued: remember the id for the redelivery window. If this write
-        fails the work still stands; the claim lapses and enqueue_pr drops a repeat."""
+    def confirm(self, *keys: str) -> None:
+        """The work is queued: remember the keys for the redelivery window. If this
+        write fails the work still stands; the claim lapses and enqueue_pr drops a
+        repeat."""
         try:
-            self.redis.set(key, _DONE, ex=self.ttl_s)
+            with self.redis.pipeline(transaction=False) as pipe:
+                self.done_in(pipe, keys)
+                pipe.execute()
         except redis_lib.RedisError:
-            log.warning("could not mark delivery %s done; a redelivery may be re-checked", key)
+            log.warning("could not mark delivery %s done; a redelivery may be re-checked", keys[0])
 
-    def release(self, key: str) -> None:
+    def release(self, *keys: str) -> None:
         """The work failed: forget the claim so a redelivery is processed."""
         try:
-            self.redis.delete(key)
+            self.redis.delete(*keys)
         except redis_lib.RedisError:
-            log.warning("could not release delivery %s; it lapses in %d s", key, CLAIM_TTL_S)
+            log.warning("could not release delivery %s; it lapses in %d s", keys[0], CLAIM_TTL_S)
 
 
 def _seen(value: bytes | None) -> Claim:

@@ -39,10 +39,17 @@ class BadPayload(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Enqueue:
-    """Review this head of a PR (a PR opened, or a new commit pushed to it)."""
+    """Review this head of a PR (a PR opened, or a new commit pushed to it).
+
+    `repo`, `association` and `fork` are what the gate (`scheduler.webhook.gate`)
+    decides on: the repository's full name, GitHub's `author_association` of the PR's
+    author (None where the forge has none), and whether the head lives in a fork."""
 
     ref: PullRequestRef
     source: dict[str, Any]
+    repo: str = ""
+    association: str | None = None
+    fork: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +113,13 @@ def make_ref(values: dict[str, Any], origins: dict[str, str]) -> PullRequestRef:
         return PullRequestRef(**values)
     except ValidationError as exc:
         err = exc.errors()[0]
-        name = str(err["loc"][0]) if err["loc"] else "id"
-        raise BadPayload(f"{origins.get(name, name)}: {err['msg']}") from None
+        name, msg = (str(err["loc"][0]) if err["loc"] else ""), err["msg"]
+        if not name:  # a check across fields names its field first: "owner: ..."
+            name, _, msg = msg.removeprefix("Value error, ").partition(": ")
+        raise BadPayload(f"{origins.get(name, name)}: {msg}") from None
 
 
-def pr_id(value: str, origin: str) -> str:
-    """`value` if it is a valid PR id (as `PullRequestRef.id` defines one), for events
-    that name a PR without a head to review (a close)."""
-    return make_ref({"id": value, "head_sha": "-"}, {"id": origin}).id
+def pr_id(values: dict[str, Any], origins: dict[str, str]) -> str:
+    """The PR id `values` spell, checked as a head's ref would be, for events that name
+    a PR without a head to review (a close)."""
+    return make_ref({**values, "head_sha": "0" * 40}, origins).id

@@ -51,16 +51,31 @@ def github_action(event: str, data: dict[str, Any], delivery: str | None) -> Act
         return Ignore(f"event {event[:_SHOWN]!r} is not handled (only pull_request)")
     action = field(data, "action", str)
     if action == "closed":
-        return Cancel(_pr_id(data), "closed")
+        return Cancel(pr_id(*_identity(data)), "closed")
     if action not in REVIEWED_ACTIONS:
         return Ignore(f"pull_request action {action[:_SHOWN]!r} needs no review")
     if flag(data, "pull_request.draft"):
         return Ignore("draft pull request: it is reviewed once marked ready for review")
-    owner, repo, number = _location(data)
-    sha = field(data, "pull_request.head.sha", str)
+    values, origins = _identity(data)
+    values["head_sha"] = field(data, "pull_request.head.sha", str)
+    origins["head_sha"] = "pull_request.head.sha"
+    ref = make_ref(values, origins)
+    return Enqueue(
+        ref,
+        {"kind": "github", "delivery": delivery},
+        repo=f"{ref.owner}/{ref.repo}",
+        association=_association(data),
+        fork=_from_fork(data),
+    )
+
+
+def _identity(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The PR's ref fields, and the payload key each came from (for error messages)."""
+    owner = field(data, "repository.owner.login", str)
+    repo = field(data, "repository.name", str)
+    number = field(data, "pull_request.number", int)
     values = {
         "id": f"{owner}/{repo}#{number}",
-        "head_sha": sha,
         "forge": "github",
         "owner": owner,
         "repo": repo,
@@ -68,21 +83,27 @@ def github_action(event: str, data: dict[str, Any], delivery: str | None) -> Act
     }
     origins = {
         "id": "repository.full_name",
-        "head_sha": "pull_request.head.sha",
         "owner": "repository.owner.login",
         "repo": "repository.name",
         "number": "pull_request.number",
     }
-    ref = make_ref(values, origins)
-    return Enqueue(ref, {"kind": "github", "delivery": delivery})
+    return values, origins
 
 
-def _location(data: dict[str, Any]) -> tuple[str, str, int]:
-    owner = field(data, "repository.owner.login", str)
-    repo = field(data, "repository.name", str)
-    return owner, repo, field(data, "pull_request.number", int)
+def _association(data: dict[str, Any]) -> str | None:
+    pr = data.get("pull_request")
+    value = pr.get("author_association") if isinstance(pr, dict) else None
+    return value if isinstance(value, str) else None
 
 
-def _pr_id(data: dict[str, Any]) -> str:
-    owner, repo, number = _location(data)
-    return pr_id(f"{owner}/{repo}#{number}", "repository.full_name")
+def _from_fork(data: dict[str, Any]) -> bool:
+    """A head repository other than the base (or one deleted since: `repo` null)."""
+    pr = data["pull_request"]
+    head, base = pr.get("head"), pr.get("base")
+    head_repo = head.get("repo") if isinstance(head, dict) else None
+    base_repo = base.get("repo") if isinstance(base, dict) else None
+    if not isinstance(base_repo, dict):
+        return False  # a payload without the base repository says nothing either way
+    if not isinstance(head_repo, dict):
+        return True
+    return bool(head_repo.get("fork")) or head_repo.get("id") != base_repo.get("id")

@@ -42,33 +42,41 @@ def gitlab_action(data: dict[str, Any], delivery: str | None) -> Action:
         return Ignore(f"object_kind {kind[:_SHOWN]!r} is not handled (only merge_request)")
     action = field(data, "object_attributes.action", str)
     if action in _CLOSING:
-        return Cancel(pr_id(_mr_id(data)[0], "project.path_with_namespace"), _CLOSING[action])
+        return Cancel(pr_id(*_identity(data)), _CLOSING[action])
     if action not in REVIEWED_ACTIONS:
         return Ignore(f"merge_request action {action[:_SHOWN]!r} needs no review")
     if flag(data, "object_attributes.draft") or flag(data, "object_attributes.work_in_progress"):
         return Ignore("draft merge request: it is reviewed once marked ready")
-    mr_id, path, iid = _mr_id(data)
+    values, origins = _identity(data)
+    values["head_sha"] = field(data, "object_attributes.last_commit.id", str)
+    origins["head_sha"] = "object_attributes.last_commit.id"
+    ref = make_ref(values, origins)
+    path, iid = f"{ref.owner}/{ref.repo}", ref.number
+    source = {"kind": "gitlab", "project": path, "iid": iid, "delivery": delivery}
+    return Enqueue(ref, source, repo=path, fork=_from_fork(data))
+
+
+def _identity(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The MR's ref fields, and the payload key each came from (for error messages)."""
+    path = field(data, "project.path_with_namespace", str)
+    iid = field(data, "object_attributes.iid", int)
     group, _, project = path.rpartition("/")
     values = {
-        "id": mr_id,
-        "head_sha": field(data, "object_attributes.last_commit.id", str),
+        "id": f"{path}!{iid}",
         "forge": "gitlab",
         "owner": group or None,
         "repo": project,
         "number": iid,
     }
-    origins = {
-        "id": "project.path_with_namespace",
-        "head_sha": "object_attributes.last_commit.id",
-        "owner": "project.path_with_namespace",
-        "repo": "project.path_with_namespace",
-        "number": "object_attributes.iid",
-    }
-    source = {"kind": "gitlab", "project": path, "iid": iid, "delivery": delivery}
-    return Enqueue(make_ref(values, origins), source)
+    where = "project.path_with_namespace"
+    origins = {"id": where, "owner": where, "repo": where, "number": "object_attributes.iid"}
+    return values, origins
 
 
-def _mr_id(data: dict[str, Any]) -> tuple[str, str, int]:
-    path = field(data, "project.path_with_namespace", str)
-    iid = field(data, "object_attributes.iid", int)
-    return f"{path}!{iid}", path, iid
+def _from_fork(data: dict[str, Any]) -> bool:
+    """GitLab names both projects of an MR; they differ when the source is a fork."""
+    attrs = data.get("object_attributes")
+    if not isinstance(attrs, dict):
+        return False
+    source, target = attrs.get("source_project_id"), attrs.get("target_project_id")
+    return source is not None and target is not None and source != target

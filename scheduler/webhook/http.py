@@ -29,16 +29,28 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 class HttpError(Exception):
     """Ends a request with `status`; `outcome` is the metrics label, `detail` the text."""
 
-    def __init__(self, status: int, outcome: str, detail: str) -> None:
+    def __init__(
+        self, status: int, outcome: str, detail: str, *, retry_after_s: int | None = None
+    ) -> None:
         super().__init__(detail)
         self.status, self.outcome, self.detail = status, outcome, detail
+        self.retry_after_s = retry_after_s
 
 
-def answer(status: int, outcome: str, detail: str, **extra: str | int | None) -> Response:
+def answer(
+    status: int,
+    outcome: str,
+    detail: str,
+    *,
+    retry_after_s: int | None = None,
+    **extra: str | int | None,
+) -> Response:
     """A small JSON body the forge shows in its delivery log: what happened and why."""
     data = {"status": outcome, "detail": detail}
     data.update({k: str(v) for k, v in extra.items() if v is not None})
-    headers = {"Retry-After": "5"} if status in (409, 503) else None
+    if retry_after_s is None and (status == 503 or outcome == "in_progress"):
+        retry_after_s = 5
+    headers = None if retry_after_s is None else {"Retry-After": str(retry_after_s)}
     return Response(json.dumps(data), status, headers, media_type=JSON_TYPE)
 
 
