@@ -12,22 +12,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AUTHOR_ASSOCIATIONS", "WebhookSettings"]
+__all__ = ["Association", "WebhookSettings"]
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # A repository or a glob of them: path segments of forge names, `*` and `?`.
 _REPO_GLOB = r"^[A-Za-z0-9_.*?-]+(?:/[A-Za-z0-9_.*?-]+)*$"
 # GitHub's `author_association` values (REST API, "Pull requests" schema, 2022-11-28).
-AUTHOR_ASSOCIATIONS = (
-    "OWNER",
-    "MEMBER",
-    "COLLABORATOR",
-    "CONTRIBUTOR",
-    "FIRST_TIME_CONTRIBUTOR",
-    "FIRST_TIMER",
-    "MANNEQUIN",
-    "NONE",
-)
 Association = Literal[
     "OWNER",
     "MEMBER",
