@@ -13,9 +13,10 @@ from typing import Any
 from redis.client import Pipeline
 
 from scheduler.admission import Admission
-from scheduler.prstate import PrMeta
-from scheduler.prtxn import PrTxn, run_txn
-from workers.changes import PullRequestRef
+from scheduler.state.jobs import PLAN_JOB
+from scheduler.state.records import PrMeta
+from scheduler.state.refs import PullRequestRef
+from scheduler.state.txn import PrTxn, run_txn
 
 __all__ = [
     "PLAN_JOB",
@@ -27,8 +28,6 @@ __all__ = [
 ]
 
 Write = Callable[[Pipeline], object]
-
-PLAN_JOB = "workers.jobs.plan_pr"
 
 
 class ForgeConflict(ValueError):
@@ -51,7 +50,7 @@ def enqueue_pr(
     supersedes the old one when its plan lands (`Admission.submit`). Raises
     `ForgeConflict` when another forge's PR holds the id.
 
-    One transaction over the PR (`scheduler.prtxn`): the check, the registration
+    One transaction over the PR (`scheduler.state.txn`): the check, the registration
     (`Admission.register_in`), the index entry and the plan job all commit in
     one MULTI/EXEC, or none does. So a failure never leaves the PR registered at a
     head with no plan job (which a redelivery would then take for "already queued"),

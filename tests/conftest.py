@@ -15,7 +15,12 @@ from typing import Any, Protocol, TypeVar
 import pytest
 import redis as redis_py
 
-from scheduler.localredis import LocalRedis, RedisServerNotFound, free_port, redis_url_or_local
+from scheduler.sandbox.localredis import (
+    LocalRedis,
+    RedisServerNotFound,
+    free_port,
+    redis_url_or_local,
+)
 
 T = TypeVar("T")
 

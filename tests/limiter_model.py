@@ -13,8 +13,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from scheduler.limiter import Denial, Grant
-from scheduler.plans import Plan, Policy, Window
+from scheduler.quota.limiter import Denial, Grant
+from scheduler.quota.plans import Plan, Policy, Window
 
 __all__ = ["INF", "ModelLimiter", "Snapshot"]
 
@@ -64,7 +64,7 @@ class Snapshot:
 
 
 class ModelLimiter:
-    """Same operations and result shapes as `scheduler.limiter.Limiter`."""
+    """Same operations and result shapes as `scheduler.quota.limiter.Limiter`."""
 
     def __init__(self, plan: Plan, policy: Policy, clock: Callable[[], int]) -> None:
         self.plan = plan

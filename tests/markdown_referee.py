@@ -1,7 +1,7 @@
 """An independent reader of what reviewq posts: a CommonMark parser (markdown-it-py,
 which `rich` already brings in), with GFM tables and strikethrough.
 
-It shares no code with `workers.safe_markdown`, so a test that asks it what a forge
+It shares no code with `workers.review.safe_markdown`, so a test that asks it what a forge
 would render checks the filter against a real parser, not against its own idea of
 Markdown.
 """

@@ -11,12 +11,12 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from scheduler.admission import REVIEW_JOB, Admission
-from scheduler.cli import main
+from scheduler.cli.main import main
 from scheduler.config import Settings, load_settings
 from scheduler.intake import enqueue_pr
-from scheduler.jobqueue import fetch_job
-from scheduler.operate import Deployment, connect
-from workers.changes import PullRequestRef
+from scheduler.ops.deployment import Deployment, connect
+from scheduler.state.jobs import fetch_job
+from scheduler.state.refs import PullRequestRef
 
 DIFF = """diff --git a/src/app.py b/src/app.py
 --- a/src/app.py

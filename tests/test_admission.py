@@ -11,8 +11,8 @@ import redis as redis_py
 from rq.job import Job
 
 from scheduler.admission import FINALIZE_JOB, REVIEW_JOB, Admission, Fairness, job_id_for
-from scheduler.jobqueue import fetch_job, review_queue
-from scheduler.prstate import read_pr
+from scheduler.state.jobs import fetch_job, review_queue
+from scheduler.state.records import read_pr
 from scheduler.waker import Waker
 
 

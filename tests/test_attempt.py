@@ -19,8 +19,9 @@ import redis as redis_py
 from test_provider_client import Recorder, chat, make_account
 
 from scheduler.config import Settings
-from scheduler.limiter import Grant, Limiter
-from scheduler.plans import get_preset
+from scheduler.quota.circuit import Circuit
+from scheduler.quota.limiter import Grant, Limiter
+from scheduler.quota.plans import get_preset
 from workers.providers import DEFAULT_MARGIN_MS
 from workers.providers.attempt import (
     DEFAULT_BLOCK_MS,
@@ -36,7 +37,6 @@ from workers.providers.attempt import (
     attempt,
     jittered_backoff,
 )
-from workers.providers.circuit import Circuit
 from workers.providers.failover import Route, build_route
 
 NOW = 1_788_900_000_000  # 2026-09-08T20:40:00Z

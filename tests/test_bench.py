@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from scheduler.bench import NAMES, Result, _turns, available, ratio_bars
-from scheduler.cli import main
+from scheduler.bench.limiter import NAMES, Result, _turns, available, ratio_bars
+from scheduler.cli.main import main
 
 
 @pytest.fixture(scope="module")

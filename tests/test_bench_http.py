@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from scheduler.bench_http import (
+from scheduler.bench.http_client import (
     Connection,
     HttpProtocolError,
     Response,
     build_request,
     parse_head,
 )
-from workers.sandbox import serve_in_thread
+from scheduler.sandbox import serve_in_thread
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

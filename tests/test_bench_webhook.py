@@ -10,8 +10,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from scheduler.bench_webhook import deliveries, payload
-from scheduler.cli import main
+from scheduler.bench.webhook import deliveries, payload
+from scheduler.cli.main import main
 from scheduler.webhook import sign
 
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.benchdoc import _chaos, _limiter, _webhook
+from scheduler.bench.report import _chaos, _limiter, _webhook
 
 pytestmark = pytest.mark.slow
 
 
 def _reviewq(*args: str) -> dict[str, object]:
     done = subprocess.run(
-        [sys.executable, "-c", "from scheduler.cli import main; main()", *args],
+        [sys.executable, "-c", "from scheduler.cli.main import main; main()", *args],
         capture_output=True,
         text=True,
         timeout=300,

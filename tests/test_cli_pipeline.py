@@ -17,10 +17,9 @@ from click.testing import CliRunner
 from rq import Queue, Worker
 from rq.job import JobStatus
 
-from scheduler.cli import main
-from scheduler.jobqueue import ReviewJob, fetch_job, review_queue
-from scheduler.plans import get_preset
-from workers.sandbox import (
+from scheduler.cli.main import main
+from scheduler.quota.plans import get_preset
+from scheduler.sandbox import (
     BASE_PATHS,
     DEV_KEY,
     Latency,
@@ -28,6 +27,7 @@ from workers.sandbox import (
     create_provider_app,
     serve_in_thread,
 )
+from scheduler.state.jobs import ReviewJob, fetch_job, review_queue
 
 DIFF = """diff --git a/src/app.py b/src/app.py
 --- a/src/app.py
@@ -91,7 +91,7 @@ def test_worker_burst_exits_when_the_queue_is_empty(
         [
             sys.executable,
             "-c",
-            "from scheduler.cli import main; main()",
+            "from scheduler.cli.main import main; main()",
             "--config",
             str(config),
             "worker",
@@ -140,7 +140,7 @@ def test_worker_requeues_the_job_of_a_child_killed_mid_job(
         assert queued.exit_code == 0, queued.output
         args = ["--config", str(path), "worker", "--processes", "1"]
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from scheduler.cli import main; main()", *args],
+            [sys.executable, "-c", "from scheduler.cli.main import main; main()", *args],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -11,9 +11,9 @@ import pytest
 import redis.exceptions
 from click.testing import CliRunner, Result
 
-from scheduler.cli import EXIT_CONFIG, EXIT_REDIS, main
+from scheduler.cli.main import EXIT_CONFIG, EXIT_REDIS, main
 from scheduler.config import ConfigError
-from scheduler.plans import PRESETS
+from scheduler.quota.plans import PRESETS
 
 SECRET = "sk-live-0a1b2c3d4e5f6a7b8c9d"
 CONFIG = """

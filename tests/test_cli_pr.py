@@ -25,13 +25,14 @@ from rq.job import Job
 
 from scheduler.admission import job_id_for
 from scheduler.intake import PLAN_JOB
-from scheduler.jobqueue import fetch_job, review_queue, review_worker
-from scheduler.operate import PrSyntaxError, parse_pr
-from scheduler.prstate import read_pr
-from workers.changes import ChangedFile, PullRequestRef
-from workers.review import Review, ReviewComment
-from workers.sandbox.github import FakeGitHubServer, serve_fake_github
-from workers.sinks import LogSink
+from scheduler.ops.deployment import PrSyntaxError, parse_pr
+from scheduler.sandbox.github import FakeGitHubServer, serve_fake_github
+from scheduler.state.jobs import fetch_job, review_queue, review_worker
+from scheduler.state.records import read_pr
+from scheduler.state.refs import PullRequestRef
+from workers.forge.sinks import LogSink
+from workers.review.changes import ChangedFile
+from workers.review.model import Review, ReviewComment
 
 TOKEN_ENV = "RQ_TEST_GH_TOKEN"
 

@@ -26,7 +26,7 @@ import jsonschema
 import pytest
 import yaml
 
-from scheduler.cli import main
+from scheduler.cli.main import main
 from scheduler.config import load_settings
 from workers.runtime import RuntimeSpec
 

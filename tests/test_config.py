@@ -17,7 +17,7 @@ from scheduler.config import (
     redact,
     redact_url,
 )
-from scheduler.plans import PRESETS, Policy, get_preset
+from scheduler.quota.plans import PRESETS, Policy, get_preset
 
 SECRET = "sk-live-9f8e7d6c5b4a39281706"
 

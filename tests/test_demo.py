@@ -13,7 +13,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from scheduler.cli import main
+from scheduler.cli.main import main
 
 pytestmark = pytest.mark.slow
 

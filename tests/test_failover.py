@@ -12,10 +12,10 @@ import redis as redis_py
 from test_provider_client import ENV, KEY_ENV, Recorder, chat, make_account
 
 from scheduler.config import Settings
-from scheduler.limiter import Grant
-from scheduler.plans import Account, Plan, Policy, Window
+from scheduler.quota.circuit import DEFAULT_TTL_MS, Circuit
+from scheduler.quota.limiter import Grant
+from scheduler.quota.plans import Account, Plan, Policy, Window
 from workers.providers.attempt import Served, attempt
-from workers.providers.circuit import DEFAULT_TTL_MS, Circuit
 from workers.providers.client import request_cost
 from workers.providers.failover import Choice, NoAccount, Route, build_route, choose, pools
 

@@ -15,8 +15,13 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from workers.changes import ChangedFile
-from workers.github import (
+from scheduler.sandbox.github import (
+    SECONDARY_RATE_LIMIT_MESSAGE,
+    FakeGitHubConfig,
+    FakeGitHubServer,
+    serve_fake_github,
+)
+from workers.forge.github import (
     DEFAULT_RETRY_AFTER_S,
     GITHUB_FILES_CAP,
     GitHubAuthError,
@@ -30,13 +35,8 @@ from workers.github import (
     error_for_response,
     retry_at_ms,
 )
-from workers.review import ReviewComment
-from workers.sandbox.github import (
-    SECONDARY_RATE_LIMIT_MESSAGE,
-    FakeGitHubConfig,
-    FakeGitHubServer,
-    serve_fake_github,
-)
+from workers.review.changes import ChangedFile
+from workers.review.model import ReviewComment
 
 NOW_MS = 1_700_000_000_000
 FILES = "GET /repos/{owner}/{repo}/pulls/{number}/files"

@@ -8,9 +8,9 @@ import redis as redis_py
 from scheduler.admission import Admission
 from scheduler.config import Settings
 from scheduler.intake import enqueue_pr
-from scheduler.jobqueue import review_queue
-from scheduler.plans import Account, get_preset
-from workers.changes import PullRequestRef
+from scheduler.quota.plans import Account, get_preset
+from scheduler.state.jobs import review_queue
+from scheduler.state.refs import PullRequestRef
 from workers.jobs import GITLAB_UNSUPPORTED, plan_pr
 from workers.runtime import RuntimeSpec, configure
 

@@ -1,4 +1,4 @@
-"""Write access to Redis is not code execution in a worker (scheduler.jobqueue).
+"""Write access to Redis is not code execution in a worker (scheduler.state.jobs).
 
 Each attack is queued the way someone holding only a Redis connection would queue
 it, with plain RQ, and handed to a real reviewq worker (`review_worker`, the one
@@ -24,15 +24,15 @@ from rq.serializers import JSONSerializer
 
 from scheduler.admission import FINALIZE_JOB, REVIEW_JOB, Admission
 from scheduler.intake import PLAN_JOB, enqueue_pr
-from scheduler.jobqueue import (
+from scheduler.state.jobs import (
     JOB_FUNCTIONS,
     ReviewJob,
     fetch_job,
     review_queue,
     review_worker,
 )
-from scheduler.lostjobs import LostJobSweep
-from workers.changes import PullRequestRef
+from scheduler.state.refs import PullRequestRef
+from scheduler.waker.lostjobs import LostJobSweep
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -178,12 +178,12 @@ _RQ_BUILDERS = {"Queue", "rq.Queue", "Worker", "SimpleWorker", "rq.SimpleWorker"
 
 
 @pytest.mark.parametrize("package", ["scheduler", "workers"])
-def test_only_jobqueue_builds_rq_queues_workers_and_job_loads(package: str) -> None:
+def test_only_state_jobs_builds_rq_queues_workers_and_job_loads(package: str) -> None:
     """A Queue built elsewhere would write pickles again, and a worker built elsewhere
     would run any function; and every job reviewq enqueues must be one a worker runs."""
     allowed_names = {"PLAN_JOB", "REVIEW_JOB", "FINALIZE_JOB"}
     for path in sorted((ROOT / package).rglob("*.py")):
-        if path.name == "jobqueue.py":
+        if path == ROOT / "scheduler" / "state" / "jobs.py":
             continue
         for func, call in _calls(path):
             assert func not in _RQ_BUILDERS, f"{path}:{call.lineno}: {func}(...)"

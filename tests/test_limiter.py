@@ -9,8 +9,8 @@ import pytest
 import redis as redis_py
 from redis.crc import key_slot
 
-from scheduler.limiter import Denial, Grant, Limiter
-from scheduler.plans import Plan, Policy, Window, get_preset
+from scheduler.quota.limiter import Denial, Grant, Limiter
+from scheduler.quota.plans import Plan, Policy, Window, get_preset
 
 T0 = 1_800_000_000_000
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import pytest
 import redis as redis_py
 
-from scheduler.limiter import Grant, Limiter
-from scheduler.plans import Plan, Policy, Window
+from scheduler.quota.limiter import Grant, Limiter
+from scheduler.quota.plans import Plan, Policy, Window
 
 T0 = 1_800_000_000_000
 HOUR = 3_600_000

@@ -34,8 +34,8 @@ from hypothesis.stateful import (
 )
 from limiter_model import ModelLimiter, Snapshot
 
-from scheduler.limiter import Denial, Grant, Limiter
-from scheduler.plans import Plan, Policy, Window
+from scheduler.quota.limiter import Denial, Grant, Limiter
+from scheduler.quota.plans import Plan, Policy, Window
 
 T0 = 1_700_000_000_000
 PRS = ("a", "b", "c")

@@ -10,8 +10,8 @@ import datetime as dt
 
 import redis as redis_py
 
-from scheduler.limiter import Denial, Grant, Limiter
-from scheduler.plans import Plan, Policy, Window
+from scheduler.quota.limiter import Denial, Grant, Limiter
+from scheduler.quota.plans import Plan, Policy, Window
 
 T0 = 1_800_000_000_000
 

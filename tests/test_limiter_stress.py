@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import redis as redis_py
 
-from scheduler.limiter import Grant, Limiter
-from scheduler.plans import Plan, Policy, Window
+from scheduler.quota.limiter import Grant, Limiter
+from scheduler.quota.plans import Plan, Policy, Window
 
 pytestmark = pytest.mark.slow
 CTX = mp.get_context("fork")

@@ -14,9 +14,9 @@ import pytest
 import redis as redis_py
 from test_limiter_property import run_machine
 
-import scheduler.limiter as limiter_module
-from scheduler.limiter import Denial, Grant, Limiter
-from scheduler.plans import Plan, Policy
+import scheduler.quota.limiter as limiter_module
+from scheduler.quota.limiter import Denial, Grant, Limiter
+from scheduler.quota.plans import Plan, Policy
 
 T0 = 1_800_000_000_000
 

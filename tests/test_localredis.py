@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis as redis_py
 
-from scheduler.localredis import (
+from scheduler.sandbox.localredis import (
     LocalRedis,
     RedisServerNotFound,
     RedisServerStartError,

@@ -14,9 +14,9 @@ import pytest
 import redis as redis_py
 
 from scheduler.admission import MAX_RUNS, Admission, job_id_for
-from scheduler.jobqueue import fetch_job, review_queue
-from scheduler.lostjobs import LostJobSweep
-from scheduler.prstate import MessageState, queued_entry, read_pr
+from scheduler.state.jobs import fetch_job, review_queue
+from scheduler.state.records import MessageState, queued_entry, read_pr
+from scheduler.waker.lostjobs import LostJobSweep
 
 GRACE = 3_000
 

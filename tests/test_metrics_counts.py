@@ -13,14 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from webhook_support import OPEN, serve_hook
 
 from scheduler.config import Settings
-from scheduler.limiter import Limiter
-from scheduler.plans import Account, get_preset
-from scheduler.webhook.app import LIMITER_PREFIX
-from workers.providers.attempt import Served, Wait, attempt
-from workers.providers.circuit import Circuit
-from workers.providers.client import ChatMessage, ChatRequest
-from workers.providers.failover import build_route
-from workers.sandbox import (
+from scheduler.quota.circuit import Circuit
+from scheduler.quota.limiter import Limiter
+from scheduler.quota.plans import Account, get_preset
+from scheduler.sandbox import (
     BASE_PATHS,
     DEFAULT_MODELS,
     DEV_KEY,
@@ -29,6 +25,10 @@ from workers.sandbox import (
     create_provider_app,
     serve_in_thread,
 )
+from scheduler.webhook.app import LIMITER_PREFIX
+from workers.providers.attempt import Served, Wait, attempt
+from workers.providers.client import ChatMessage, ChatRequest
+from workers.providers.failover import build_route
 
 
 def test_metrics_count_grants_denials_and_provider_answers(

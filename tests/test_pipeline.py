@@ -42,18 +42,11 @@ from rq.job import Job
 
 from scheduler.admission import FINALIZE_JOB, Admission, Fairness, job_id_for
 from scheduler.config import Settings
+from scheduler.config.planning import PlanningConfig
 from scheduler.intake import enqueue_pr, plan_job_id
-from scheduler.jobqueue import ReviewJob, fetch_job, review_queue
-from scheduler.limiter import Limiter
-from scheduler.plans import Account, Plan, Policy, Window
-from scheduler.prstate import PrView, read_pr
-from scheduler.waker import Waker
-from workers.changes import ChangedFile, PullRequestRef
-from workers.planning import PlanningConfig, parse_unified_diff, plan_review
-from workers.providers.attempt import RetryPolicy
-from workers.review import Review
-from workers.runtime import RuntimeSpec, run_worker
-from workers.sandbox import (
+from scheduler.quota.limiter import Limiter
+from scheduler.quota.plans import Account, Plan, Policy, Window
+from scheduler.sandbox import (
     BASE_PATHS,
     DEFAULT_MODELS,
     DEV_KEY,
@@ -64,8 +57,18 @@ from workers.sandbox import (
     create_provider_app,
     serve_in_thread,
 )
-from workers.sandbox.github import FakeGitHubServer, diff_lines, serve_fake_github
-from workers.sinks import LogSink, review_marker
+from scheduler.sandbox.github import FakeGitHubServer, diff_lines, serve_fake_github
+from scheduler.state.jobs import ReviewJob, fetch_job, review_queue
+from scheduler.state.records import PrView, read_pr
+from scheduler.state.refs import PullRequestRef
+from scheduler.waker import Waker
+from workers.forge.sinks import LogSink, review_marker
+from workers.providers.attempt import RetryPolicy
+from workers.review.changes import ChangedFile
+from workers.review.diff import parse_unified_diff
+from workers.review.model import Review
+from workers.review.planning import plan_review
+from workers.runtime import RuntimeSpec, run_worker
 
 pytestmark = pytest.mark.slow
 

@@ -20,23 +20,21 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from scheduler.plans import Account, get_preset
-from workers.changes import ChangedFile
-from workers.planning import (
+from scheduler.config.planning import PlanningConfig, RepoOverride
+from scheduler.quota.plans import Account, get_preset
+from scheduler.sandbox.provider.review import completion, parse_diff
+from workers.review.changes import ChangedFile
+from workers.review.diff import parse_unified_diff
+from workers.review.plan import PlannedMessage, ReviewPlan
+from workers.review.planning import (
     DIFF_SYSTEM_PROMPT,
     SUMMARY_SYSTEM_PROMPT,
-    PlannedMessage,
-    PlanningConfig,
-    RepoOverride,
-    ReviewPlan,
     build_request,
     estimate,
     estimate_tokens,
-    parse_unified_diff,
     plan_review,
 )
-from workers.sandbox.review import completion, parse_diff
-from workers.skiprules import headline, risk
+from workers.review.skiprules import headline, risk
 
 MIN_BUDGET = estimate_tokens(DIFF_SYSTEM_PROMPT) + 128  # 512 characters of room at 4 a token
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from scheduler.plans import (
+from scheduler.quota.plans import (
     PRESETS,
     Account,
     Plan,

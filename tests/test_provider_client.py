@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from scheduler.plans import Account, Plan, Window, get_preset
+from scheduler.quota.plans import Account, Plan, Window, get_preset
 from workers.providers.classify import ResponseClass, Usage
 from workers.providers.client import (
     DEFAULT_TIMEOUT,

@@ -36,8 +36,19 @@ import pytest
 import redis as redis_py
 
 from scheduler.config import Settings
-from scheduler.limiter import Limiter
-from scheduler.plans import Account, Plan, Policy, Window
+from scheduler.quota.circuit import Circuit
+from scheduler.quota.limiter import Limiter
+from scheduler.quota.plans import Account, Plan, Policy, Window
+from scheduler.sandbox import (
+    BASE_PATHS,
+    DEV_KEY,
+    Flavour,
+    Latency,
+    ProviderConfig,
+    ServerHandle,
+    create_provider_app,
+    serve_in_thread,
+)
 from workers.providers.attempt import (
     DEFAULT_RETRY,
     Failed,
@@ -49,20 +60,9 @@ from workers.providers.attempt import (
     Wait,
     attempt,
 )
-from workers.providers.circuit import Circuit
 from workers.providers.client import ChatMessage, ChatRequest
 from workers.providers.failover import build_route
 from workers.providers.resets import DEFAULT_MARGIN_MS
-from workers.sandbox import (
-    BASE_PATHS,
-    DEV_KEY,
-    Flavour,
-    Latency,
-    ProviderConfig,
-    ServerHandle,
-    create_provider_app,
-    serve_in_thread,
-)
 
 pytestmark = pytest.mark.slow
 CTX = mp.get_context("fork")

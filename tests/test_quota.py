@@ -11,8 +11,8 @@ import pytest
 import redis as redis_py
 from test_provider_client import ENV, KEY, Recorder, make_account
 
-from scheduler.limiter import Grant, Limiter
-from scheduler.plans import Plan, Window, get_preset
+from scheduler.quota.limiter import Grant, Limiter
+from scheduler.quota.plans import Plan, Window, get_preset
 from workers.providers.classify import Classified, ResponseClass
 from workers.providers.client import ProviderClient, ProviderResult, request_cost
 from workers.providers.quota import (

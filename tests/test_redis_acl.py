@@ -43,17 +43,12 @@ from rq.serializers import JSONSerializer
 from webhook_support import gh_pr
 
 from scheduler.admission import REVIEW_JOB
-from scheduler.cli import main
+from scheduler.cli.main import main
+from scheduler.cli.worker import requeue_orphans
 from scheduler.config import load_settings
-from scheduler.jobqueue import review_queue, review_worker
-from scheduler.localredis import find_server_binary, free_port
-from scheduler.operate import deployment_prefix
-from scheduler.plans import get_preset
-from scheduler.prstate import Keys, read_pr
-from scheduler.webhook import create_app, redis_client, sign
-from scheduler.worker_cli import requeue_orphans
-from workers.changes import ChangedFile
-from workers.sandbox import (
+from scheduler.ops.deployment import deployment_prefix
+from scheduler.quota.plans import get_preset
+from scheduler.sandbox import (
     BASE_PATHS,
     DEV_KEY,
     Latency,
@@ -61,7 +56,12 @@ from workers.sandbox import (
     create_provider_app,
     serve_in_thread,
 )
-from workers.sandbox.github import FakeGitHubServer, serve_fake_github
+from scheduler.sandbox.github import FakeGitHubServer, serve_fake_github
+from scheduler.sandbox.localredis import find_server_binary, free_port
+from scheduler.state.jobs import review_queue, review_worker
+from scheduler.state.records import Keys, read_pr
+from scheduler.webhook import create_app, redis_client, sign
+from workers.review.changes import ChangedFile
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text("utf-8"))
@@ -70,7 +70,7 @@ WEBHOOK_SECRET = "acl-webhook-secret-" + uuid.uuid4().hex
 # Where the script and healthcheck look, in the container, and where they look here.
 SECRETS_DIR, RUN_DIR = "/run/secrets", "/run/reviewq-redis"
 RULES_FILE = "/etc/reviewq/redis-acl.rules"
-CLI = "from scheduler.cli import main; main()"
+CLI = "from scheduler.cli.main import main; main()"
 
 
 def acl_rules() -> dict[str, str]:

@@ -21,10 +21,10 @@ import trustme
 from click.testing import CliRunner
 from rq import Queue, SimpleWorker
 
-from scheduler.cli import EXIT_REDIS, main
-from scheduler.limiter import Limiter
-from scheduler.localredis import find_server_binary, free_port
-from scheduler.plans import Policy, get_preset
+from scheduler.cli.main import EXIT_REDIS, main
+from scheduler.quota.limiter import Limiter
+from scheduler.quota.plans import Policy, get_preset
+from scheduler.sandbox.localredis import find_server_binary, free_port
 
 PASSWORD = "s3cret-" + uuid.uuid4().hex[:12]
 

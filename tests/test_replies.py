@@ -13,21 +13,15 @@ import time
 import pytest
 from markdown_referee import hazards
 
-from workers.changes import ChangedFile, PullRequestRef
-from workers.planning import (
-    PlannedMessage,
-    PlanningConfig,
-    Reply,
-    ReviewPlan,
-    SkippedFile,
-    build_request,
-    gather,
-    new_side_lines,
-    parse_reply,
-    plan_review,
-)
-from workers.review import ReviewComment
-from workers.sandbox.review import parse_diff, review_content
+from scheduler.config.planning import PlanningConfig
+from scheduler.sandbox.provider.review import parse_diff, review_content
+from scheduler.state.refs import PullRequestRef
+from workers.review.changes import ChangedFile
+from workers.review.diff import new_side_lines
+from workers.review.model import ReviewComment
+from workers.review.plan import PlannedMessage, ReviewPlan, SkippedFile
+from workers.review.planning import build_request, plan_review
+from workers.review.replies import Reply, gather, parse_reply
 
 REF = PullRequestRef(
     id="acme/api#7", head_sha="0123456789abcdef0123", owner="acme", repo="api", number=7

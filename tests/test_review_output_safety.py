@@ -19,14 +19,18 @@ import pytest
 import redis as redis_py
 from markdown_referee import code_blocks, hazards
 
+from scheduler.cli.worker import runtime_spec
 from scheduler.config import ConfigError, load_settings
-from scheduler.worker_cli import runtime_spec
-from workers.changes import ChangedFile, PullRequestRef
-from workers.github import GitHubClient
-from workers.planning import PlanningConfig, ReviewPlan, gather, parse_reply, plan_review
+from scheduler.config.planning import PlanningConfig
+from scheduler.sandbox.github import FakeGitHubServer, serve_fake_github
+from scheduler.state.refs import PullRequestRef
+from workers.forge.github import GitHubClient
+from workers.forge.sinks import GitHubSink, LogSink, review_marker
+from workers.review.changes import ChangedFile
+from workers.review.plan import ReviewPlan
+from workers.review.planning import plan_review
+from workers.review.replies import gather, parse_reply
 from workers.runtime import Runtime
-from workers.sandbox.github import FakeGitHubServer, serve_fake_github
-from workers.sinks import GitHubSink, LogSink, review_marker
 
 SHA = "c0ffee0c0ffee0c0ffee0c0ffee0c0ffee0c0ffe"
 REF = PullRequestRef(id="octo/app#1", head_sha=SHA, owner="octo", repo="app", number=1)

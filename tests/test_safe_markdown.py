@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from markdown_referee import code_blocks, hazards
 
-from workers.safe_markdown import MIN_LIMIT, ZWSP, code_span, safe_markdown
+from workers.review.safe_markdown import MIN_LIMIT, ZWSP, code_span, safe_markdown
 
 LIMIT = 4000
 

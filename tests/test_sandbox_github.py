@@ -16,16 +16,16 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from scheduler.cli import main
-from workers.changes import ChangedFile
-from workers.sandbox import DEV_GITHUB_TOKEN, create_github_app
-from workers.sandbox.github import (
+from scheduler.cli.main import main
+from scheduler.sandbox import DEV_GITHUB_TOKEN, create_github_app
+from scheduler.sandbox.github import (
     SECONDARY_RATE_LIMIT_MESSAGE,
     FakeGitHubConfig,
     FakeGitHubServer,
     diff_lines,
     serve_fake_github,
 )
+from workers.review.changes import ChangedFile
 
 AUTH = {"Authorization": f"Bearer {DEV_GITHUB_TOKEN}"}
 PATCH = (
@@ -292,7 +292,7 @@ def test_control_routes_refuse_callers_not_on_loopback() -> None:
 
 @pytest.mark.parametrize("token", [None, "custom-sandbox-token-123"])
 def test_cli_serves_and_prints_base_url_and_token(token: str | None) -> None:
-    code = "from scheduler.cli import main; main()"
+    code = "from scheduler.cli.main import main; main()"
     args = ["sandbox", "github"] + ([] if token is None else ["--token", token])
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
     try:

@@ -24,17 +24,9 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from scheduler.cli import main
-from scheduler.plans import Plan, Window, get_preset
-from workers.providers.classify import ResponseClass, classify
-from workers.providers.resets import (
-    parse_go_duration_ms,
-    parse_iso8601,
-    parse_zai_message,
-    synthetic_reset,
-    zai_quota_reset,
-)
-from workers.sandbox import (
+from scheduler.cli.main import main
+from scheduler.quota.plans import Plan, Window, get_preset
+from scheduler.sandbox import (
     CHAT_PATHS,
     DEV_KEY,
     SYNTHETIC_CREDITS_MESSAGE,
@@ -49,7 +41,15 @@ from workers.sandbox import (
     parse_diff,
     serve_in_thread,
 )
-from workers.sandbox.clock import go_duration, iso_utc, zai_wall_time
+from scheduler.sandbox.provider.clock import go_duration, iso_utc, zai_wall_time
+from workers.providers.classify import ResponseClass, classify
+from workers.providers.resets import (
+    parse_go_duration_ms,
+    parse_iso8601,
+    parse_zai_message,
+    synthetic_reset,
+    zai_quota_reset,
+)
 
 FAST = Latency(median_s=0.001, p95_s=0.002)
 FIVE_H = 5 * 3600.0
@@ -605,7 +605,7 @@ def test_cli_rejects_an_unknown_plan() -> None:
 def test_cli_serves_and_prints_base_url_and_key() -> None:
     args = ["sandbox", "provider", "--flavour", "zai", "--plan", "zai-lite"]
     args += ["--time-scale", "1000", "--latency-median", "1", "--latency-p95", "2"]
-    code = "from scheduler.cli import main; main()"
+    code = "from scheduler.cli.main import main; main()"
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

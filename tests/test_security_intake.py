@@ -28,16 +28,18 @@ from webhook_support import OMIT, Hook, gh_pr, gl_mr, serve_hook
 
 from scheduler.admission import Admission
 from scheduler.config import Settings
+from scheduler.config.planning import PlanningConfig
+from scheduler.config.webhook import WebhookSettings
 from scheduler.intake import enqueue_pr
-from scheduler.jobqueue import review_queue
-from scheduler.plans import Account, get_preset
-from scheduler.prstate import key_part
-from scheduler.webhook_config import WebhookSettings
-from workers.changes import ChangedFile, PullRequestRef
+from scheduler.quota.plans import Account, get_preset
+from scheduler.sandbox.github import FakeGitHubServer, serve_fake_github
+from scheduler.state.jobs import review_queue
+from scheduler.state.records import key_part
+from scheduler.state.refs import PullRequestRef
 from workers.jobs import HEAD_CHECKS, plan_pr
-from workers.planning import PlanningConfig, plan_review
+from workers.review.changes import ChangedFile
+from workers.review.planning import plan_review
 from workers.runtime import RuntimeSpec, configure
-from workers.sandbox.github import FakeGitHubServer, serve_fake_github
 
 TOKEN_ENV = "RQ_SEC_GH_TOKEN"
 

@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 from webhook_support import SECRET, gh_pr
 
-from scheduler.cli import main
-from scheduler.localredis import free_port
+from scheduler.cli.main import main
+from scheduler.sandbox.localredis import free_port
 from scheduler.webhook import sign
 
 UNSET: dict[str, str | None] = {
@@ -86,7 +86,7 @@ def serving(redis_url: str, queue: str, env: Mapping[str, str], *args: str) -> I
     for name, value in UNSET.items():
         if name not in env and value is None and name != "REVIEWQ_CONFIG":
             full_env.pop(name, None)
-    command = [sys.executable, "-c", "from scheduler.cli import main; main()", "serve"]
+    command = [sys.executable, "-c", "from scheduler.cli.main import main; main()", "serve"]
     proc = subprocess.Popen(
         [*command, "--port", str(port), *args],
         env=full_env,

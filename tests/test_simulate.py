@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from scheduler.cli import main
-from scheduler.scenario import Scenario, load_scenario
-from scheduler.simulate import run_scenario, synthetic_diff, time_scaled
-from workers.planning import PlanningConfig, parse_unified_diff, plan_review
+from scheduler.cli.main import main
+from scheduler.config.planning import PlanningConfig
+from scheduler.sim.scenario import Scenario, load_scenario
+from scheduler.sim.simulate import run_scenario, synthetic_diff, time_scaled
+from workers.review.diff import parse_unified_diff
+from workers.review.planning import plan_review
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,17 +15,16 @@ import pytest
 import redis as redis_py
 
 from scheduler.config import ConfigError
-from workers.changes import ChangedFile, PullRequestRef
-from workers.github import (
+from scheduler.sandbox.github import FakeGitHubConfig, FakeGitHubServer, serve_fake_github
+from scheduler.state.refs import PullRequestRef
+from workers.forge.github import (
     GitHubAuthError,
     GitHubClient,
     GitHubRateLimited,
     GitHubServerError,
     GitHubUnprocessable,
 )
-from workers.review import Review, ReviewComment
-from workers.sandbox.github import FakeGitHubConfig, FakeGitHubServer, serve_fake_github
-from workers.sinks import (
+from workers.forge.sinks import (
     MAX_BODY_CHARS,
     GitHubSink,
     LogSink,
@@ -34,6 +33,8 @@ from workers.sinks import (
     render_body,
     review_marker,
 )
+from workers.review.changes import ChangedFile
+from workers.review.model import Review, ReviewComment
 
 SECRET = "ghs_SinkSECRETtokenVALUE0987654321"
 PATCH = "@@ -1,3 +1,4 @@\n a = 1\n-b = 2\n+b = 3\n+c = 4\n d = 5"

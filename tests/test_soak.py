@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.prstate import Retention
-from scheduler.scenario import Scenario
-from scheduler.simulate import client_timeout_s
-from scheduler.soak import run_soak
+from scheduler.sim.scenario import Scenario
+from scheduler.sim.simulate import client_timeout_s
+from scheduler.sim.soak import run_soak
+from scheduler.state.records import Retention
 
 pytestmark = pytest.mark.slow
 

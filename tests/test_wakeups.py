@@ -16,8 +16,8 @@ import pytest
 import redis as redis_py
 
 from scheduler.admission import Admission, Fairness
-from scheduler.jobqueue import fetch_job, review_queue
-from scheduler.prstate import read_pr
+from scheduler.state.jobs import fetch_job, review_queue
+from scheduler.state.records import read_pr
 from scheduler.waker import Waker
 
 

@@ -20,10 +20,10 @@ from webhook_support import SECRET, Hook, gh_pr, serve_hook
 
 from scheduler import intake
 from scheduler.config import Settings
-from scheduler.localredis import free_port
+from scheduler.config.webhook import WebhookSettings
+from scheduler.sandbox.localredis import free_port
 from scheduler.webhook import sign
 from scheduler.webhook.deliveries import CLAIM_TTL_S
-from scheduler.webhook_config import WebhookSettings
 
 if TYPE_CHECKING:  # a type only: more than one test folder has a conftest module
     from conftest import LocalRedisFactory

@@ -16,9 +16,9 @@ import redis as redis_py
 
 from scheduler.admission import Admission
 from scheduler.intake import enqueue_pr
-from scheduler.jobqueue import review_queue
-from scheduler.prstate import encode_meta
-from workers.changes import PullRequestRef
+from scheduler.state.jobs import review_queue
+from scheduler.state.records import encode_meta
+from scheduler.state.refs import PullRequestRef
 
 PR = "octo/app#7"
 Step = Callable[[Admission], object]

@@ -11,9 +11,9 @@ from prometheus_client.samples import Sample
 from webhook_support import OPEN, gh_pr, serve_hook
 
 from scheduler.config import Settings
-from scheduler.limiter import Limiter
-from scheduler.localredis import free_port
-from scheduler.plans import Account, get_preset
+from scheduler.quota.limiter import Limiter
+from scheduler.quota.plans import Account, get_preset
+from scheduler.sandbox.localredis import free_port
 from scheduler.webhook.app import LIMITER_PREFIX
 
 

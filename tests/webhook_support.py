@@ -18,10 +18,10 @@ from rq import Queue
 
 from scheduler.admission import Admission
 from scheduler.config import Settings
-from scheduler.prstate import PrMeta
+from scheduler.config.webhook import WebhookSettings
+from scheduler.sandbox import serve_in_thread
+from scheduler.state.records import PrMeta
 from scheduler.webhook import WebhookService, create_app, redis_client, sign
-from scheduler.webhook_config import WebhookSettings
-from workers.sandbox import serve_in_thread
 
 # `delivery=OMIT` sends no delivery id header; None (the default) sends a fresh one.
 OMIT = ""

@@ -22,25 +22,14 @@ from types import TracebackType
 from typing import Any, cast
 
 from scheduler.admission import Claimed
-from scheduler.prstate import decode_messages
+from scheduler.state.records import decode_messages
+from scheduler.state.refs import PullRequestRef
 from scheduler.waker import schedule_finalize, schedule_plan
-from workers.changes import ChangedFile, PullRequestRef
-from workers.github import (
+from workers.forge.github import (
     GitHubRateLimited,
     GitHubServerError,
     GitHubTransportError,
     PullRequestInfo,
-)
-from workers.planning import (
-    PlannedMessage,
-    Reply,
-    ReviewPlan,
-    build_request,
-    estimate,
-    gather,
-    parse_reply,
-    parse_unified_diff,
-    plan_review,
 )
 from workers.providers.attempt import (
     Failed,
@@ -54,6 +43,11 @@ from workers.providers.attempt import (
 )
 from workers.providers.client import request_cost
 from workers.providers.failover import Choice
+from workers.review.changes import ChangedFile
+from workers.review.diff import parse_unified_diff
+from workers.review.plan import PlannedMessage, ReviewPlan
+from workers.review.planning import build_request, estimate, plan_review
+from workers.review.replies import Reply, gather, parse_reply
 from workers.runtime import Runtime, runtime
 
 __all__ = ["GITLAB_UNSUPPORTED", "finalize_pr", "plan_pr", "review_message"]
@@ -116,7 +110,7 @@ def _files(rt: Runtime, ref: PullRequestRef, source: dict[str, Any]) -> list[Cha
     if kind == "diff":
         return parse_unified_diff(str(source.get("text", "")))
     if kind == "github":
-        from workers.github import GitHubClient
+        from workers.forge.github import GitHubClient
 
         if not (ref.owner and ref.repo and ref.number):
             raise ValueError(f"{ref.id}: a GitHub source needs owner, repo and number")

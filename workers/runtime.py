@@ -19,15 +19,16 @@ import redis as redis_lib
 
 from scheduler.admission import Admission, Fairness
 from scheduler.config import ConfigError, Settings
-from scheduler.jobqueue import review_queue, review_worker
-from scheduler.prstate import Retention
-from workers.planning import PlanningConfig
+from scheduler.config.planning import PlanningConfig
+from scheduler.quota.circuit import Circuit
+from scheduler.quota.limiter import LIMITER_PREFIX
+from scheduler.state.jobs import review_queue, review_worker
+from scheduler.state.records import Retention
+from workers.forge.sinks import GitHubSink, LogSink, Sink
 from workers.providers.attempt import DEFAULT_RETRY, RetryPolicy
-from workers.providers.circuit import Circuit
 from workers.providers.client import DEFAULT_TIMEOUT
 from workers.providers.failover import DEFAULT_LEASE_MS, DEFAULT_MAX_WAIT_MS, Route, build_route
-from workers.review import DEFAULT_MAX_COMMENT_CHARS, DEFAULT_MAX_COMMENTS
-from workers.sinks import GitHubSink, LogSink, Sink
+from workers.review.model import DEFAULT_MAX_COMMENT_CHARS, DEFAULT_MAX_COMMENTS
 
 __all__ = ["Runtime", "RuntimeSpec", "configure", "run_worker", "runtime"]
 
@@ -44,7 +45,7 @@ class RuntimeSpec:
     prefix: str
     queue_name: str
     model: str
-    limiter_prefix: str = "reviewq"
+    limiter_prefix: str = LIMITER_PREFIX
     fairness: Fairness = field(default_factory=Fairness)
     planning: PlanningConfig = field(default_factory=PlanningConfig)
     sink: SinkName = "log"
@@ -112,7 +113,7 @@ class Runtime:
         if self.spec.sink == "log":
             ttl_s = self.spec.retention.review_s
             return LogSink(self.redis, prefix=self.spec.prefix, ttl_s=ttl_s)
-        from workers.github import GitHubClient
+        from workers.forge.github import GitHubClient
 
         client = GitHubClient(self.github_token(), base_url=self.spec.github_url)
         return GitHubSink(client, login=self.spec.github_login)

@@ -35,10 +35,11 @@ from starlette.routing import Route
 from scheduler.admission import Admission
 from scheduler.config import Settings, redact_url
 from scheduler.intake import ForgeConflict, enqueue_pr
-from scheduler.jobqueue import review_queue
-from scheduler.limiter import Limiter
-from scheduler.operate import LIMITER_PREFIX, deployment_prefix
-from scheduler.prstate import Keys
+from scheduler.ops.deployment import LIMITER_PREFIX, deployment_prefix
+from scheduler.quota.circuit import Circuit
+from scheduler.quota.limiter import Limiter
+from scheduler.state.jobs import review_queue
+from scheduler.state.records import Keys
 from scheduler.webhook.deliveries import Deliveries
 from scheduler.webhook.events import Action, BadPayload, Cancel, Enqueue, parse_json
 from scheduler.webhook.gate import Gate, RateLimited
@@ -54,7 +55,6 @@ from scheduler.webhook.http import (
     read_body,
 )
 from scheduler.webhook.metrics import RedisCollector, WebhookMetrics
-from workers.providers.circuit import Circuit
 
 __all__ = ["LIMITER_PREFIX", "WebhookService", "create_app", "redis_client"]
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from workers.changes import PullRequestRef
+from scheduler.state.refs import PullRequestRef
 
 __all__ = [
     "Action",

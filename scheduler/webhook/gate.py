@@ -19,9 +19,9 @@ from typing import cast
 
 import redis as redis_lib
 
-from scheduler.prstate import key_part
+from scheduler.config.webhook import WebhookSettings
+from scheduler.state.records import key_part
 from scheduler.webhook.events import Enqueue
-from scheduler.webhook_config import WebhookSettings
 
 __all__ = ["RATE_WINDOW_MS", "Gate", "Place", "RateLimited"]
 

@@ -7,10 +7,10 @@ from typing import cast
 import redis as redis_lib
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from scheduler.limiter import LimiterStatus
-from scheduler.prstate import Keys
-from scheduler.simreport import percentile
-from workers.providers.circuit import Circuit
+from scheduler.ops.stats import percentile
+from scheduler.quota.circuit import Circuit
+from scheduler.quota.limiter import LimiterStatus
+from scheduler.state.records import Keys
 
 __all__ = ["RECENT_PRS", "AccountFamilies", "pr_families"]
 

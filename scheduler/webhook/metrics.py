@@ -20,10 +20,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from rq import Queue
 
-from scheduler.limiter import Limiter
-from scheduler.prstate import Keys
+from scheduler.quota.circuit import Circuit
+from scheduler.quota.limiter import Limiter
+from scheduler.state.records import Keys
 from scheduler.webhook.gauges import AccountFamilies, pr_families
-from workers.providers.circuit import Circuit
 
 __all__ = ["RedisCollector", "WebhookMetrics"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.localredis import LocalRedis
+from scheduler.sandbox.localredis import LocalRedis
 
 RUNS_ENV = "REVIEWQ_CHAOS_RUNS"
 LONG_ENV = "REVIEWQ_CHAOS"

@@ -5,7 +5,7 @@ webhook server (`reviewq serve`'s app, its own process) receiving signed deliver
 `reviewq worker` supervisors (`worker_main.py`, each its own process group, with its
 waker and RQ worker children); the provider simulator, which enforces its own quota
 and referees it; and the fake GitHub, which lists the files and receives the
-reviews. Time is compressed as in `simulate` (`scheduler.simulate.run_scenario`, which
+reviews. Time is compressed as in `simulate` (`scheduler.sim.simulate.run_scenario`, which
 this drives); the faults are fired from its `on_tick` hook at simulated instants.
 
 The invariants, read from the referees and from Redis, never from reviewq's own view:
@@ -41,14 +41,15 @@ from rq import Worker
 from rq.exceptions import NoSuchJobError
 
 from scheduler.admission import job_id_for
-from scheduler.demo import WebhookIntake
-from scheduler.jobqueue import fetch_job, review_queue
-from scheduler.limiter import Limiter
-from scheduler.localredis import LocalRedis
-from scheduler.prstate import TERMINAL, read_pr
-from scheduler.scenario import PrSpec, Scenario
-from scheduler.simulate import SimRun, run_scenario
-from workers.providers.circuit import Circuit
+from scheduler.quota.circuit import Circuit
+from scheduler.quota.limiter import Limiter
+from scheduler.sandbox.localredis import LocalRedis
+from scheduler.sim.demo import WebhookIntake
+from scheduler.sim.run import SimRun
+from scheduler.sim.scenario import PrSpec, Scenario
+from scheduler.sim.simulate import run_scenario
+from scheduler.state.jobs import fetch_job, review_queue
+from scheduler.state.records import TERMINAL, read_pr
 from workers.providers.quota import default_window_map
 from workers.runtime import RuntimeSpec
 

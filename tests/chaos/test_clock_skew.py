@@ -16,8 +16,8 @@ import pytest
 from harness import Chaos, Group, base_scenario, check_invariants, faketime_binary, run_chaos
 from rq import Worker
 
-from scheduler.jobqueue import review_queue
-from scheduler.localredis import LocalRedis
+from scheduler.sandbox.localredis import LocalRedis
+from scheduler.state.jobs import review_queue
 
 pytestmark = [
     pytest.mark.chaos,

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from harness import Chaos, Fault, base_scenario, check_invariants, run_chaos
 
-from scheduler.localredis import LocalRedis
-from scheduler.simulate import synthetic_diff
-from workers.planning import parse_unified_diff
+from scheduler.sandbox.localredis import LocalRedis
+from scheduler.sim.simulate import synthetic_diff
+from workers.review.diff import parse_unified_diff
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from harness import Chaos, Fault, base_scenario, check_invariants, run_chaos
 
-from scheduler.localredis import LocalRedis
+from scheduler.sandbox.localredis import LocalRedis
 from workers.providers.attempt import RetryPolicy
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]

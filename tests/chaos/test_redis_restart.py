@@ -25,7 +25,7 @@ from typing import Any, cast
 import pytest
 from harness import Chaos, base_scenario, check_invariants, run_chaos
 
-from scheduler.localredis import LocalRedis
+from scheduler.sandbox.localredis import LocalRedis
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 
@@ -102,7 +102,7 @@ def _synced(
 
 def _waker_reruns(workdir: Path) -> dict[str, int]:
     """Runs the wakers started again, from the worker hosts' logs: lapsed claims, and
-    queued runs whose RQ job the crash lost (`scheduler.lostjobs`)."""
+    queued runs whose RQ job the crash lost (`scheduler.waker.lostjobs`)."""
     text = "".join(p.read_text(errors="replace") for p in workdir.glob("workers-*.log"))
     return {
         "claims_lapsed": text.count("claim lapsed; running"),

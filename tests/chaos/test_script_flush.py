@@ -14,7 +14,7 @@ from typing import Any, cast
 import pytest
 from harness import Chaos, Fault, base_scenario, check_invariants, run_chaos
 
-from scheduler.localredis import LocalRedis
+from scheduler.sandbox.localredis import LocalRedis
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 

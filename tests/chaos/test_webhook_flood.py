@@ -15,8 +15,8 @@ import pytest
 import redis as redis_py
 
 from scheduler.admission import Admission
-from scheduler.bench_webhook import _drive, _run, _serve_process, deliveries
-from scheduler.jobqueue import review_queue
+from scheduler.bench.webhook import _drive, _run, _serve_process, deliveries
+from scheduler.state.jobs import review_queue
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from harness import ChaosResult, Fault, Group, base_scenario, check_invariants, run_chaos
 
-from scheduler.localredis import LocalRedis
-from scheduler.scenario import Scenario
+from scheduler.sandbox.localredis import LocalRedis
+from scheduler.sim.scenario import Scenario
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 

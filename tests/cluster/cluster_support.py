@@ -32,7 +32,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 from redis.sentinel import Sentinel
 
-from scheduler.localredis import LocalRedis, RedisServerStartError, free_port
+from scheduler.sandbox.localredis import LocalRedis, RedisServerStartError, free_port
 
 
 class NoClusterSupport(RuntimeError):

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from scheduler.localredis import RedisServerNotFound, find_server_binary
+from scheduler.sandbox.localredis import RedisServerNotFound, find_server_binary
 
 from .cluster_support import ClusterHandle, NoClusterSupport, start_cluster
 

@@ -35,9 +35,9 @@ import redis as redis_py
 import rq
 from redis.sentinel import Sentinel
 
-from scheduler.limiter import Denial, Grant, Limiter
-from scheduler.localredis import find_server_binary
-from scheduler.plans import Plan, Policy, Window
+from scheduler.quota.limiter import Denial, Grant, Limiter
+from scheduler.quota.plans import Plan, Policy, Window
+from scheduler.sandbox.localredis import find_server_binary
 
 from .cluster_support import SERVICE, SentinelTopology, start_sentinel_topology
 

@@ -26,8 +26,8 @@ import test_limiter_stress as stress
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from scheduler.limiter import Grant, Limiter
-from scheduler.plans import Window
+from scheduler.quota.limiter import Grant, Limiter
+from scheduler.quota.plans import Window
 
 from .cluster_support import ClusterHandle
 

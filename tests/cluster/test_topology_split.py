@@ -33,10 +33,10 @@ from redis.exceptions import RedisClusterException
 from rq import Queue, SimpleWorker
 
 from scheduler.config import Settings
-from scheduler.limiter import Limiter
-from scheduler.plans import Account, Plan, Window
-from scheduler.prstate import Keys
-from scheduler.prtxn import run_txn
+from scheduler.quota.limiter import Limiter
+from scheduler.quota.plans import Account, Plan, Window
+from scheduler.state.records import Keys
+from scheduler.state.txn import run_txn
 from workers.providers.failover import Choice, NoAccount, build_route, choose
 
 from . import cluster_support

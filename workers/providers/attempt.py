@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal
 
-from scheduler.limiter import Denial, Limiter
-from scheduler.plans import Account
+from scheduler.quota.limiter import Denial, Limiter
+from scheduler.quota.plans import Account
 from workers.providers.classify import Classified, ResponseClass, Usage
 from workers.providers.client import ChatRequest, ProviderResult, request_cost
 from workers.providers.failover import Choice, NoAccount, Route, RouteEntry, choose

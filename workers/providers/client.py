@@ -23,7 +23,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.config import ConfigError, api_key
-from scheduler.plans import Account
+from scheduler.quota.plans import Account
 from workers.providers.classify import Classified, ResponseClass, classify
 
 __all__ = [

@@ -18,9 +18,9 @@ import httpx
 import redis as redis_lib
 
 from scheduler.config import Settings
-from scheduler.limiter import Denial, Grant, Limiter
-from scheduler.plans import Account
-from workers.providers.circuit import Circuit
+from scheduler.quota.circuit import Circuit
+from scheduler.quota.limiter import Denial, Grant, Limiter
+from scheduler.quota.plans import Account
 from workers.providers.client import DEFAULT_TIMEOUT, ProviderClient
 from workers.providers.quota import DEFAULT_POLL_INTERVAL_MS, QuotaPoller
 

@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from scheduler.limiter import Limiter
-from scheduler.plans import Plan, Window
+from scheduler.quota.limiter import Limiter
+from scheduler.quota.plans import Plan, Window
 from workers.providers.client import ProviderClient, ProviderResult
 from workers.providers.resets import as_json, parse_epoch, parse_iso8601
 

@@ -1,0 +1,160 @@
+"""A `Snapshot` as rich tables: queues, accounts and their windows, PRs, messages.
+
+Kept apart from the snapshot so the JSON and the tables read one model; here every
+number is formatted, in the snapshot none is.
+"""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from scheduler.cli.render import format_amount, format_duration
+from scheduler.ops.snapshots import AccountView, Eta, PrSummary, Snapshot
+
+__all__ = ["render_snapshot", "since"]
+
+
+def since(ms: int | None) -> str:
+    """A span for people: whole seconds past a second, `-` when there is none."""
+    if ms is None:
+        return "-"
+    if ms < 0:
+        return "-" + since(-ms)
+    return format_duration(ms if ms < 1000 else ms // 1000 * 1000) if ms else "0s"
+
+
+def _queues(snap: Snapshot) -> Table:
+    q = snap.queues
+    table = Table(
+        title=f"Queue {snap.queue_name} (Redis {snap.redis_url})",
+        caption="RQ jobs, then messages: waiting for an account, for a time, running",
+    )
+    for column in ("queued", "started", "sched.", "deferred", "failed"):
+        table.add_column(column, justify="right")
+    table.add_column("for budget")
+    table.add_column("timed", justify="right")
+    table.add_column("running", justify="right")
+    lines = "\n".join(f"{name}: {n}" for name, n in q.waiting_for_budget.items()) or "-"
+    failed = Text(str(q.failed), style="bold red" if q.failed else "")
+    table.add_row(
+        *(str(n) for n in (q.queued, q.started, q.scheduled, q.deferred)),
+        failed,
+        lines,
+        str(q.timed),
+        str(q.running),
+    )
+    return table
+
+
+def _state(account: AccountView) -> Text:
+    text = Text()
+    if account.circuit is not None:
+        closes = since(account.circuit.expires_in_ms) if account.circuit.expires_in_ms else "never"
+        text.append(f"OUT OF SERVICE ({account.circuit.code}): ", style="bold red")
+        text.append(f"{account.circuit.message} (expires: {closes})\n")
+    if account.block is not None:
+        text.append(f"blocked {since(account.block.in_ms)}: ", style="yellow")
+        text.append(f"{account.block.reason}\n")
+    cap = account.concurrency if account.concurrency is not None else "uncapped"
+    text.append(f"{account.in_use} / {cap} in flight")
+    return text
+
+
+def _accounts(snap: Snapshot) -> Table:
+    table = Table(title="Accounts (main first)", show_lines=True)
+    for column in ("Account", "Window", "Used / limit", "%", "Next unit frees in", "State"):
+        table.add_column(column, overflow="fold")
+    for account in snap.accounts:
+        windows = account.windows or []
+        name = f"{account.name}\n{account.plan} ({account.provider})"
+        if not windows:
+            table.add_row(name, "none", "-", "-", "-", _state(account))
+        for i, w in enumerate(windows):
+            style = "red" if w.free_milli == 0 else "yellow" if w.percent >= 80 else ""
+            table.add_row(
+                name if i == 0 else "",
+                f"{w.name} ({w.kind})",
+                f"{format_amount(w.used_milli, w.unit)} / {format_amount(w.limit_milli, w.unit)}",
+                Text(f"{w.percent:g}", style=style),
+                since(w.next_free_in_ms),
+                _state(account) if i == 0 else "",
+            )
+    return table
+
+
+def _eta(eta: Eta) -> str:
+    if eta.kind == "finished":
+        return "-"
+    if eta.kind == "unknown":
+        return f"unknown: {eta.reason}"
+    prefix = "in " if eta.kind == "estimate" else "not before "
+    return f"{prefix}{since(eta.in_ms)} ({eta.reason})"
+
+
+def _messages(pr: PrSummary) -> str:
+    m = pr.messages
+    if pr.status == "planning":
+        return "not planned yet"
+    text = f"{m.done} / {m.total}"
+    extra = [f"{n} {k}" for k, n in (("failed", m.failed), ("cancelled", m.cancelled)) if n]
+    extra += [f"{n} {k}" for k, n in (("waiting", m.waiting), ("running", m.running)) if n]
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _cost(pr: PrSummary) -> str:
+    parts = [
+        f"{account} {window} {milli / 1000:g}"
+        for account, windows in pr.cost_used_milli.items()
+        for window, milli in windows.items()
+    ]
+    return "\n".join(parts) or "-"
+
+
+def _prs(snap: Snapshot) -> Table:
+    shown = len(snap.prs)
+    table = Table(title=f"PRs ({shown} of {snap.prs_total}, most recent first)")
+    for column in ("PR", "Status", "Messages done", "Cost used", "Waited", "ETA"):
+        table.add_column(column, overflow="fold")
+    for pr in snap.prs:
+        status = pr.status + (f"\n{pr.error}" if pr.error else "")
+        table.add_row(
+            f"{pr.pr}\n{pr.head_sha[:12]}",
+            status,
+            _messages(pr),
+            _cost(pr),
+            since(pr.waited_ms),
+            _eta(pr.eta),
+        )
+    return table
+
+
+def _detail(pr: PrSummary, now_ms: int) -> Table:
+    table = Table(title=f"Messages of {pr.pr} at {pr.head_sha[:12]} (generation {pr.gen})")
+    for column in ("Message", "Status", "Account", "Retries", "Waits", "Due in", "Reason"):
+        table.add_column(column, overflow="fold")
+    for m in pr.detail or []:
+        due = None if m.retry_at_ms is None else m.retry_at_ms - now_ms
+        table.add_row(
+            m.id,
+            m.status,
+            m.account or "-",
+            str(m.retries),
+            str(m.waits),
+            since(due) if m.status == "waiting" else "-",
+            m.reason or "",
+        )
+    return table
+
+
+def render_snapshot(snap: Snapshot) -> RenderableType:
+    """Every table of the snapshot, in reading order."""
+    parts: list[RenderableType] = [_queues(snap), _accounts(snap)]
+    if not snap.accounts:
+        parts.append(Text("no accounts configured: add [[accounts]] tables (reviewq plans)"))
+    parts.append(_prs(snap))
+    parts += [_detail(pr, snap.now_ms) for pr in snap.prs if pr.detail is not None]
+    call = since(snap.typical_call_ms) if snap.typical_call_ms is not None else "not yet known"
+    parts.append(Text(f"typical call: {call}", style="dim"))
+    return Group(*parts)

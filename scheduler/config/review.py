@@ -1,0 +1,72 @@
+"""The `[review]` table: what workers ask the model for, where reviews go, how much of
+a model's output one review may carry, and how PRs share the queue."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from scheduler.config.errors import ConfigError
+from scheduler.quota.plans import Account
+
+__all__ = [
+    "DEFAULT_MAX_COMMENTS",
+    "DEFAULT_MAX_COMMENT_CHARS",
+    "DEFAULT_MODELS",
+    "Fairness",
+    "ReviewSettings",
+]
+
+# What one review may carry of a model's output by default (`[review] max_comments`
+# and `max_comment_chars`).
+DEFAULT_MAX_COMMENTS = 30
+DEFAULT_MAX_COMMENT_CHARS = 4000
+
+
+class Fairness(BaseModel):
+    """`fair` caps each PR's messages in flight and orders lines fairly; `fifo` is the
+    baseline: every message queued at once, lines in arrival order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Literal["fair", "fifo"] = "fair"
+    per_pr_inflight: int = Field(default=2, ge=1, le=1000)
+
+    @property
+    def cap(self) -> int:
+        return 0 if self.mode == "fifo" else self.per_pr_inflight
+
+
+# What a provider's plan is for, when `[review] model` does not say (dated presets too).
+DEFAULT_MODELS = {"synthetic": "hf:zai-org/GLM-4.6", "zai": "glm-4.6"}
+
+
+class ReviewSettings(BaseModel):
+    """The `[review]` table: what workers ask for, where reviews go, how PRs share."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    max_tokens: int = Field(default=2048, ge=64, le=200_000)
+    sink: Literal["log", "github"] = "log"
+    github_url: str = Field(default="https://api.github.com", pattern=r"^https?://")
+    github_token_env: str = Field(default="GITHUB_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # The account reviewq posts as, so only its own earlier review stops a repost: the
+    # token's `GET /user` answer when unset, which GitHub App tokens cannot ask for.
+    github_login: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}(\[bot\])?$"
+    )
+    # What one review may carry of a model's output: line comments, and characters per
+    # comment (comments over the cap are counted in the review body, not posted).
+    max_comments: int = Field(default=DEFAULT_MAX_COMMENTS, ge=0, le=1000)
+    max_comment_chars: int = Field(default=DEFAULT_MAX_COMMENT_CHARS, ge=200, le=60_000)
+    fairness: Fairness = Fairness()
+
+    def model_for(self, accounts: list[Account]) -> str:
+        if self.model:
+            return self.model
+        provider = accounts[0].provider if accounts else ""
+        if provider not in DEFAULT_MODELS:
+            raise ConfigError(f"[review] model is not set and provider {provider!r} has no default")
+        return DEFAULT_MODELS[provider]

@@ -1,0 +1,358 @@
+"""Plans: the quota shapes providers sell, as data.
+
+Every number here is a dated preset with a named source, never a constant in logic:
+both providers changed their metering several times in 2026, so users override any
+field in config and `reviewq plans` shows where each figure came from.
+
+Budgets are integer milli-units (`*_milli`): Synthetic weights a flash model at about
+0.1 request, and Lua hands floats back to Redis truncated to integers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fnmatch
+import math
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "PRESETS",
+    "Account",
+    "ModelCost",
+    "Plan",
+    "Policy",
+    "Window",
+    "get_preset",
+    "parse_duration_ms",
+    "to_milli",
+]
+
+MILLI = 1000
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def parse_duration_ms(value: Any) -> int:
+    """Accept `90`, `"90s"`, `"5h"`, `"7d"`: config files read better with units.
+
+    A bare number means seconds, as in the scenario files of `reviewq simulate`.
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90, '90s', '5h' or '7d'")
+    if isinstance(value, int | float):
+        ms = float(value) * 1000
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        ms = float(m.group(1)) * _UNIT_MS[m.group(2) or "s"]
+    else:
+        raise ValueError(f"expected a duration such as 90, '90s', '5h' or '7d', got {value!r}")
+    if ms <= 0 or not math.isfinite(ms):
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return round(ms)
+
+
+def to_milli(units: float) -> int:
+    """Requests (or dollars) to integer milli-units, the limiter's only currency."""
+    if units < 0 or not math.isfinite(units):
+        raise ValueError(f"expected a non-negative amount, got {units!r}")
+    return round(units * MILLI)
+
+
+def _limit_milli(value: Any) -> int:
+    """A window limit in units (`500`, `0.5`); `true` or a list is a typo, not 1 unit."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number of units such as 500 or 0.5, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"a limit must be positive, got {value!r}")
+    return to_milli(value)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Window(_Frozen):
+    """One quota window of a plan.
+
+    `rolling` is an exact sliding log: a charge counts until `duration_ms` after it was
+    granted. `regenerating` is a bucket that gains `tick_percent` of the limit every
+    `tick_ms`, capped at the limit (Synthetic's 2026 docs: 5 % every 15 minutes).
+    Config may give `limit` in units and `duration`/`tick` as strings such as "5h".
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_]{1,40}$")
+    limit_milli: int = Field(gt=0)
+    duration_ms: int = Field(gt=0)
+    kind: Literal["rolling", "regenerating"] = "rolling"
+    unit: Literal["requests", "usd", "credits"] = "requests"
+    tick_ms: int | None = Field(default=None, gt=0)
+    tick_percent: float | None = Field(default=None, gt=0, le=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _friendly_units(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        # A before-validator's errors carry no field location, so each message names its
+        # key; and only ValueError becomes a validation error (a TypeError would crash).
+        for src, dst, convert in (
+            ("limit", "limit_milli", _limit_milli),
+            ("duration", "duration_ms", parse_duration_ms),
+            ("tick", "tick_ms", parse_duration_ms),
+        ):
+            if src not in data:
+                continue
+            if dst in data:
+                raise ValueError(f"give {src!r} or {dst!r}, not both")
+            try:
+                data[dst] = convert(data.pop(src))
+            except ValueError as exc:
+                raise ValueError(f"{src!r}: {exc}") from None
+        return data
+
+    @model_validator(mode="after")
+    def _regenerating_needs_tick(self) -> Window:
+        if self.kind == "regenerating" and (self.tick_ms is None or self.tick_percent is None):
+            raise ValueError("a regenerating window needs both 'tick' and 'tick_percent'")
+        return self
+
+    @property
+    def regen_milli(self) -> int:
+        """Milli-units regained per tick (regenerating windows only)."""
+        return max(1, round(self.limit_milli * (self.tick_percent or 0) / 100))
+
+    def scaled(self, packs: int) -> Window:
+        return self.model_copy(update={"limit_milli": self.limit_milli * packs})
+
+
+class ModelCost(_Frozen):
+    """How much one request to matching models weighs, optionally by time of day.
+
+    Z.AI bills GLM-5.x at 3x in its peak hours (14:00-18:00 UTC+8) and 2x off-peak;
+    Synthetic scales a request by the model's input price.
+    """
+
+    pattern: str
+    weight: float = Field(ge=0)
+    peak_weight: float | None = Field(default=None, ge=0)
+    peak_hours: tuple[int, int] = (14, 18)
+    utc_offset_hours: int = 8
+
+    def weight_at(self, when: dt.datetime) -> float:
+        if self.peak_weight is None:
+            return self.weight
+        local = when.astimezone(dt.timezone(dt.timedelta(hours=self.utc_offset_hours)))
+        start, end = self.peak_hours
+        return self.peak_weight if start <= local.hour < end else self.weight
+
+
+class Plan(_Frozen):
+    """What one key (one pack) of a subscription allows."""
+
+    name: str
+    provider: str
+    windows: tuple[Window, ...] = ()
+    concurrency: int | None = Field(default=None, ge=1)
+    concurrency_per_model: bool = False
+    model_costs: tuple[ModelCost, ...] = ()
+    default_weight: float = Field(default=1.0, ge=0)
+    source: str
+    as_of: dt.date
+    notes: str = ""
+
+    @field_validator("windows")
+    @classmethod
+    def _unique_window_names(cls, windows: tuple[Window, ...]) -> tuple[Window, ...]:
+        names = [w.name for w in windows]
+        if len(names) != len(set(names)):
+            raise ValueError(f"window names must be unique, got {names}")
+        return windows
+
+    def weight(self, model: str, when: dt.datetime | None = None) -> float:
+        """First matching rule wins, so specific patterns go before broad ones."""
+        when = when or dt.datetime.now(dt.UTC)
+        for rule in self.model_costs:
+            if fnmatch.fnmatchcase(model, rule.pattern):
+                return rule.weight_at(when)
+        return self.default_weight
+
+    def cost_milli(self, model: str, when: dt.datetime | None = None) -> int:
+        """Estimated charge of one request to `model`, before its real usage is known."""
+        return to_milli(self.weight(model, when))
+
+    def scaled(self, packs: int) -> Plan:
+        """Packs stack: limits and concurrency both multiply."""
+        if packs == 1:
+            return self
+        return self.model_copy(
+            update={
+                "windows": tuple(w.scaled(packs) for w in self.windows),
+                "concurrency": None if self.concurrency is None else self.concurrency * packs,
+            }
+        )
+
+
+class Policy(_Frozen):
+    """How much of each window reviewq may spend, and how it is shared between PRs.
+
+    A grant for PR p needs `used + cost <= limit * (1 - headroom)` in every window.
+    Where p's own use plus cost would exceed `limit * pr_share`, it also needs
+    `used + cost <= limit * (1 - headroom - reserve)`: a large PR never eats the
+    reserve, yet a lone large PR still uses the idle budget outside it.
+    """
+
+    headroom: float = Field(default=0.0, ge=0, lt=1)
+    pr_share: float = Field(default=1.0, gt=0, le=1)
+    reserve: float = Field(default=0.0, ge=0, lt=1)
+    # A provider starts counting a request when it arrives, a network trip after the
+    # grant, so a charge keeps counting this long past its window: else a request
+    # granted as a charge leaves the window meets a 429 (seen against the simulator).
+    arrival_margin_ms: int = Field(default=1000, ge=0, le=3_600_000)
+
+    @model_validator(mode="after")
+    def _fits(self) -> Policy:
+        if self.headroom + self.reserve >= 1:
+            raise ValueError(
+                f"headroom ({self.headroom}) + reserve ({self.reserve}) must stay below 1, "
+                "or no PR over its share could ever be served"
+            )
+        return self
+
+    def caps(self, limit_milli: int) -> tuple[int, int, int]:
+        """(spendable, spendable outside the reserve, one PR's share) in milli-units.
+
+        Floors, so rounding never lets reviewq overspend by a milli-unit.
+        """
+        hi = math.floor(limit_milli * (1 - self.headroom) + 1e-9)
+        lo = math.floor(limit_milli * (1 - self.headroom - self.reserve) + 1e-9)
+        share = math.floor(limit_milli * self.pr_share + 1e-9)
+        return hi, lo, share
+
+
+class Account(_Frozen):
+    """One API key on one plan. The key itself never lives here, only its env var."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    provider: str
+    base_url: str
+    api_key_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    plan: Plan
+    packs: int = Field(default=1, ge=1, le=100)
+    policy: Policy = Policy()
+
+    @property
+    def effective_plan(self) -> Plan:
+        return self.plan.scaled(self.packs)
+
+
+def _synthetic_requests(kind: Literal["rolling", "regenerating"]) -> Window:
+    if kind == "rolling":
+        return Window(name="requests_5h", limit_milli=500 * MILLI, duration_ms=5 * 3_600_000)
+    # 5 % every 15 min refills an empty bucket in 20 ticks = 5 h.
+    return Window(
+        name="requests_5h",
+        limit_milli=500 * MILLI,
+        duration_ms=5 * 3_600_000,
+        kind="regenerating",
+        tick_ms=15 * 60_000,
+        tick_percent=5.0,
+    )
+
+
+_SYNTHETIC_WEEKLY_CREDITS = Window(
+    name="weekly_credits",
+    unit="usd",
+    limit_milli=24 * MILLI,
+    duration_ms=7 * 86_400_000,
+    kind="regenerating",
+    tick_ms=202 * 60_000,
+    tick_percent=2.0,
+)
+_SYNTHETIC_COSTS = (ModelCost(pattern="*flash*", weight=0.1),)
+_ZAI_COSTS = (ModelCost(pattern="glm-5*", weight=2.0, peak_weight=3.0),)
+
+
+def _zai(tier: str, five_h: int, week: int, concurrency: int | None, notes: str) -> Plan:
+    return Plan(
+        name=f"zai-{tier}",
+        provider="zai",
+        windows=(
+            Window(name="prompts_5h", limit_milli=five_h * MILLI, duration_ms=5 * 3_600_000),
+            Window(name="prompts_week", limit_milli=week * MILLI, duration_ms=7 * 86_400_000),
+        ),
+        concurrency=concurrency,
+        model_costs=_ZAI_COSTS,
+        source="Z.AI GLM Coding Plan docs, tiers from 12 Feb 2026 (Z.AI marks them estimates)",
+        as_of=dt.date(2026, 2, 12),
+        notes=notes,
+    )
+
+
+def _build_presets() -> dict[str, Plan]:
+    synthetic_src = "Synthetic pricing page and provider guides (500 messages per rolling 5 h)"
+    plans = [
+        Plan(
+            name="synthetic",
+            provider="synthetic",
+            windows=(_synthetic_requests("rolling"),),
+            concurrency=1,
+            concurrency_per_model=True,
+            model_costs=_SYNTHETIC_COSTS,
+            source=synthetic_src,
+            as_of=dt.date(2026, 1, 15),
+            notes="1 request in flight per model per pack; packs stack",
+        ),
+        Plan(
+            name="synthetic-credits",
+            provider="synthetic",
+            windows=(_synthetic_requests("rolling"), _SYNTHETIC_WEEKLY_CREDITS),
+            concurrency=1,
+            concurrency_per_model=True,
+            model_costs=_SYNTHETIC_COSTS,
+            source=synthetic_src + "; weekly credits from /v2/quotas weeklyTokenLimit",
+            as_of=dt.date(2026, 6, 1),
+            notes="synthetic plus ~$24/week of token credits regenerating 2 % per 202 min",
+        ),
+        Plan(
+            name="synthetic-v3",
+            provider="synthetic",
+            windows=(_synthetic_requests("regenerating"),),
+            concurrency=1,
+            concurrency_per_model=True,
+            model_costs=_SYNTHETIC_COSTS,
+            source="Synthetic docs: rolling quota regenerates 5 % (25 requests) every 15 min",
+            as_of=dt.date(2026, 6, 1),
+            notes="regenerating variant of the 500 / 5 h quota",
+        ),
+        _zai("lite", 80, 400, 1, "~1 concurrent"),
+        _zai("pro", 400, 2000, 1, "~1 concurrent"),
+        _zai("max", 1600, 8000, 5, "docs allow up to 30 concurrent; start at 5 and raise"),
+        Plan(
+            name="zai-developer",
+            provider="zai",
+            windows=(),
+            concurrency=None,
+            source="Z.AI Developer API (pay per token): no window; concurrency tuned by the user",
+            as_of=dt.date(2026, 2, 12),
+            notes="set 'concurrency' in config; start uncapped and drop to 5 on rate-limit errors",
+        ),
+    ]
+    return {p.name: p for p in plans}
+
+
+PRESETS: dict[str, Plan] = _build_presets()
+
+
+def get_preset(name: str) -> Plan:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        known = ", ".join(sorted(PRESETS))
+        raise KeyError(f"unknown plan {name!r}; known presets: {known}") from None

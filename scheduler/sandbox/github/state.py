@@ -1,0 +1,360 @@
+"""What the fake GitHub holds: pull requests, posted reviews, pending faults, counters.
+
+Like the provider simulator it is its own referee: it parses patches with its own
+code and shares nothing with the client under test but the `ChangedFile` shape.
+Handlers never `await` between reading and changing this state, and uvicorn runs
+them on one event loop, so no lock is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from workers.review.changes import ChangedFile
+
+__all__ = [
+    "DEV_GITHUB_TOKEN",
+    "FakeGitHub",
+    "FakeGitHubConfig",
+    "FakePull",
+    "FaultsUpdate",
+    "PostedReview",
+    "PullSpec",
+    "ReviewSpec",
+    "diff_lines",
+    "synthetic_files",
+    "user_json",
+]
+
+# Not a secret: a fixed token so that scripts and docs can name it.
+DEV_GITHUB_TOKEN = "gh-sandbox-reviewq-dev-token"
+
+_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+_REPO_PART = r"^[A-Za-z0-9._-]+$"
+
+
+class FakeGitHubConfig(BaseModel):
+    """`remote_control` opens `/_gh/*` to non-loopback clients; leave it off.
+
+    The token acts as `bot_login`: `GET /user` names it, and reviews posted with the
+    token are written by it. `installation_token` makes the token behave like a GitHub
+    App installation token instead, which `GET /user` refuses with a 403.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    token: str = Field(default=DEV_GITHUB_TOKEN, min_length=1)
+    files_cap: int = Field(default=3000, ge=1)
+    max_per_page: int = Field(default=100, ge=1)
+    default_per_page: int = Field(default=30, ge=1)
+    rate_limit: int = Field(default=5000, ge=1)
+    bot_login: str = Field(default="reviewq-sandbox[bot]", min_length=1)
+    installation_token: bool = False
+    remote_control: bool = False
+
+    def token_matches(self, header: str | None) -> bool:
+        """GitHub takes `Bearer <token>` and the older `token <token>`."""
+        scheme, _, value = (header or "").strip().partition(" ")
+        if scheme.lower() not in ("bearer", "token"):
+            return False
+        return hmac.compare_digest(value.strip().encode(), self.token.encode())
+
+
+class PullSpec(BaseModel):
+    """`POST /_gh/prs`: a PR to create, or a new head (with its files) for one that exists.
+
+    `synthetic_files` appends that many generated one-line changes after `files`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    owner: str = Field(pattern=_REPO_PART)
+    repo: str = Field(pattern=_REPO_PART)
+    number: int = Field(ge=1)
+    head_sha: str = Field(min_length=1, max_length=64)
+    title: str = "A pull request"
+    state: Literal["open", "closed"] = "open"
+    draft: bool = False
+    files: tuple[ChangedFile, ...] = ()
+    synthetic_files: int = Field(default=0, ge=0, le=20_000)
+
+
+class ReviewSpec(BaseModel):
+    """`POST /_gh/reviews`: a review written by someone other than the token's account,
+    as a PR's author or another reviewer would leave one. `user` None is how GitHub
+    lists a review whose author's account was deleted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    owner: str = Field(pattern=_REPO_PART)
+    repo: str = Field(pattern=_REPO_PART)
+    number: int = Field(ge=1)
+    user: str | None = Field(min_length=1)
+    body: str = ""
+    commit_id: str | None = None
+    state: Literal["COMMENTED", "APPROVED", "CHANGES_REQUESTED"] = "COMMENTED"
+
+
+class FaultsUpdate(BaseModel):
+    """`POST /_gh/faults`; counts are how many upcoming requests misbehave.
+
+    `retry_after_s` None sends a secondary limit with no `retry-after` at all.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    secondary_rate_limit: int | None = Field(default=None, ge=0)
+    secondary_status: Literal[403, 429] | None = None
+    retry_after_s: int | None = Field(default=60, ge=0)
+    primary_rate_limit: int | None = Field(default=None, ge=0)
+    reset_in_s: int | None = Field(default=None, ge=0)
+    review_5xx: int | None = Field(default=None, ge=0)
+    review_5xx_after_create: int | None = Field(default=None, ge=0)
+
+
+@dataclass
+class Faults:
+    secondary_rate_limit: int = 0
+    secondary_status: int = 403
+    retry_after_s: int | None = 60
+    primary_rate_limit: int = 0
+    reset_in_s: int = 3600
+    review_5xx: int = 0
+    review_5xx_after_create: int = 0
+
+
+@dataclass
+class FakePull:
+    """A PR; every head it has had keeps its files, so reviews of older commits resolve."""
+
+    owner: str
+    repo: str
+    number: int
+    title: str
+    state: str
+    draft: bool
+    head_sha: str
+    files_by_sha: dict[str, tuple[ChangedFile, ...]] = field(default_factory=dict)
+
+    @property
+    def files(self) -> tuple[ChangedFile, ...]:
+        return self.files_by_sha[self.head_sha]
+
+
+@dataclass
+class PostedReview:
+    id: int
+    owner: str
+    repo: str
+    number: int
+    commit_id: str
+    body: str
+    state: str
+    comments: list[dict[str, Any]]
+    user: str | None
+    submitted_at: str
+
+    def as_json(self, base_url: str) -> dict[str, Any]:
+        """GitHub's review object; `base_url` is where the fake is being reached."""
+        pr = f"{self.owner}/{self.repo}/pull/{self.number}"
+        return {
+            "id": self.id,
+            "node_id": f"PRR_{self.id}",
+            "user": user_json(self.user),
+            "body": self.body,
+            "state": self.state,
+            "html_url": f"{base_url}/{pr}#pullrequestreview-{self.id}",
+            "pull_request_url": f"{base_url}/repos/{self.owner}/{self.repo}/pulls/{self.number}",
+            "commit_id": self.commit_id,
+            "submitted_at": self.submitted_at,
+            "author_association": "NONE",
+        }
+
+
+def user_json(login: str | None) -> dict[str, Any] | None:
+    """GitHub's user object (the few fields reviewq reads, and `type`); None for none."""
+    if login is None:
+        return None
+    kind = "Bot" if login.endswith("[bot]") else "User"
+    return {"login": login, "id": _user_id(login), "type": kind}
+
+
+def _user_id(login: str) -> int:
+    """A stable numeric id per login, as GitHub gives every account one."""
+    return int(hashlib.sha1(login.lower().encode()).hexdigest()[:7], 16)
+
+
+def diff_lines(patch: str) -> tuple[frozenset[int], frozenset[int]]:
+    """Lines a review comment can anchor to: (LEFT: old side, RIGHT: new side).
+
+    Context lines are on both sides; `-` lines only on the left, `+` only on the right.
+    """
+    left: set[int] = set()
+    right: set[int] = set()
+    old = new = 0
+    in_hunk = False
+    for line in patch.splitlines():
+        header = _HUNK.match(line)
+        if header:
+            old, new, in_hunk = int(header[1]), int(header[3]), True
+        elif not in_hunk or line.startswith("\\"):
+            continue
+        elif line.startswith("-"):
+            left.add(old)
+            old += 1
+        elif line.startswith("+"):
+            right.add(new)
+            new += 1
+        else:
+            left.add(old)
+            right.add(new)
+            old, new = old + 1, new + 1
+    return frozenset(left), frozenset(right)
+
+
+def synthetic_files(count: int, start: int = 0) -> tuple[ChangedFile, ...]:
+    """`count` small modified files, each adding line 2 between two context lines."""
+    return tuple(
+        ChangedFile(
+            filename=f"src/module_{i:05d}.py",
+            additions=1,
+            changes=1,
+            patch=f"@@ -1,2 +1,3 @@\n import os\n+VALUE = {i}\n print(os.sep)",
+        )
+        for i in range(start, start + count)
+    )
+
+
+class FakeGitHub:
+    """All the fake's state; `app.state.github` holds one per app."""
+
+    def __init__(self, config: FakeGitHubConfig) -> None:
+        self.config = config
+        self.pulls: dict[tuple[str, str, int], FakePull] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget reviews, faults and counters; PRs stay."""
+        self.reviews: list[PostedReview] = []
+        self.faults = Faults()
+        self.stats: Counter[tuple[str, int]] = Counter()
+        self.window_start = time.time()
+        self.window_used = 0
+        self._next_id = 80_000_001
+
+    def upsert(self, spec: PullSpec) -> FakePull:
+        files = spec.files + synthetic_files(spec.synthetic_files, len(spec.files))
+        key = (spec.owner, spec.repo, spec.number)
+        pull = self.pulls.get(key)
+        if pull is None:
+            pull = FakePull(
+                spec.owner, spec.repo, spec.number, spec.title, "", False, spec.head_sha
+            )
+            self.pulls[key] = pull
+        pull.title, pull.state, pull.draft = spec.title, spec.state, spec.draft
+        pull.head_sha = spec.head_sha
+        pull.files_by_sha[spec.head_sha] = files
+        return pull
+
+    def pull(self, owner: str, repo: str, number: int) -> FakePull | None:
+        return self.pulls.get((owner, repo, number))
+
+    def take(self, fault: Literal["secondary", "primary", "review_5xx", "after_create"]) -> bool:
+        """Use up one injected fault of that kind, if any is left."""
+        names = {
+            "secondary": "secondary_rate_limit",
+            "primary": "primary_rate_limit",
+            "review_5xx": "review_5xx",
+            "after_create": "review_5xx_after_create",
+        }
+        left: int = getattr(self.faults, names[fault])
+        if left <= 0:
+            return False
+        setattr(self.faults, names[fault], left - 1)
+        return True
+
+    def update_faults(self, update: FaultsUpdate) -> None:
+        for name, value in update.model_dump(exclude_unset=True).items():
+            if value is not None or name == "retry_after_s":
+                setattr(self.faults, name, value)
+
+    def charge(self, now: float) -> tuple[bool, dict[str, str]]:
+        """Count one request in the hourly primary window: (over the limit, its headers).
+
+        The request that takes the last unit succeeds showing `remaining: 0`, as GitHub's
+        does; only the ones after it are refused.
+        """
+        if now >= self.window_start + 3600:
+            self.window_start, self.window_used = now, 0
+        self.window_used += 1
+        limit = self.config.rate_limit
+        headers = {
+            "x-ratelimit-limit": str(limit),
+            "x-ratelimit-remaining": str(max(0, limit - self.window_used)),
+            "x-ratelimit-reset": str(int(self.window_start + 3600)),
+            "x-ratelimit-used": str(min(limit, self.window_used)),
+            "x-ratelimit-resource": "core",
+        }
+        return self.window_used > limit, headers
+
+    def add_review(
+        self, pull: FakePull, commit_id: str, body: str, state: str, comments: list[dict[str, Any]]
+    ) -> PostedReview:
+        """A review posted through the API: written by the token's account."""
+        return self._store(pull, commit_id, body, state, comments, self.config.bot_login)
+
+    def add_review_by(self, spec: ReviewSpec) -> PostedReview | None:
+        """A review by someone else (control route); None when the PR is unknown."""
+        pull = self.pull(spec.owner, spec.repo, spec.number)
+        if pull is None:
+            return None
+        commit = spec.commit_id or pull.head_sha
+        return self._store(pull, commit, spec.body, spec.state, [], spec.user)
+
+    def _store(
+        self,
+        pull: FakePull,
+        commit_id: str,
+        body: str,
+        state: str,
+        comments: list[dict[str, Any]],
+        user: str | None,
+    ) -> PostedReview:
+        review = PostedReview(
+            self._next_id,
+            pull.owner,
+            pull.repo,
+            pull.number,
+            commit_id,
+            body,
+            state,
+            comments,
+            user,
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        self._next_id += 1
+        self.reviews.append(review)
+        return review
+
+    def stats_json(self) -> dict[str, Any]:
+        """Counts of API requests by route template and status (control routes excluded)."""
+        routes: dict[str, dict[str, int]] = {}
+        for (route, status), count in sorted(self.stats.items()):
+            routes.setdefault(route, {})[str(status)] = count
+        by_status: Counter[str] = Counter()
+        for (_, status), count in self.stats.items():
+            by_status[str(status)] += count
+        return {
+            "requests": sum(self.stats.values()),
+            "by_route": routes,
+            "by_status": dict(by_status),
+            "reviews": len(self.reviews),
+        }

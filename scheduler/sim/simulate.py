@@ -1,0 +1,348 @@
+"""`reviewq simulate`: a time-compressed run of the real pipeline against simulators.
+
+Real parts throughout: a real Redis, `reviewq`'s own RQ worker processes, the Lua
+limiter, admission and the waker, and the provider simulator as upstream (it keeps
+its own quota and is the referee of the figures). Only time is compressed: at
+`time_scale` 300 the limiter's windows are 300 times shorter in real time, and the
+simulator runs its clock 300 times faster, so both see the same simulated hours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+import httpx
+import redis as redis_lib
+
+from scheduler.admission import Admission, Fairness
+from scheduler.config import Settings
+from scheduler.config.planning import PlanningConfig
+from scheduler.intake import enqueue_pr
+from scheduler.quota.plans import Account, Plan, Policy, Window
+from scheduler.sandbox import (
+    BASE_PATHS,
+    DEFAULT_MODELS,
+    DEV_KEY,
+    Faults,
+    Latency,
+    ProviderConfig,
+    create_provider_app,
+    serve_in_thread,
+)
+from scheduler.sandbox.localredis import LocalRedis, redis_url_or_local
+from scheduler.sim.report import report
+from scheduler.sim.run import SimRun
+from scheduler.sim.scenario import AccountSpec, PrSpec, Scenario
+from scheduler.state.jobs import review_queue
+from scheduler.state.records import Retention
+from scheduler.state.refs import PullRequestRef
+from scheduler.waker import Waker
+from workers.providers.attempt import RetryPolicy
+from workers.runtime import RuntimeSpec, run_worker
+
+__all__ = [
+    "DirectIntake",
+    "Intake",
+    "WorkerLauncher",
+    "client_timeout_s",
+    "run_scenario",
+    "synthetic_diff",
+]
+
+_KEY_ENV = "REVIEWQ_SIM_KEY"
+# A grant reaches the simulator on loopback within a few ms; this margin (real ms)
+# covers that without wasting budget at high time scales.
+_SIM_MARGIN_MS = 200
+
+
+class Intake(Protocol):
+    """How a scenario's PRs reach reviewq. `simulate` calls `enqueue_pr` directly;
+    `reviewq demo` starts a webhook server and a fake GitHub, and sends signed events."""
+
+    def prepare(self, stack: contextlib.ExitStack, spec: RuntimeSpec) -> RuntimeSpec:
+        """Start what the intake needs (torn down by `stack`); return the spec to run."""
+        ...
+
+    def deliver(self, run: SimRun, pr: PrSpec) -> None: ...
+
+
+# Starts a scenario's worker processes for `spec` and stops them on exit. The default
+# spawns `count` RQ worker processes directly; the chaos suite runs `reviewq worker`
+# supervisors instead, which it can SIGKILL children of, or run under `faketime`.
+WorkerLauncher = Callable[[RuntimeSpec, int], contextlib.AbstractContextManager[Any]]
+
+
+class DirectIntake:
+    """The PR's synthetic diff, enqueued through the same function the webhook calls."""
+
+    def prepare(self, stack: contextlib.ExitStack, spec: RuntimeSpec) -> RuntimeSpec:
+        return spec
+
+    def deliver(self, run: SimRun, pr: PrSpec) -> None:
+        ref = PullRequestRef(
+            id=pr.id, head_sha=uuid.uuid5(uuid.NAMESPACE_URL, pr.id).hex, forge="local"
+        )
+        text = synthetic_diff(pr, run.scenario.line_chars)
+        enqueue_pr(run.admission, ref, {"kind": "diff", "text": text})
+
+
+def time_scaled(plan: Plan, scale: float) -> Plan:
+    """The plan as the limiter must see it in real time: every duration divided."""
+
+    def window(w: Window) -> Window:
+        update: dict[str, Any] = {"duration_ms": max(1, round(w.duration_ms / scale))}
+        if w.tick_ms is not None:
+            update["tick_ms"] = max(1, round(w.tick_ms / scale))
+        return w.model_copy(update=update)
+
+    return plan.model_copy(update={"windows": tuple(window(w) for w in plan.windows)})
+
+
+def _policy(spec: AccountSpec, mode: str) -> Policy:
+    base = spec.policy or Policy()
+    if mode == "fifo":  # the baseline: no share, no reserve
+        base = base.model_copy(update={"pr_share": 1.0, "reserve": 0.0})
+    return base.model_copy(update={"arrival_margin_ms": _SIM_MARGIN_MS})
+
+
+def client_timeout_s(sc: Scenario) -> float:
+    """The workers' provider read timeout in real seconds: the scenario's, compressed
+    like every duration, but never under a second, so real overhead on a loaded
+    machine is not mistaken for a provider timeout. Before, a timeout fault held the
+    account's only slot for 30 real seconds (the client waited up to 300): a simulated
+    day at x3000, so a few faults a week left the soak a backlog it never cleared."""
+    return max(1.0, sc.faults.client_timeout / sc.time_scale)
+
+
+def _provider(spec: AccountSpec, sc: Scenario) -> ProviderConfig:
+    quota = spec.provider_quota
+    return ProviderConfig(
+        flavour=spec.api_flavour,
+        plan=spec.plan,
+        packs=spec.packs,
+        time_scale=sc.time_scale,
+        latency=Latency(median_s=sc.latency.median, p95_s=max(sc.latency.p95, sc.latency.median)),
+        seed=sc.seed,
+        faults=Faults(
+            error_rate=sc.faults.error_rate,
+            timeout_rate=sc.faults.timeout_rate,
+            client_timeout_s=client_timeout_s(sc),
+        ),
+        provider_quota=None if quota is None else quota.windows,
+        concurrency=None if quota is None else quota.concurrency,
+    )
+
+
+def _accounts(sc: Scenario, mode: str, urls: dict[str, str]) -> list[Account]:
+    out = []
+    for spec in sc.route_order():
+        out.append(
+            Account(
+                name=spec.name,
+                provider=spec.api_flavour,
+                base_url=urls[spec.name] + BASE_PATHS[spec.api_flavour],
+                api_key_env=_KEY_ENV,
+                plan=time_scaled(spec.plan, sc.time_scale),
+                packs=spec.packs,
+                policy=_policy(spec, mode),
+            )
+        )
+    return out
+
+
+def _spec(sc: Scenario, mode: str, url: str, accounts: list[Account], tag: str) -> RuntimeSpec:
+    scale = sc.time_scale
+    first = sc.route_order()[0]
+    return RuntimeSpec(
+        settings=Settings(redis_url=url, queue_name=f"sim-{tag}", accounts=accounts),
+        redis_url=url,
+        # The prefix `reviewq worker` and `reviewq serve` derive from the queue name.
+        prefix=f"reviewq:sim-{tag}",
+        queue_name=f"sim-{tag}",
+        limiter_prefix=f"reviewq-sim:{tag}",
+        model=DEFAULT_MODELS[first.api_flavour][0],
+        fairness=Fairness(
+            mode="fifo" if mode == "fifo" else "fair", per_pr_inflight=sc.per_pr_inflight
+        ),
+        # A scenario's PRs are reviewed in full: the bounds a deployment sets on one
+        # PR's cost would hide the load the scenario describes.
+        planning=PlanningConfig(
+            max_message_tokens=sc.max_message_tokens, large_pr_files=None, max_messages=None
+        ),
+        max_wait_ms=max(1, round(15 * 60_000 / scale)),
+        park_recheck_ms=max(50, round(5 * 60_000 / scale)),
+        retry=RetryPolicy(
+            base_ms=max(1, round(2_000 / scale)),
+            cap_ms=max(2, round(120_000 / scale)),
+            concurrency_hold_ms=max(1, round(60_000 / scale)),
+        ),
+        trace=True,
+        provider_timeout_s=client_timeout_s(sc),
+        retention=Retention().within(round(sc.retention)).scaled(scale),
+        maintenance_interval_s=max(30, round(600 / scale)),
+        env={_KEY_ENV: DEV_KEY},
+    )
+
+
+def synthetic_diff(pr: PrSpec, line_chars: int) -> str:
+    """A unified diff of `files` new files of `lines_per_file` lines, each line about
+    `line_chars` long, so message sizes (and thus counts) follow the scenario."""
+    slug = pr.id.replace("/", "_").replace("#", "_")
+    body = "x = 1  # " + "r" * max(0, line_chars - 10)
+    parts = []
+    for i in range(pr.files):
+        path = f"src/{slug}/module_{i:04d}.py"
+        lines = "".join(f"+{body}\n" for _ in range(pr.lines_per_file))
+        parts.append(
+            f"diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n"
+            f"@@ -0,0 +1,{pr.lines_per_file} @@\n{lines}"
+        )
+    return "".join(parts)
+
+
+@contextlib.contextmanager
+def _workers(spec: RuntimeSpec, count: int) -> Iterator[list[Any]]:
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=run_worker, args=(spec,), daemon=True) for _ in range(count)]
+    for proc in procs:
+        proc.start()
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.pid is not None and proc.is_alive():
+                os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in procs:
+            proc.join(max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+
+def _wait_for_workers(client: redis_lib.Redis, queue_name: str, count: int) -> None:
+    """Simulated time starts once every worker listens: at x300 a worker that takes
+    two seconds to start would otherwise cost ten simulated minutes."""
+    from rq import Worker
+
+    queue = review_queue(queue_name, client)
+    deadline = time.monotonic() + 60
+    while len(Worker.all(queue=queue)) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{count} workers did not start within 60 s")
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def _redis(url: str | None) -> Iterator[str]:
+    env = dict(os.environ)
+    if url:
+        env["REDIS_URL"] = url
+    found, server = redis_url_or_local(env)
+    try:
+        yield found
+    finally:
+        if isinstance(server, LocalRedis):
+            server.stop()
+
+
+def run_scenario(
+    sc: Scenario,
+    *,
+    policy: str | None = None,
+    redis_url: str | None = None,
+    on_tick: Any = None,
+    intake: Intake | None = None,
+    workers: WorkerLauncher | None = None,
+    on_end: Callable[[SimRun], None] | None = None,
+) -> dict[str, Any]:
+    """Run `sc` to its end (or until every PR is done) and return the report.
+
+    `on_tick(run, now_sim)` runs every 50 ms while PRs are driven (fault injection,
+    live views); `on_end(run)` once they are, before the run's keys are removed."""
+    mode = policy or sc.policy
+    intake = intake or DirectIntake()
+    tag = uuid.uuid4().hex[:10]
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(_redis(redis_url))
+        providers = {
+            a.name: stack.enter_context(serve_in_thread(create_provider_app(_provider(a, sc))))
+            for a in sc.accounts
+        }
+        accounts = _accounts(sc, mode, {n: h.url for n, h in providers.items()})
+        spec = intake.prepare(stack, _spec(sc, mode, url, accounts, tag))
+        client = redis_lib.Redis.from_url(url)
+        stack.callback(client.close)
+        admission = Admission(
+            client,
+            review_queue(spec.queue_name, client),
+            prefix=spec.prefix,
+            fairness=spec.fairness,
+            fallback_ms=spec.fallback_ms,
+            retention=spec.retention,
+        )
+        stack.enter_context((workers or _workers)(spec, sc.workers))
+        _wait_for_workers(client, spec.queue_name, sc.workers)
+        stop = threading.Event()
+        waker = threading.Thread(
+            target=Waker(admission, claim_ms=spec.claim_ms).run, args=(stop,), daemon=True
+        )
+        waker.start()
+        stack.callback(waker.join, 5)
+        stack.callback(stop.set)
+        run = SimRun(
+            sc, mode, client, admission, providers, admission.now_ms(), accounts, prs=sc.all_prs()
+        )
+        run.limiter_prefix = spec.limiter_prefix
+        _drive(run, sc, on_tick, intake)
+        run.ended_ms = admission.now_ms()
+        if on_end is not None:
+            on_end(run)
+        stats = {
+            n: httpx.get(f"{h.url}/_sim/stats", timeout=10).json() for n, h in providers.items()
+        }
+        result = report(run, stats)
+        _cleanup(client, spec)
+        return result
+
+
+def _drive(run: SimRun, sc: Scenario, on_tick: Any, intake: Intake) -> None:
+    """Enqueue each PR at its simulated arrival; stop at the end of the scenario or
+    once every PR is done and none is still to come."""
+    scale, pending = sc.time_scale, list(run.prs)
+    start = time.monotonic()
+    end = start + sc.duration / scale
+    while time.monotonic() < end:
+        now_sim = (time.monotonic() - start) * scale
+        while pending and pending[0].at <= now_sim:
+            intake.deliver(run, pending.pop(0))
+        if on_tick is not None:
+            on_tick(run, now_sim)
+        if not pending and _all_done(run):
+            return
+        time.sleep(0.05)
+
+
+def _all_done(run: SimRun) -> bool:
+    for pr in run.prs:
+        meta = run.admission.read_meta(pr.id)
+        if meta is None or meta.status not in {"done", "cancelled"}:
+            return False
+    return True
+
+
+def _cleanup(client: redis_lib.Redis, spec: RuntimeSpec) -> None:
+    """A run on a user's Redis leaves nothing behind: our prefix, limiter and RQ keys."""
+    patterns = [f"{spec.prefix}:*", f"{spec.limiter_prefix}:*", f"*{spec.queue_name}*"]
+    for pattern in patterns:
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])

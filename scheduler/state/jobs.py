@@ -1,0 +1,149 @@
+"""RQ queues, workers and job loads that carry only data and run only reviewq's jobs.
+
+RQ's defaults turn write access to Redis into code execution in every worker: a
+job's payload is a pickle (loading one can run anything), and the function a job
+names is imported and called whatever it is, `os.system` included. Redis has a
+password and per-service ACL users (compose.yaml), but a leaked credential or a
+misconfigured server must not be enough to run code. So every Queue, worker and
+Job.fetch in reviewq goes through this module: payloads, results and meta are JSON,
+which loads as plain data; and a worker calls only the job functions reviewq itself
+enqueues, with no callbacks and no webhooks, which reviewq never uses and which
+would otherwise name more code to import or more places to send results to.
+
+A job queued as a pickle (by plain RQ, or by a reviewq older than this module) is
+never unpickled: it fails with a DeserializationError and lands in the failed
+registry. The lost-job sweep dispatches a review message whose job failed so again,
+as JSON; a pickled plan or finalize job is not run again, so drain the queue before
+upgrading from a pickling version.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis as redis_lib
+from rq import Queue, SimpleWorker
+from rq.defaults import DEFAULT_MAINTENANCE_TASK_INTERVAL
+from rq.exceptions import DeserializationError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+from rq.utils import import_attribute
+
+__all__ = [
+    "FINALIZE_JOB",
+    "JOB_FUNCTIONS",
+    "PLAN_JOB",
+    "REVIEW_JOB",
+    "SERIALIZER",
+    "ReviewJob",
+    "UntrustedJobError",
+    "fetch_job",
+    "review_queue",
+    "review_worker",
+]
+
+log = logging.getLogger(__name__)
+
+# Every function reviewq enqueues (`enqueue_call` in scheduler.intake, scheduler.admission
+# and scheduler.waker); a worker runs nothing else.
+# The RQ job paths are an API: jobs queued in a live Redis name these functions, so
+# they stay stable across releases (docs/architecture.md, rule 7).
+PLAN_JOB = "workers.jobs.plan_pr"
+REVIEW_JOB = "workers.jobs.review_message"
+FINALIZE_JOB = "workers.jobs.finalize_pr"
+JOB_FUNCTIONS = frozenset({PLAN_JOB, REVIEW_JOB, FINALIZE_JOB})
+
+# RQ's own JSON serializer: json.loads builds only dicts, lists, strings and numbers.
+SERIALIZER = JSONSerializer
+
+
+class UntrustedJobError(RuntimeError):
+    """A job names a function (or a callback) that reviewq never enqueues."""
+
+
+class ReviewJob(Job):
+    """An RQ job that is always JSON and can only call reviewq's job functions.
+
+    The serializer is fixed here, not left to the caller: a worker or a Queue built
+    without it would otherwise fall back to pickle for this very job.
+    """
+
+    def __init__(
+        self,
+        id: str | None = None,
+        connection: redis_lib.Redis | None = None,
+        serializer: object = None,
+    ) -> None:
+        super().__init__(id, connection=connection, serializer=SERIALIZER)
+
+    def _deserialize_data(self) -> None:
+        """JSON has no tuple: give args back as the tuple a pickle gave, so code that
+        reads `job.args` sees the same value either way; and refuse a payload of any
+        other shape than the list RQ writes."""
+        super()._deserialize_data()  # type: ignore[no-untyped-call]
+        if not isinstance(self._args, list | tuple) or not isinstance(self._kwargs, dict):
+            raise DeserializationError(f"job {self.id}: malformed payload")
+        self._args = tuple(self._args)
+
+    @property
+    def func(self) -> Callable[..., Any]:
+        """Checked before anything is imported: RQ resolves this only to call it."""
+        name = self.func_name
+        callbacks = (
+            self._success_callback_name,
+            self._failure_callback_name,
+            self._stopped_callback_name,
+        )
+        if name not in JOB_FUNCTIONS or self.instance is not None or any(callbacks):
+            log.error("refusing RQ job %s: it names %r, not a reviewq job", self.id, name)
+            raise UntrustedJobError(
+                f"job {self.id} names {name!r} (callbacks {[c for c in callbacks if c]}); "
+                f"a reviewq worker runs only {sorted(JOB_FUNCTIONS)}"
+            )
+        return import_attribute(name)
+
+    # reviewq sets no callbacks; one found in Redis was written by someone else, and
+    # RQ would import and call it even for the refused job, so none is ever resolved.
+    @property
+    def success_callback(self) -> None:
+        return None
+
+    @property
+    def failure_callback(self) -> None:
+        return None
+
+    @property
+    def stopped_callback(self) -> None:
+        return None
+
+    def send_webhooks(self, status: str | JobStatus, *, exc_string: str | None = None) -> None:
+        """reviewq sets no webhooks: one found in Redis would send job data to a URL
+        someone else chose, so none is sent."""
+
+
+def review_queue(name: str, connection: redis_lib.Redis) -> Queue:
+    """The queue `name`, writing and reading ReviewJobs as JSON."""
+    return Queue(name, connection=connection, job_class=ReviewJob, serializer=SERIALIZER)
+
+
+def fetch_job(job_id: str, connection: redis_lib.Redis) -> Job:
+    """`Job.fetch` for a reviewq job; raises rq's NoSuchJobError as it does."""
+    return ReviewJob.fetch(job_id, connection=connection, serializer=SERIALIZER)
+
+
+def review_worker(
+    queues: Sequence[Queue],
+    connection: redis_lib.Redis,
+    *,
+    maintenance_interval: int = DEFAULT_MAINTENANCE_TASK_INTERVAL,
+) -> SimpleWorker:
+    """An RQ SimpleWorker that loads ReviewJobs only (the job class is what refuses)."""
+    return SimpleWorker(
+        list(queues),
+        connection=connection,
+        maintenance_interval=maintenance_interval,
+        job_class=ReviewJob,
+        serializer=SERIALIZER,
+    )

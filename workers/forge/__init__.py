@@ -1,0 +1,2 @@
+"""The forges a review comes from and goes back to: the GitHub client, and the sinks
+that post a finished review (or keep it in Redis)."""

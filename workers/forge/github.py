@@ -1,0 +1,414 @@
+"""The few GitHub REST calls reviewq makes, with failures as typed exceptions.
+
+Like the provider client, this makes exactly one HTTP request per call (`retries=0`,
+no redirects followed): the job queue is the only retry loop, and a hidden retry of a
+review POST is how a bot comments twice. Errors are sorted by what the caller does
+next (wait until `retry_at_ms`, reschedule, alert a person, fold comments), not by
+status alone. The token comes from the caller, lives only in request headers, and is
+scrubbed from every message and repr this module produces.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import AliasPath, BaseModel, ConfigDict, Field, ValidationError
+
+from workers.providers.resets import parse_epoch, parse_retry_after
+from workers.review.changes import ChangedFile
+from workers.review.model import ReviewComment
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_RETRY_AFTER_S",
+    "DEFAULT_TIMEOUT",
+    "GITHUB_FILES_CAP",
+    "FileListing",
+    "GitHubAuthError",
+    "GitHubClient",
+    "GitHubError",
+    "GitHubNotFound",
+    "GitHubRateLimited",
+    "GitHubReview",
+    "GitHubServerError",
+    "GitHubTransportError",
+    "GitHubUnprocessable",
+    "PullRequestInfo",
+    "ReviewEvent",
+    "error_for_response",
+    "retry_at_ms",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.github.com"
+# GitHub's "list pull request files" stops at 3,000 files, without saying so.
+GITHUB_FILES_CAP = 3000
+# GitHub's advice for a secondary limit that names no time: wait at least a minute.
+DEFAULT_RETRY_AFTER_S = 60
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=10.0)
+_PER_PAGE = 100
+# A bound on any listing, so a server that always links a next page cannot loop us.
+_MAX_PAGES = 200
+_HEADERS = {
+    "Accept": "application/vnd.github+json",
+    "X-GitHub-Api-Version": "2022-11-28",
+    "User-Agent": "reviewq",
+}
+# Errors raised before a byte left: GitHub cannot have acted on the request.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+ReviewEvent = Literal["COMMENT", "APPROVE", "REQUEST_CHANGES"]
+M = TypeVar("M", bound=BaseModel)
+
+
+class GitHubError(Exception):
+    """A call that did not succeed; `status` is None when no response came back.
+
+    Messages name the method and path and quote GitHub's own words, never the token.
+    """
+
+    def __init__(self, status: int | None, message: str) -> None:
+        super().__init__(status, message)
+        self.status, self.message = status, message
+
+    def __str__(self) -> str:
+        return f"GitHub {self.status}: {self.message}" if self.status else f"GitHub: {self.message}"
+
+
+class GitHubAuthError(GitHubError):
+    """401: the token is wrong, expired or revoked; retrying cannot help."""
+
+
+class GitHubNotFound(GitHubError):
+    """404, which GitHub also answers for a private repo the token cannot see."""
+
+
+class GitHubRateLimited(GitHubError):
+    """403/429 for a primary or secondary rate limit: nothing happened; retry at `retry_at_ms`."""
+
+    def __init__(self, status: int | None, message: str, retry_at_ms: int) -> None:
+        Exception.__init__(self, status, message, retry_at_ms)
+        self.status, self.message, self.retry_at_ms = status, message, retry_at_ms
+
+
+class GitHubUnprocessable(GitHubError):
+    """422: GitHub refused the content (for reviews, usually a line outside the diff)."""
+
+    def __init__(self, status: int | None, message: str, errors: tuple[str, ...] = ()) -> None:
+        Exception.__init__(self, status, message, errors)
+        self.status, self.message, self.errors = status, message, errors
+
+
+class GitHubServerError(GitHubError):
+    """5xx: GitHub may or may not have acted (a review POST can land and still 502)."""
+
+
+class GitHubTransportError(GitHubError):
+    """No usable answer (connect, timeout, garbage); `maybe_sent` False: GitHub saw nothing."""
+
+    def __init__(self, status: int | None, message: str, maybe_sent: bool = True) -> None:
+        Exception.__init__(self, status, message, maybe_sent)
+        self.status, self.message, self.maybe_sent = status, message, maybe_sent
+
+
+class PullRequestInfo(BaseModel):
+    """`changed_files` is GitHub's own count, which can exceed what the files API lists."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    number: int
+    head_sha: str = Field(validation_alias=AliasPath("head", "sha"))
+    state: str
+    draft: bool = False
+    title: str = ""
+    changed_files: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileListing:
+    """The files GitHub listed; `truncated` says the PR has more than were returned.
+
+    A PR of exactly 3,000 files is reported truncated: GitHub's listing looks the same
+    as for a larger one. Compare with `PullRequestInfo.changed_files` to be exact.
+    """
+
+    files: tuple[ChangedFile, ...]
+    truncated: bool
+
+
+class _Viewer(BaseModel):
+    """`GET /user`: the account a token acts as."""
+
+    login: str = Field(min_length=1)
+
+
+class GitHubReview(BaseModel):
+    """A submitted review as GitHub lists it; `user` is the author's login, None when
+    GitHub lists the review without a user (its author's account was deleted)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    id: int
+    commit_id: str | None = None
+    body: str | None = None
+    state: str = ""
+    html_url: str | None = None
+    user: str | None = Field(default=None, validation_alias=AliasPath("user", "login"))
+
+
+def retry_at_ms(headers: Mapping[str, str], now_ms: int) -> int:
+    """When a rate-limited request may be retried, in GitHub's documented order.
+
+    `retry-after` first; then `x-ratelimit-reset`, but only when `x-ratelimit-remaining`
+    is 0 (on a secondary limit the reset is the primary window's end, up to an hour
+    away); else one minute.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    if "retry-after" in lower:
+        at = parse_retry_after(lower["retry-after"], now_ms)
+        if at is not None:
+            return max(at, now_ms)
+    if lower.get("x-ratelimit-remaining", "").strip() == "0":
+        reset = parse_epoch(lower.get("x-ratelimit-reset"))
+        if reset is not None:
+            return max(reset, now_ms)
+    return now_ms + DEFAULT_RETRY_AFTER_S * 1000
+
+
+def error_for_response(
+    response: httpx.Response, what: str, now_ms: int, *, secrets: Sequence[str] = ()
+) -> GitHubError:
+    """The exception for a non-2xx answer; `what` (method and path) starts the message.
+
+    A 403 is a rate limit only when GitHub says so (its words or `remaining: 0`); else
+    it is a permission problem and stays a plain `GitHubError`. `secrets` are cut out
+    of GitHub's words, in case a proxy echoes a header back.
+    """
+    status = response.status_code
+    data = _json_or_none(response)
+    said = _redact(_github_message(data, response), secrets)
+    message = f"{what}: {said}"
+    if status == 401:
+        return GitHubAuthError(status, message)
+    exhausted = response.headers.get("x-ratelimit-remaining", "").strip() == "0"
+    if status == 429 or (status == 403 and (exhausted or "rate limit" in said.lower())):
+        return GitHubRateLimited(status, message, retry_at_ms(response.headers, now_ms))
+    if status == 404:
+        return GitHubNotFound(status, message)
+    if status == 422:
+        errors = tuple(_redact(e, secrets) for e in _errors(data))
+        detail = f" ({'; '.join(errors)})" if errors else ""
+        return GitHubUnprocessable(status, message + detail, errors)
+    if status >= 500:
+        return GitHubServerError(status, message)
+    return GitHubError(status, message)
+
+
+def _redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in filter(None, secrets):
+        text = text.replace(secret, "[redacted]")
+    return text
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return None
+    return (parsed.scheme, parsed.host, parsed.port) if parsed.host else None
+
+
+def _json_or_none(response: httpx.Response) -> object:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _github_message(data: object, response: httpx.Response) -> str:
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return str(data["message"])[:300]
+    return response.reason_phrase or f"HTTP {response.status_code}"
+
+
+def _errors(data: object) -> tuple[str, ...]:
+    """GitHub's `errors` holds strings or objects (resource, field, code, message)."""
+    raw = data.get("errors") if isinstance(data, dict) else None
+    if not isinstance(raw, list):
+        return ()
+    fields = ("resource", "field", "code")
+    return tuple(
+        item
+        if isinstance(item, str)
+        else str(item.get("message") or " ".join(str(item[k]) for k in fields if k in item))
+        for item in raw
+        if isinstance(item, str | dict)
+    )
+
+
+class GitHubClient:
+    """One GitHub (or GitHub Enterprise, or the sandbox fake) account, by token."""
+
+    def __init__(
+        self,
+        token: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        transport: httpx.BaseTransport | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        clock_ms: Callable[[], int] | None = None,
+    ) -> None:
+        """`clock_ms` dates `retry_at_ms`; the scheduler passes Redis time, tests a fixed one."""
+        if not _TOKEN.fullmatch(token):
+            # The value is never echoed: a mangled token is still mostly a secret.
+            raise ValueError("token must be non-empty printable ASCII without whitespace")
+        origin = _origin(base_url)
+        if origin is None or origin[0] not in ("http", "https"):
+            raise ValueError(f"base_url {base_url!r} must be an http(s) URL")
+        self._token = token
+        self._login: str | None = None
+        self.base_url = base_url.rstrip("/")
+        self._origin = origin
+        self._clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            transport=transport or httpx.HTTPTransport(retries=0),
+            timeout=timeout,
+            follow_redirects=False,
+            headers=_HEADERS,
+        )
+
+    def __repr__(self) -> str:
+        return f"GitHubClient(base_url={self.base_url!r}, token=[redacted])"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def viewer_login(self) -> str:
+        """The login this token acts as (`GET /user`), asked once per client: it is how
+        reviewq tells its own reviews from anyone else's. GitHub App installation
+        tokens get a 403 ("Resource not accessible by integration") here."""
+        if self._login is None:
+            self._login = self._call("GET", "/user", _Viewer).login
+        return self._login
+
+    def pull_request(self, owner: str, repo: str, number: int) -> PullRequestInfo:
+        return self._call("GET", _pr_path(owner, repo, number), PullRequestInfo)
+
+    def list_files(
+        self, owner: str, repo: str, number: int, *, max_files: int = GITHUB_FILES_CAP
+    ) -> FileListing:
+        """Every page up to `max_files`; see `FileListing` for what `truncated` means."""
+        if max_files < 1:
+            raise ValueError("max_files must be at least 1")
+        path = _pr_path(owner, repo, number) + "/files"
+        files: list[ChangedFile] = []
+        more = False
+        for items, has_next in self._pages(path, ChangedFile):
+            files.extend(items)
+            more = has_next
+            if len(files) >= max_files:
+                break
+        truncated = len(files) > max_files or more or len(files) >= GITHUB_FILES_CAP
+        return FileListing(tuple(files[:max_files]), truncated)
+
+    def list_reviews(self, owner: str, repo: str, number: int) -> list[GitHubReview]:
+        """All reviews, oldest first, as GitHub orders them."""
+        path = _pr_path(owner, repo, number) + "/reviews"
+        return [item for items, _ in self._pages(path, GitHubReview) for item in items]
+
+    def create_review(
+        self,
+        owner: str,
+        repo: str,
+        number: int,
+        *,
+        commit_id: str,
+        body: str,
+        comments: Sequence[ReviewComment] = (),
+        event: ReviewEvent = "COMMENT",
+    ) -> GitHubReview:
+        """One submitted review. Not idempotent by itself: see `GitHubSink` for that."""
+        path = _pr_path(owner, repo, number) + "/reviews"
+        payload: dict[str, Any] = {"commit_id": commit_id, "body": body, "event": event}
+        payload["comments"] = [
+            {"path": c.path, "line": c.line, "side": c.side, "body": c.body} for c in comments
+        ]
+        return self._call("POST", path, GitHubReview, json=payload)
+
+    def _pages(self, path: str, model: type[M]) -> Iterator[tuple[list[M], bool]]:
+        """Each page's items and whether GitHub linked a next page, following `Link`."""
+        url: str = path
+        params: dict[str, int] | None = {"per_page": _PER_PAGE}
+        for _ in range(_MAX_PAGES):
+            response = self._send("GET", url, params=params)
+            data = _json_or_none(response)
+            if not isinstance(data, list):
+                raise GitHubTransportError(response.status_code, f"GET {path}: not a JSON list")
+            items = [self._parse(model, item, response, f"GET {path}") for item in data]
+            next_url = response.links.get("next", {}).get("url")
+            yield items, next_url is not None
+            if next_url is None:
+                return
+            # The token goes only to the configured host, whatever a `Link` header says.
+            if _origin(next_url) != self._origin:
+                raise GitHubTransportError(None, f"GET {path}: next page is on another host")
+            url, params = next_url, None
+        raise GitHubTransportError(None, f"GET {path}: more than {_MAX_PAGES} pages; gave up")
+
+    def _call(self, method: str, path: str, model: type[M], *, json: object = None) -> M:
+        response = self._send(method, path, json=json)
+        return self._parse(model, _json_or_none(response), response, f"{method} {path}")
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, int] | None = None,
+        json: object = None,
+    ) -> httpx.Response:
+        """One request; a non-2xx answer or a transport failure comes back as a raise."""
+        what = f"{method} {httpx.URL(url).path}"
+        auth = {"Authorization": f"Bearer {self._token}"}
+        t0 = time.monotonic()
+        try:
+            response = self._http.request(method, url, params=params, json=json, headers=auth)
+        except httpx.HTTPError as exc:
+            sent = not isinstance(exc, _NOT_SENT)
+            text = _redact(f"{type(exc).__name__}: {exc}", (self._token,))
+            raise GitHubTransportError(None, f"{what}: {text}", sent) from None
+        ms = round((time.monotonic() - t0) * 1000)
+        log.debug("github %s -> %d in %d ms", what, response.status_code, ms)
+        if response.is_success:
+            return response
+        raise error_for_response(response, what, self._clock_ms(), secrets=(self._token,))
+
+    def _parse(self, model: type[M], data: object, response: httpx.Response, what: str) -> M:
+        """GitHub's JSON as a model; a shape we do not know is garbage, not a crash."""
+        if data is None:
+            raise GitHubTransportError(response.status_code, f"{what}: the body is not JSON")
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise GitHubTransportError(
+                response.status_code,
+                f"{what}: unexpected response shape at {where}: {first['msg']}",
+            ) from None
+
+
+def _pr_path(owner: str, repo: str, number: int) -> str:
+    if not owner or not repo or number < 1:
+        raise ValueError(f"not a pull request: {owner!r}/{repo!r}#{number}")
+    return f"/repos/{quote(owner, safe='')}/{quote(repo, safe='')}/pulls/{number}"
