@@ -6,14 +6,13 @@ it records the PR's arrival and queues a `plan_pr` job that lists the files late
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
 from redis.client import Pipeline
 
 from scheduler.admission import Admission
-from scheduler.state.jobs import PLAN_JOB
+from scheduler.state.jobs import PLAN_JOB, plan_job_id
 from scheduler.state.records import PrMeta
 from scheduler.state.refs import PullRequestRef
 from scheduler.state.txn import PrTxn, run_txn
@@ -88,14 +87,6 @@ def _wanted(current: PrMeta, head_sha: str, again: bool) -> bool:
     return True
 
 
-def plan_job_id(prefix: str, ref: PullRequestRef, attempt: int = 0) -> str:
-    """One id per head (and rerun), so a redelivered event cannot queue a second plan;
-    the prefix too, as RQ's job keys are shared by every deployment on the Redis (see
-    `admission.job_id_for`)."""
-    digest = hashlib.sha1(f"{prefix}\n{ref.id}@{ref.head_sha}".encode()).hexdigest()[:24]
-    return f"rq-plan-{digest}" + (f"-r{attempt}" if attempt else "")
-
-
 def enqueue_plan(
     admission: Admission,
     ref: PullRequestRef,
@@ -104,20 +95,6 @@ def enqueue_plan(
     *,
     pipeline: Pipeline | None = None,
 ) -> None:
-    """Queue the plan job of `ref`; `attempt` > 0 is a rerun after GitHub could not
-    list the files for now (see `workers.jobs.plan_pr`), queued by the waker."""
-    args: tuple[Any, ...] = (admission.keys.prefix, ref.model_dump_json(), source)
-    job_id = plan_job_id(admission.keys.prefix, ref, attempt)
-    what = f"plan {ref.id}@{ref.head_sha[:12]}" + (f", retry {attempt}" if attempt else "")
-    if attempt:
-        args = (*args, attempt)
-    admission.queue.enqueue_call(
-        PLAN_JOB,
-        args=args,
-        job_id=job_id,
-        timeout=admission.job_timeout_s,
-        result_ttl=admission.retention.result_s,
-        failure_ttl=admission.retention.failure_s,
-        description=what,
-        pipeline=pipeline,
-    )
+    """Queue the plan job of `ref` (`attempt` > 0: a rerun, see `JobQueue.enqueue_plan`).
+    `enqueue_pr` looks it up at call time, so a test can make it fail mid-transaction."""
+    admission.jobs.enqueue_plan(ref, source, attempt, pipeline=pipeline)

@@ -22,6 +22,7 @@ from scheduler.config import Settings
 from scheduler.quota.circuit import Circuit
 from scheduler.quota.limiter import Grant, Limiter
 from scheduler.quota.plans import get_preset
+from workers.heartbeat import Heartbeat
 from workers.providers import DEFAULT_MARGIN_MS
 from workers.providers.attempt import (
     DEFAULT_BLOCK_MS,
@@ -419,3 +420,25 @@ def test_heartbeat_keeps_a_slow_calls_lease_and_notes_a_lost_one(
         limiter.release(grant.lease_id)  # as if it had expired under us
         time.sleep(0.2)
     assert beat.lost
+
+
+def test_a_failed_beat_is_logged_and_the_next_one_tries_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A Redis hiccup must not end the heartbeat of a call still running; only a beat
+    that says what it keeps alive is gone (False) does."""
+    calls: list[float] = []
+
+    def beat() -> bool:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise redis_py.ConnectionError("a blip")
+        return len(calls) < 4
+
+    with Heartbeat(beat, 0.01, name="test-heartbeat", subject="a claim") as heartbeat:
+        deadline = time.monotonic() + 5
+        while len(calls) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.05)  # stopped after the False: no fifth beat
+    assert (len(calls), heartbeat.beats) == (4, 2)
+    assert any("test-heartbeat failed for a claim" in r.getMessage() for r in caplog.records)

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from scheduler.bench.limiter import NAMES, Result, _turns, available, ratio_bars
+from scheduler.bench.limiter import NAMES, Result, available, ratio_bars
+from scheduler.bench.turns import _turns
 from scheduler.cli.main import main
 
 

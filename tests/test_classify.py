@@ -108,6 +108,18 @@ def test_zai_business_code_decides_not_http_status(
         assert "blocked until 2026-09-08T21:38:30Z" in got.message
 
 
+@pytest.mark.parametrize("envelope", ENVELOPES)
+def test_only_a_concurrency_refusal_asks_to_hold_the_slot(envelope: Envelope) -> None:
+    """Z.AI's 1302 is the one answer meaning "fewer calls in flight": `attempt` holds
+    the refused slot on the flag alone, never on the code."""
+    text = next(text for code, text, *_ in ZAI_ROWS if code == "1302")
+    refused = run(429, envelope(text, "1302"))
+    assert (refused.cls, refused.code, refused.concurrency_refusal) == (T, "1302", True)
+    others = [run(429, envelope(text, code)) for code, text, *_ in ZAI_ROWS if code != "1302"]
+    others += [run(429, b"slow down"), run(503, b""), run(200, json.dumps({"x": 1}).encode())]
+    assert [c.code for c in others if c.concurrency_refusal] == []
+
+
 def test_zai_person_messages_say_what_to_do() -> None:
     fair_use = run(429, openai_style("restricted", "1313")).message
     assert "never retries this automatically" in fair_use and "contact Z.AI" in fair_use

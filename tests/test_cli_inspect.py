@@ -16,7 +16,6 @@ import pytest
 import redis as redis_py
 from operator_fixtures import enqueue_local, finish, invoke, submit, take, write_config
 
-from scheduler.cli.worker import runtime_spec
 from scheduler.config import load_settings
 from scheduler.ops.deployment import LIMITER_PREFIX, Deployment, connect, deployment_prefix
 from scheduler.ops.inspection import estimate_eta, redis_now_ms
@@ -24,6 +23,7 @@ from scheduler.ops.snapshots import AccountView, CircuitView, WindowView
 from scheduler.quota.circuit import Circuit
 from scheduler.quota.limiter import Grant, Limiter
 from scheduler.state.records import MessageState, PrMeta, PrView
+from workers.runtime import runtime_spec
 
 if TYPE_CHECKING:  # a type only: more than one test folder has a conftest module
     from conftest import LocalRedisFactory

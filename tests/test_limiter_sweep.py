@@ -1,6 +1,6 @@
 """Expired leases are swept lazily; no answer may depend on when.
 
-acquire removes expired leases only once `_SWEEP_AT` leases (or the cap) are stored, so
+acquire removes expired leases only once `SWEEP_AT` leases (or the cap) are stored, so
 a lease that lapsed without a release can sit in the set for a while. Every count and
 listing must look past it, and the set must stay bounded.
 """
@@ -14,7 +14,7 @@ import pytest
 import redis as redis_py
 from test_limiter_property import run_machine
 
-import scheduler.quota.limiter as limiter_module
+from scheduler.quota import luagen
 from scheduler.quota.limiter import Denial, Grant, Limiter
 from scheduler.quota.plans import Plan, Policy
 
@@ -49,12 +49,12 @@ def test_unreleased_leases_neither_count_nor_pile_up(
     limiter = Limiter(redis, unique, plan_of(cap, per_model), Policy(), clock=clock)
     leases = limiter.keys[2]
     lapsed = []
-    for i in range(5 * limiter_module._SWEEP_AT):
+    for i in range(5 * luagen.SWEEP_AT):
         result = limiter.acquire(0, "pr", f"old{i}", 10, model="m")
         assert isinstance(result, Grant)
         lapsed.append(result.lease_id)
         clock.now += 10  # each lease lapses before the next acquire, never released
-        assert cast(int, redis.zcard(leases)) <= limiter_module._SWEEP_AT + 1
+        assert cast(int, redis.zcard(leases)) <= luagen.SWEEP_AT + 1
     assert limiter.status().leases == []
     if cap is not None:
         held = [limiter.acquire(0, "pr", f"new{i}", 1000, model="m") for i in range(cap)]
@@ -72,7 +72,7 @@ def test_limiter_matches_model_when_every_acquire_sweeps(
 ) -> None:
     """The reference-model run again, with leases swept on every acquire: the answers
     must not depend on whether an expired lease is still stored."""
-    monkeypatch.setattr(limiter_module, "_SWEEP_AT", 1)
+    monkeypatch.setattr(luagen, "SWEEP_AT", 1)
     seen = run_machine(redis, examples=300, steps=50)
     assert seen["denied: concurrency"] and seen["retried on time after: concurrency"]
     assert seen["renew -> False"] and seen["release -> False"]

@@ -15,7 +15,8 @@ import redis as redis_py
 
 from scheduler.admission import MAX_RUNS, Admission, job_id_for
 from scheduler.state.jobs import fetch_job, review_queue
-from scheduler.state.records import MessageState, queued_entry, read_pr
+from scheduler.state.keys import queued_entry
+from scheduler.state.records import MessageState, read_pr
 from scheduler.waker.lostjobs import LostJobSweep
 
 GRACE = 3_000

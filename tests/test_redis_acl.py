@@ -44,7 +44,6 @@ from webhook_support import gh_pr
 
 from scheduler.admission import REVIEW_JOB
 from scheduler.cli.main import main
-from scheduler.cli.worker import requeue_orphans
 from scheduler.config import load_settings
 from scheduler.ops.deployment import deployment_prefix
 from scheduler.quota.plans import get_preset
@@ -59,9 +58,11 @@ from scheduler.sandbox import (
 from scheduler.sandbox.github import FakeGitHubServer, serve_fake_github
 from scheduler.sandbox.localredis import find_server_binary, free_port
 from scheduler.state.jobs import review_queue, review_worker
-from scheduler.state.records import Keys, read_pr
+from scheduler.state.keys import Keys
+from scheduler.state.records import read_pr
 from scheduler.webhook import create_app, redis_client, sign
 from workers.review.changes import ChangedFile
+from workers.supervisor import requeue_orphans
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text("utf-8"))

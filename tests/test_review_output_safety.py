@@ -19,7 +19,6 @@ import pytest
 import redis as redis_py
 from markdown_referee import code_blocks, hazards
 
-from scheduler.cli.worker import runtime_spec
 from scheduler.config import ConfigError, load_settings
 from scheduler.config.planning import PlanningConfig
 from scheduler.sandbox.github import FakeGitHubServer, serve_fake_github
@@ -30,7 +29,7 @@ from workers.review.changes import ChangedFile
 from workers.review.plan import ReviewPlan
 from workers.review.planning import plan_review
 from workers.review.replies import gather, parse_reply
-from workers.runtime import Runtime
+from workers.runtime import Runtime, runtime_spec
 
 SHA = "c0ffee0c0ffee0c0ffee0c0ffee0c0ffee0c0ffe"
 REF = PullRequestRef(id="octo/app#1", head_sha=SHA, owner="octo", repo="app", number=1)

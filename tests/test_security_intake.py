@@ -34,9 +34,10 @@ from scheduler.intake import enqueue_pr
 from scheduler.quota.plans import Account, get_preset
 from scheduler.sandbox.github import FakeGitHubServer, serve_fake_github
 from scheduler.state.jobs import review_queue
-from scheduler.state.records import key_part
+from scheduler.state.keys import key_part
 from scheduler.state.refs import PullRequestRef
-from workers.jobs import HEAD_CHECKS, plan_pr
+from workers.jobs import plan_pr
+from workers.plan_source import HEAD_CHECKS
 from workers.review.changes import ChangedFile
 from workers.review.planning import plan_review
 from workers.runtime import RuntimeSpec, configure

@@ -14,37 +14,20 @@ A message's request id is `<member>.r<retries>`: the same across a crash and rer
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
-import time
-from types import TracebackType
 from typing import Any, cast
 
 from scheduler.admission import Claimed
 from scheduler.state.records import decode_messages
 from scheduler.state.refs import PullRequestRef
-from scheduler.waker import schedule_finalize, schedule_plan
-from workers.forge.github import (
-    GitHubRateLimited,
-    GitHubServerError,
-    GitHubTransportError,
-    PullRequestInfo,
-)
-from workers.providers.attempt import (
-    Failed,
-    Outcome,
-    Parked,
-    Retry,
-    Served,
-    Wait,
-    attempt,
-    jittered_backoff,
-)
+from workers.forge.github import GitHubRateLimited, GitHubServerError, GitHubTransportError
+from workers.forge_retry import retry_finalize, retry_plan
+from workers.grant_trace import write_grant_trace
+from workers.heartbeat import Heartbeat
+from workers.plan_source import HEAD_CHECKS, HeadMoved, changed_files
+from workers.providers.attempt import Failed, Outcome, Parked, Retry, Served, Wait, attempt
 from workers.providers.client import request_cost
 from workers.providers.failover import Choice
-from workers.review.changes import ChangedFile
-from workers.review.diff import parse_unified_diff
 from workers.review.plan import PlannedMessage, ReviewPlan
 from workers.review.planning import build_request, estimate, plan_review
 from workers.review.replies import Reply, gather, parse_reply
@@ -53,12 +36,6 @@ from workers.runtime import Runtime, runtime
 __all__ = ["GITLAB_UNSUPPORTED", "finalize_pr", "plan_pr", "review_message"]
 
 log = logging.getLogger(__name__)
-
-# A sink that cannot deliver for now (a rate limit, a 5xx, no answer) is tried again
-# this many times, each after GitHub's retry time or a backoff, before the PR is
-# marked done with the error.
-FINALIZE_RETRIES = 8
-
 
 GITLAB_UNSUPPORTED = (
     "GitLab merge requests cannot be reviewed yet: reviewq has no GitLab client for "
@@ -69,7 +46,7 @@ GITLAB_UNSUPPORTED = (
 def plan_pr(prefix: str, ref_json: str, source: dict[str, Any], attempt: int = 0) -> str:
     """From a PR's files to messages. `source` is `{"kind": "github"}` (list the files
     over the API) or `{"kind": "diff", "text": ...}` (a local unified diff). `attempt`
-    counts reruns after GitHub could not list the files for now (see `_retry_plan`)."""
+    counts reruns after GitHub could not list the files for now (see `retry_plan`)."""
     rt = _runtime(prefix)
     ref = PullRequestRef.model_validate_json(ref_json)
     if source.get("kind") == "gitlab":
@@ -79,10 +56,10 @@ def plan_pr(prefix: str, ref_json: str, source: dict[str, Any], attempt: int = 0
         log.warning("%s: %s", ref.id, GITLAB_UNSUPPORTED)
         return GITLAB_UNSUPPORTED
     try:
-        files = _files(rt, ref, source)
+        files = changed_files(rt, ref, source)
     except (GitHubRateLimited, GitHubServerError, GitHubTransportError) as exc:
-        return _retry_plan(rt, ref, source, attempt, exc)
-    except _HeadMoved as exc:
+        return retry_plan(rt, ref, source, attempt, exc)
+    except HeadMoved as exc:
         return _head_moved(rt, ref, source, attempt, exc)
     plan = plan_review(files, rt.spec.planning, repo=_repo(ref), model=rt.spec.model)
     bodies = [m.model_dump_json() for m in plan.messages]
@@ -105,91 +82,30 @@ def _repo(ref: PullRequestRef) -> str | None:
     return f"{ref.owner}/{ref.repo}" if ref.owner and ref.repo else None
 
 
-def _files(rt: Runtime, ref: PullRequestRef, source: dict[str, Any]) -> list[ChangedFile]:
-    kind = source.get("kind")
-    if kind == "diff":
-        return parse_unified_diff(str(source.get("text", "")))
-    if kind == "github":
-        from workers.forge.github import GitHubClient
-
-        if not (ref.owner and ref.repo and ref.number):
-            raise ValueError(f"{ref.id}: a GitHub source needs owner, repo and number")
-        client = GitHubClient(rt.github_token(), base_url=rt.spec.github_url)
-        try:
-            _check_head(client.pull_request(ref.owner, ref.repo, ref.number), ref)
-            listing = client.list_files(ref.owner, ref.repo, ref.number)
-        finally:
-            client.close()
-        if listing.truncated:
-            log.warning("%s: GitHub lists at most 3,000 files; reviewing those", ref.id)
-        return list(listing.files)
-    raise ValueError(f"unknown PR source kind {kind!r}; expected 'github' or 'diff'")
-
-
-# GitHub may answer for a PR a moment before a push shows in it: a head that differs is
-# looked at again this many times (after the retry backoff) before the plan gives up.
-HEAD_CHECKS = 2
-
-
-class _HeadMoved(Exception):
-    """The forge says the PR is not open at this head: a webhook can be replayed, and
-    a PR can close or move on while its plan job waits. Nothing is spent on it."""
-
-    def __init__(self, reason: str, *, final: bool) -> None:
-        super().__init__(reason)
-        self.reason, self.final = reason, final
-
-
-def _check_head(info: PullRequestInfo, ref: PullRequestRef) -> None:
-    """Before listing files (and so before any provider call): the PR as its forge
-    reports it now must be open, ready for review, and at the head to be reviewed."""
-    if info.state != "open":
-        raise _HeadMoved(f"the pull request is {info.state} on GitHub", final=True)
-    if info.draft:
-        raise _HeadMoved("the pull request is a draft on GitHub", final=True)
-    if info.head_sha.lower() != ref.head_sha:
-        raise _HeadMoved(f"GitHub's head is {info.head_sha[:12]}", final=False)
-
-
 def _head_moved(
-    rt: Runtime, ref: PullRequestRef, source: dict[str, Any], attempt: int, exc: _HeadMoved
+    rt: Runtime, ref: PullRequestRef, source: dict[str, Any], attempt: int, exc: HeadMoved
 ) -> str:
     """A closed or draft PR ends here; a head that differs is checked again a few
     times, in case GitHub had not caught up with a push yet."""
     if not exc.final and attempt < HEAD_CHECKS:
-        return _retry_plan(rt, ref, source, attempt, exc)
+        return retry_plan(rt, ref, source, attempt, exc)
     reason = f"not reviewed: {exc.reason}"
     ended = rt.admission.abandon_plan(ref.id, ref.head_sha, reason)
     log.info("%s@%s: %s", ref.id, ref.head_sha[:12], reason)
     return reason if ended else "stale: the PR moved on"
 
 
-class _ClaimHeartbeat:
+def _claim_heartbeat(rt: Runtime, member: str, dispatch: int) -> Heartbeat:
     """Keeps a running message's claim alive while its call runs; a worker killed
-    mid-call stops renewing, and the waker runs the message again."""
+    mid-call stops renewing, and the waker runs the message again. A claim found taken
+    away is still beaten for: the run's own end settles whether it counts."""
+    claim_ms = rt.spec.claim_ms
 
-    def __init__(self, rt: Runtime, member: str, dispatch: int) -> None:
-        self.rt, self.member, self.dispatch = rt, member, dispatch
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="claim-heartbeat", daemon=True)
+    def beat() -> bool:
+        rt.admission.heartbeat(member, dispatch, claim_ms)
+        return True
 
-    def __enter__(self) -> _ClaimHeartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        claim_ms = self.rt.spec.claim_ms
-        while not self._stop.wait(claim_ms / 3000):
-            try:
-                self.rt.admission.heartbeat(self.member, self.dispatch, claim_ms)
-            except Exception:  # a Redis hiccup; the next beat tries again
-                log.warning("claim heartbeat failed for %s", self.member, exc_info=True)
+    return Heartbeat(beat, claim_ms / 3000, name="claim-heartbeat", subject=member)
 
 
 def review_message(prefix: str, member: str, dispatch: int) -> str:
@@ -209,7 +125,7 @@ def review_message(prefix: str, member: str, dispatch: int) -> str:
 
     started_ms = rt.admission.now_ms()
     try:
-        with _ClaimHeartbeat(rt, member, dispatch):
+        with _claim_heartbeat(rt, member, dispatch):
             outcome = attempt(
                 request,
                 pr=claimed.pr,
@@ -227,7 +143,7 @@ def review_message(prefix: str, member: str, dispatch: int) -> str:
         released_ms = rt.admission.now_ms()
         for choice in grants:  # each grant's lease is released by now: wake the next
             rt.admission.signal(choice.entry.name, released_ms)
-        _trace(rt, claimed, grants, released_ms)
+        write_grant_trace(rt, claimed, grants, released_ms)
     return _settle(rt, claimed, dispatch, message, outcome, grants, started_ms)
 
 
@@ -321,38 +237,10 @@ def _park_error(rt: Runtime, claimed: Claimed, dispatch: int, exc: BaseException
         log.warning("could not record the error of %s", member, exc_info=True)
 
 
-def _trace(rt: Runtime, claimed: Claimed, grants: list[Choice], released_ms: int) -> None:
-    """One line per grant and per release, for `simulate` (off unless the spec asks);
-    a release notes how many messages stood in the account's line at that moment."""
-    if not rt.spec.trace or not grants:
-        return
-    keys = rt.admission.keys
-    for choice in grants:
-        cost = request_cost(choice.entry.account, rt.spec.model)
-        line = {
-            "t_ms": choice.grant.now_ms,
-            "pr": claimed.pr,
-            "account": choice.entry.name,
-            "request_id": choice.grant.request_id,
-            "replayed": choice.grant.replayed,
-            "cost": cost,
-            "remaining": choice.grant.remaining,
-        }
-        waiting = cast(int, rt.redis.zcard(keys.line(choice.entry.name)))
-        release = {
-            "event": "release",
-            "t_ms": released_ms,
-            "account": choice.entry.name,
-            "waiting": waiting,
-        }
-        for item in (line, release):
-            rt.redis.rpush(keys.trace, json.dumps(item, separators=(",", ":")))
-
-
 def finalize_pr(prefix: str, pr: str, gen: int, attempt: int = 0) -> str:
     """Gather one PR head's replies into one review and send it to the sink. Safe to
     run twice: the sinks are idempotent per PR and head SHA. `attempt` counts reruns
-    after the sink could not deliver (see `_retry_finalize`)."""
+    after the sink could not deliver (see `retry_finalize`)."""
     rt = _runtime(prefix)
     keys, redis = rt.admission.keys, rt.redis
     meta = rt.admission.read_meta(pr)
@@ -387,48 +275,9 @@ def finalize_pr(prefix: str, pr: str, gen: int, attempt: int = 0) -> str:
     try:
         result = rt.sink.post(review, ref)
     except (GitHubRateLimited, GitHubServerError, GitHubTransportError) as exc:
-        return _retry_finalize(rt, pr, gen, attempt, exc)
+        return retry_finalize(rt, pr, gen, attempt, exc)
     rt.admission.mark_finished(pr, gen)
     return "review posted" if result.posted else "review was already there"
-
-
-def _retry_plan(
-    rt: Runtime, ref: PullRequestRef, source: dict[str, Any], attempt: int, exc: Exception
-) -> str:
-    """GitHub could not list the files for now (a rate limit, a 5xx, no answer). Nothing
-    was planned, so the waker queues the plan again when GitHub said to or after a
-    backoff; raising would leave the PR `planning` until a person ran `retry-failed`.
-    After `FINALIZE_RETRIES` reruns it raises: the job fails, for a person to see."""
-    meta = rt.admission.read_meta(ref.id)
-    if meta is None or meta.head_sha != ref.head_sha or meta.status != "planning":
-        return "stale: the PR moved on"
-    if attempt >= FINALIZE_RETRIES:
-        raise exc
-    wait_ms = _github_wait_ms(rt, attempt, exc)
-    due = rt.admission.now_ms() + wait_ms
-    schedule_plan(rt.admission, ref.model_dump_json(), source, attempt + 1, due)
-    log.warning("%s: files not listed (%s); retry %d in %d ms", ref.id, exc, attempt + 1, wait_ms)
-    return f"retry {attempt + 1} in {wait_ms} ms: {exc}"
-
-
-def _github_wait_ms(rt: Runtime, attempt: int, exc: Exception) -> int:
-    """GitHub's own retry time for a rate limit, else a jittered backoff."""
-    if isinstance(exc, GitHubRateLimited):  # dated by the client's (this host's) clock
-        return max(0, exc.retry_at_ms - time.time_ns() // 1_000_000)
-    return jittered_backoff(attempt + 1, rt.spec.retry)
-
-
-def _retry_finalize(rt: Runtime, pr: str, gen: int, attempt: int, exc: Exception) -> str:
-    """Nothing, or only a marked review, was posted, so a rerun is safe: the waker
-    queues one when GitHub said to (a rate limit) or after a backoff. RQ's own
-    scheduler is not running, and a job never sleeps."""
-    if attempt >= FINALIZE_RETRIES:
-        rt.admission.mark_finished(pr, gen, error=f"review not posted: {exc}")
-        return f"gave up after {attempt} retries: {exc}"
-    wait_ms = _github_wait_ms(rt, attempt, exc)
-    schedule_finalize(rt.admission, pr, gen, attempt + 1, rt.admission.now_ms() + wait_ms)
-    log.warning("%s: review not posted (%s); retry %d in %d ms", pr, exc, attempt + 1, wait_ms)
-    return f"retry {attempt + 1} in {wait_ms} ms: {exc}"
 
 
 def _runtime(prefix: str) -> Runtime:

@@ -20,6 +20,7 @@ import redis as redis_lib
 from scheduler.admission import Admission, Fairness
 from scheduler.config import ConfigError, Settings
 from scheduler.config.planning import PlanningConfig
+from scheduler.ops.deployment import deployment_prefix
 from scheduler.quota.circuit import Circuit
 from scheduler.quota.limiter import LIMITER_PREFIX
 from scheduler.state.jobs import review_queue, review_worker
@@ -30,7 +31,7 @@ from workers.providers.client import DEFAULT_TIMEOUT
 from workers.providers.failover import DEFAULT_LEASE_MS, DEFAULT_MAX_WAIT_MS, Route, build_route
 from workers.review.model import DEFAULT_MAX_COMMENT_CHARS, DEFAULT_MAX_COMMENTS
 
-__all__ = ["Runtime", "RuntimeSpec", "configure", "run_worker", "runtime"]
+__all__ = ["Runtime", "RuntimeSpec", "configure", "run_worker", "runtime", "runtime_spec"]
 
 SinkName = Literal["log", "github"]
 
@@ -78,6 +79,28 @@ class RuntimeSpec:
     @property
     def environ(self) -> Mapping[str, str]:
         return os.environ if self.env is None else {**os.environ, **self.env}
+
+
+def runtime_spec(settings: Settings) -> RuntimeSpec:
+    """What every worker process of a deployment builds its clients from, from its
+    loaded settings (`reviewq worker`); the rest of the spec keeps its defaults."""
+    review = settings.review
+    return RuntimeSpec(
+        settings=settings,
+        redis_url=settings.redis_url,
+        prefix=deployment_prefix(settings),
+        queue_name=settings.queue_name,
+        model=review.model_for(settings.accounts),
+        fairness=review.fairness,
+        planning=settings.planning,
+        sink=review.sink,
+        github_url=review.github_url,
+        github_token_env=review.github_token_env,
+        github_login=review.github_login,
+        max_comments=review.max_comments,
+        max_comment_chars=review.max_comment_chars,
+        max_tokens=review.max_tokens,
+    )
 
 
 class Runtime:

@@ -1,9 +1,11 @@
-"""`reviewq bench report`: run every published measurement and write docs/benchmarks.md.
+"""`reviewq bench report`: run every published measurement and build docs/benchmarks.md.
 
 Each section runs one command as a subprocess, exactly as a reader would type it, and
 renders what that run printed: no figure in the document is typed by hand. The
 machine (cores, CPU, Redis and Python versions) and the date head the page, since the
-figures only mean something next to them.
+figures only mean something next to them. This module runs the sections and returns
+the page's lines; `reviewq bench report` (scheduler.cli.bench) reports progress and
+writes the file.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -23,31 +24,57 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-
-__all__ = ["report_command"]
+__all__ = [
+    "SECTION_NAMES",
+    "Section",
+    "SectionRun",
+    "page_head",
+    "report_env",
+    "run_section",
+    "section_lines",
+    "sections",
+]
 
 
 @dataclass(frozen=True)
-class _Section:
+class Section:
     title: str
     argv: list[str]  # as shown: starts with `reviewq` or `pytest`
     render: Callable[[Any], list[str]]
     json_output: bool = True
 
+    @property
+    def shown(self) -> str:
+        """The command as the page shows it (without the run's private junit path)."""
+        return " ".join(a for a in self.argv if not a.startswith("--junitxml="))
 
-def _run(argv: list[str], env: dict[str, str]) -> tuple[str, float, int]:
-    """Run `argv` with this interpreter (so `reviewq` is this checkout's); returns
-    stdout, wall seconds and the exit code."""
+
+@dataclass(frozen=True)
+class SectionRun:
+    """What one section's command did: its output, wall seconds and exit code."""
+
+    stdout: str
+    stderr: str
+    seconds: float
+    code: int
+
+
+def run_section(section: Section, env: dict[str, str]) -> SectionRun:
+    """Run the section's command with this interpreter (so `reviewq` is this
+    checkout's)."""
+    argv = section.argv
     if argv[0] == "reviewq":
         real = [sys.executable, "-c", "from scheduler.cli.main import main; main()", *argv[1:]]
     else:
         real = [sys.executable, "-m", *argv]
     started = time.monotonic()
     done = subprocess.run(real, capture_output=True, text=True, env=env, check=False)
-    if done.returncode not in (0, 1):
-        sys.stderr.write(done.stderr[-4000:])
-    return done.stdout, time.monotonic() - started, done.returncode
+    return SectionRun(done.stdout, done.stderr, time.monotonic() - started, done.returncode)
+
+
+def report_env() -> dict[str, str]:
+    """The environment every section runs in: this one, with the chaos suite enabled."""
+    return {**os.environ, "REVIEWQ_CHAOS": "1"}
 
 
 def _machine() -> list[str]:
@@ -152,30 +179,30 @@ def _chaos(junit: Path) -> list[str]:
     return rows
 
 
-def _sections(junit: Path) -> dict[str, _Section]:
+def sections(junit: Path) -> dict[str, Section]:
     return {
-        "limiter": _Section("Limiter", ["reviewq", "bench", "limiter", "--json"], _limiter),
-        "fair": _Section(
+        "limiter": Section("Limiter", ["reviewq", "bench", "limiter", "--json"], _limiter),
+        "fair": Section(
             "Fair sharing: a 400-file PR and a stream of small ones (policy fair)",
             ["reviewq", "simulate", "scenarios/issue4.yaml", "--json"],
             _simulation,
         ),
-        "fifo": _Section(
+        "fifo": Section(
             "The same traffic in plain FIFO order (the baseline)",
             ["reviewq", "simulate", "scenarios/issue4.yaml", "--policy", "fifo", "--json"],
             _simulation,
         ),
-        "webhook": _Section(
+        "webhook": Section(
             "Webhook throughput: one server process",
             ["reviewq", "bench", "webhook", "--json"],
             _webhook,
         ),
-        "webhook-2": _Section(
+        "webhook-2": Section(
             "Webhook throughput: one server process per core",
             ["reviewq", "bench", "webhook", "--workers", "2", "--json"],
             _webhook,
         ),
-        "chaos": _Section(
+        "chaos": Section(
             "Chaos suite",
             [
                 "pytest",
@@ -190,7 +217,7 @@ def _sections(junit: Path) -> dict[str, _Section]:
             lambda _: _chaos(junit),
             json_output=False,
         ),
-        "soak": _Section(
+        "soak": Section(
             "Soak: a week of a Z.AI Pro key at x3000",
             ["reviewq", "soak", "scenarios/soak.yaml"],
             _soak,
@@ -198,53 +225,28 @@ def _sections(junit: Path) -> dict[str, _Section]:
     }
 
 
-def _shown(argv: list[str]) -> str:
-    return " ".join(a for a in argv if not a.startswith("--junitxml="))
+SECTION_NAMES = tuple(sections(Path("chaos.xml")))
 
 
-def _section(section: _Section, env: dict[str, str]) -> list[str]:
-    click.echo(f"running: {_shown(section.argv)}", err=True)
-    stdout, seconds, code = _run(section.argv, env)
-    head = [f"## {section.title}", "", "```bash", _shown(section.argv), "```", ""]
+def page_head() -> list[str]:
+    """The page's title, what it is, and the machine the figures were taken on."""
+    return [
+        "# reviewq: measured figures",
+        "",
+        "Generated by `reviewq bench report` (this file is its output; rerun it to check).",
+        "Every figure below is what the command above it printed in that run.",
+        "",
+        *_machine(),
+        "",
+    ]
+
+
+def section_lines(section: Section, run: SectionRun) -> list[str]:
+    """The section's heading, its command, what the run printed rendered, and its cost."""
+    head = [f"## {section.title}", "", "```bash", section.shown, "```", ""]
     try:
-        data = json.loads(stdout) if section.json_output else None
+        data = json.loads(run.stdout) if section.json_output else None
         body = section.render(data)
     except (ValueError, KeyError, TypeError) as exc:
-        body = [f"- the command failed (exit {code}): {type(exc).__name__}: {exc}"]
-    return [*head, *body, "", f"_exit code {code}, {seconds:.0f} s of wall time._", ""]
-
-
-@click.command("report")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("docs/benchmarks.md"),
-    show_default=True,
-)
-@click.option(
-    "--only",
-    multiple=True,
-    type=click.Choice(list(_sections(Path("chaos.xml")))),
-    help="Run only these sections (repeatable); default: all, about 20 minutes.",
-)
-def report_command(out: Path, only: tuple[str, ...]) -> None:
-    """Run every published measurement and write them, with their commands and this
-    machine's description, to docs/benchmarks.md. Run it from the repository root."""
-    env = {**os.environ, "REVIEWQ_CHAOS": "1"}
-    with tempfile.TemporaryDirectory() as tmp:
-        sections = _sections(Path(tmp) / "chaos.xml")
-        chosen = [sections[name] for name in (only or sections)]
-        lines = [
-            "# reviewq: measured figures",
-            "",
-            "Generated by `reviewq bench report` (this file is its output; rerun it to check).",
-            "Every figure below is what the command above it printed in that run.",
-            "",
-            *_machine(),
-            "",
-        ]
-        for section in chosen:
-            lines += _section(section, env)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    click.echo(f"wrote {out}", err=True)
+        body = [f"- the command failed (exit {run.code}): {type(exc).__name__}: {exc}"]
+    return [*head, *body, "", f"_exit code {run.code}, {run.seconds:.0f} s of wall time._", ""]

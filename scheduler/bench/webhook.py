@@ -11,7 +11,9 @@ confirm. Bodies are built and signed before the clock starts, since GitHub's own
 signing does not run on the server's CPU. A warm-up (not timed) lets connections,
 caches and Redis scripts settle first.
 
-The bar (issue 5): at least 500 deliveries/s with p99 under 50 ms.
+The bar (issue 5): at least 500 deliveries/s with p99 under 50 ms. `run_webhook_bench`
+returns the figures and whether the bar was met; `reviewq bench webhook`
+(scheduler.cli.bench) prints them.
 """
 
 from __future__ import annotations
@@ -31,24 +33,25 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import click
 import httpx
 import redis as redis_lib
 from rq import Queue
 
-from scheduler.bench.load import CLIENTS, Client, Delivery, drive
+from scheduler.bench.load import Client, Delivery, drive
 from scheduler.bench.load import run as run_async
 from scheduler.ops.stats import percentile
-from scheduler.sandbox.localredis import (
-    LocalRedis,
-    RedisServerNotFound,
-    RedisServerStartError,
-    free_port,
-)
+from scheduler.sandbox.localredis import LocalRedis, free_port
 from scheduler.state.jobs import review_queue
 from scheduler.webhook.github import sign
 
-__all__ = ["BAR_P99_MS", "BAR_RATE", "WebhookBench", "run_webhook_bench", "webhook_command"]
+__all__ = [
+    "BAR_P99_MS",
+    "BAR_RATE",
+    "ServeError",
+    "WebhookBench",
+    "redis_server",
+    "run_webhook_bench",
+]
 
 # The names tests/chaos/test_webhook_flood.py drives a server with.
 _drive, _run = drive, run_async
@@ -56,6 +59,10 @@ _drive, _run = drive, run_async
 BAR_RATE = 500.0  # deliveries per second
 BAR_P99_MS = 50.0
 _START_TIMEOUT_S = 30.0
+
+
+class ServeError(RuntimeError):
+    """The `reviewq serve` under test exited, or never answered its health check."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,12 +234,12 @@ def _wait_ready(proc: subprocess.Popen[str], url: str) -> None:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             err = proc.stderr.read() if proc.stderr else ""
-            raise click.ClickException(f"reviewq serve exited with {proc.returncode}:\n{err}")
+            raise ServeError(f"reviewq serve exited with {proc.returncode}:\n{err}")
         with contextlib.suppress(httpx.TransportError):
             if httpx.get(url + "/healthz", timeout=1).status_code == 200:
                 return
         time.sleep(0.05)
-    raise click.ClickException(f"reviewq serve did not answer within {_START_TIMEOUT_S:g} s")
+    raise ServeError(f"reviewq serve did not answer within {_START_TIMEOUT_S:g} s")
 
 
 def _server_stack() -> dict[str, str]:
@@ -296,7 +303,8 @@ def _cleanup(client: redis_lib.Redis, queue: Queue, run: str) -> None:
 
 
 @contextlib.contextmanager
-def _redis() -> Iterator[str]:
+def redis_server() -> Iterator[str]:
+    """REDIS_URL if set, else a private server, stopped on the way out."""
     url = os.environ.get("REDIS_URL", "").strip()
     server = None if url else LocalRedis()
     try:
@@ -304,67 +312,3 @@ def _redis() -> Iterator[str]:
     finally:
         if server:
             server.stop()
-
-
-@click.command("webhook")
-@click.option(
-    "--deliveries",
-    "count",
-    type=click.IntRange(1, 1_000_000),
-    default=5000,
-    show_default=True,
-    help="Timed deliveries.",
-)
-@click.option(
-    "--concurrency",
-    type=click.IntRange(1, 512),
-    default=8,
-    show_default=True,
-    help="Connections sending at once.",
-)
-@click.option(
-    "--warmup",
-    type=click.IntRange(0, 100_000),
-    default=500,
-    show_default=True,
-    help="Deliveries sent first, not timed.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="`reviewq serve --workers`: server processes.",
-)
-@click.option(
-    "--client",
-    type=click.Choice(CLIENTS),
-    default="raw",
-    show_default=True,
-    help="Load generator: the lean raw HTTP/1.1 client, or httpx.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def webhook_command(
-    count: int, concurrency: int, warmup: int, workers: int, client: Client, as_json: bool
-) -> None:
-    """Signed deliveries per second and latency through a real `reviewq serve`."""
-    try:
-        with _redis() as url:
-            result = run_webhook_bench(url, count, concurrency, warmup, workers, client)
-    except (RedisServerNotFound, RedisServerStartError) as exc:
-        raise click.ClickException(str(exc)) from None
-    if as_json:
-        click.echo(json.dumps(result.to_json()))
-        return
-    stack = result.server
-    click.echo(
-        f"{result.deliveries} deliveries ({result.payload_bytes:,} bytes each), "
-        f"concurrency {result.concurrency}, {os.cpu_count()} CPUs, "
-        f"uvicorn {stack['http']}/{stack['loop']}, {result.client} client"
-    )
-    click.echo(f"  {result.deliveries_per_s:,.0f} deliveries/s over {result.seconds:.2f} s")
-    latency = f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, max {result.max_ms:.1f} ms"
-    click.echo(f"  latency {latency}")
-    click.echo(f"  errors {result.errors}, enqueued {result.enqueued}")
-    verdict = "PASS" if result.met else "MISS"
-    click.echo(f"  bar: >= {BAR_RATE:.0f}/s and p99 < {BAR_P99_MS:.0f} ms: {verdict}")

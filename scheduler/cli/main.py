@@ -128,8 +128,8 @@ def config_command(app: App, as_json: bool) -> None:
 
 
 def _register() -> None:
-    """Commands live beside the code they drive; the group only collects them."""
-    from scheduler.bench.limiter import bench
+    """Each command lives in its own module of this package; the group only collects them."""
+    from scheduler.cli.bench import bench
     from scheduler.cli.demo import demo
     from scheduler.cli.enqueue import enqueue_command
     from scheduler.cli.estimate import estimate_command

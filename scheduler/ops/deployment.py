@@ -19,7 +19,7 @@ from scheduler.admission import Admission
 from scheduler.config import Settings
 from scheduler.quota.limiter import LIMITER_PREFIX
 from scheduler.state.jobs import review_queue
-from scheduler.state.records import Keys
+from scheduler.state.keys import Keys
 
 __all__ = [
     "LIMITER_PREFIX",

@@ -37,7 +37,8 @@ from scheduler.quota.circuit import Circuit
 from scheduler.quota.limiter import Limiter, LimiterStatus
 from scheduler.quota.plans import Account
 from scheduler.state.jobs import review_queue
-from scheduler.state.records import Keys, MessageState, PrView, read_pr
+from scheduler.state.keys import Keys
+from scheduler.state.records import MessageState, PrView, read_pr
 
 __all__ = ["estimate_eta", "redis_now_ms", "snapshot", "summarise_pr"]
 

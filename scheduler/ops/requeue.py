@@ -30,7 +30,8 @@ from scheduler.admission import FINALIZE_JOB, REVIEW_JOB
 from scheduler.intake import PLAN_JOB
 from scheduler.ops.deployment import Deployment
 from scheduler.state.jobs import fetch_job
-from scheduler.state.records import read_pr, split_member
+from scheduler.state.keys import split_member
+from scheduler.state.records import read_pr
 from scheduler.state.refs import PullRequestRef
 
 __all__ = [

@@ -1,8 +1,9 @@
 """Plans: the quota shapes providers sell, as data.
 
-Every number here is a dated preset with a named source, never a constant in logic:
-both providers changed their metering several times in 2026, so users override any
-field in config and `reviewq plans` shows where each figure came from.
+Every number in a plan is a dated preset with a named source (presets.py), never a
+constant in logic: both providers changed their metering several times in 2026, so
+users override any field in config and `reviewq plans` shows where each figure came
+from.
 
 Budgets are integer milli-units (`*_milli`): Synthetic weights a flash model at about
 0.1 request, and Lua hands floats back to Redis truncated to integers.
@@ -18,6 +19,8 @@ import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from scheduler.quota.presets import PRESET_DATA
 
 __all__ = [
     "PRESETS",
@@ -252,102 +255,10 @@ class Account(_Frozen):
         return self.plan.scaled(self.packs)
 
 
-def _synthetic_requests(kind: Literal["rolling", "regenerating"]) -> Window:
-    if kind == "rolling":
-        return Window(name="requests_5h", limit_milli=500 * MILLI, duration_ms=5 * 3_600_000)
-    # 5 % every 15 min refills an empty bucket in 20 ticks = 5 h.
-    return Window(
-        name="requests_5h",
-        limit_milli=500 * MILLI,
-        duration_ms=5 * 3_600_000,
-        kind="regenerating",
-        tick_ms=15 * 60_000,
-        tick_percent=5.0,
-    )
-
-
-_SYNTHETIC_WEEKLY_CREDITS = Window(
-    name="weekly_credits",
-    unit="usd",
-    limit_milli=24 * MILLI,
-    duration_ms=7 * 86_400_000,
-    kind="regenerating",
-    tick_ms=202 * 60_000,
-    tick_percent=2.0,
-)
-_SYNTHETIC_COSTS = (ModelCost(pattern="*flash*", weight=0.1),)
-_ZAI_COSTS = (ModelCost(pattern="glm-5*", weight=2.0, peak_weight=3.0),)
-
-
-def _zai(tier: str, five_h: int, week: int, concurrency: int | None, notes: str) -> Plan:
-    return Plan(
-        name=f"zai-{tier}",
-        provider="zai",
-        windows=(
-            Window(name="prompts_5h", limit_milli=five_h * MILLI, duration_ms=5 * 3_600_000),
-            Window(name="prompts_week", limit_milli=week * MILLI, duration_ms=7 * 86_400_000),
-        ),
-        concurrency=concurrency,
-        model_costs=_ZAI_COSTS,
-        source="Z.AI GLM Coding Plan docs, tiers from 12 Feb 2026 (Z.AI marks them estimates)",
-        as_of=dt.date(2026, 2, 12),
-        notes=notes,
-    )
-
-
-def _build_presets() -> dict[str, Plan]:
-    synthetic_src = "Synthetic pricing page and provider guides (500 messages per rolling 5 h)"
-    plans = [
-        Plan(
-            name="synthetic",
-            provider="synthetic",
-            windows=(_synthetic_requests("rolling"),),
-            concurrency=1,
-            concurrency_per_model=True,
-            model_costs=_SYNTHETIC_COSTS,
-            source=synthetic_src,
-            as_of=dt.date(2026, 1, 15),
-            notes="1 request in flight per model per pack; packs stack",
-        ),
-        Plan(
-            name="synthetic-credits",
-            provider="synthetic",
-            windows=(_synthetic_requests("rolling"), _SYNTHETIC_WEEKLY_CREDITS),
-            concurrency=1,
-            concurrency_per_model=True,
-            model_costs=_SYNTHETIC_COSTS,
-            source=synthetic_src + "; weekly credits from /v2/quotas weeklyTokenLimit",
-            as_of=dt.date(2026, 6, 1),
-            notes="synthetic plus ~$24/week of token credits regenerating 2 % per 202 min",
-        ),
-        Plan(
-            name="synthetic-v3",
-            provider="synthetic",
-            windows=(_synthetic_requests("regenerating"),),
-            concurrency=1,
-            concurrency_per_model=True,
-            model_costs=_SYNTHETIC_COSTS,
-            source="Synthetic docs: rolling quota regenerates 5 % (25 requests) every 15 min",
-            as_of=dt.date(2026, 6, 1),
-            notes="regenerating variant of the 500 / 5 h quota",
-        ),
-        _zai("lite", 80, 400, 1, "~1 concurrent"),
-        _zai("pro", 400, 2000, 1, "~1 concurrent"),
-        _zai("max", 1600, 8000, 5, "docs allow up to 30 concurrent; start at 5 and raise"),
-        Plan(
-            name="zai-developer",
-            provider="zai",
-            windows=(),
-            concurrency=None,
-            source="Z.AI Developer API (pay per token): no window; concurrency tuned by the user",
-            as_of=dt.date(2026, 2, 12),
-            notes="set 'concurrency' in config; start uncapped and drop to 5 on rate-limit errors",
-        ),
-    ]
-    return {p.name: p for p in plans}
-
-
-PRESETS: dict[str, Plan] = _build_presets()
+# The dated presets (presets.py), validated as any user's plan is.
+PRESETS: dict[str, Plan] = {
+    plan.name: plan for plan in (Plan.model_validate(data) for data in PRESET_DATA)
+}
 
 
 def get_preset(name: str) -> Plan:

@@ -15,15 +15,22 @@ never unpickled: it fails with a DeserializationError and lands in the failed
 registry. The lost-job sweep dispatches a review message whose job failed so again,
 as JSON; a pickled plan or finalize job is not run again, so drain the queue before
 upgrading from a pickling version.
+
+Every job reviewq enqueues is queued here too (`JobQueue`), under an id made here: the
+job ids are in live Redis, and the same id for the same run is what makes a
+redelivered event or a rerun transaction queue one job, not two.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis as redis_lib
+from redis.client import Pipeline
 from rq import Queue, SimpleWorker
 from rq.defaults import DEFAULT_MAINTENANCE_TASK_INTERVAL
 from rq.exceptions import DeserializationError
@@ -31,23 +38,29 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import import_attribute
 
+from scheduler.state.records import Retention
+from scheduler.state.refs import PullRequestRef
+
 __all__ = [
     "FINALIZE_JOB",
     "JOB_FUNCTIONS",
     "PLAN_JOB",
     "REVIEW_JOB",
     "SERIALIZER",
+    "JobQueue",
     "ReviewJob",
     "UntrustedJobError",
     "fetch_job",
+    "finalize_job_id",
+    "job_id_for",
+    "plan_job_id",
     "review_queue",
     "review_worker",
 ]
 
 log = logging.getLogger(__name__)
 
-# Every function reviewq enqueues (`enqueue_call` in scheduler.intake, scheduler.admission
-# and scheduler.waker); a worker runs nothing else.
+# Every function reviewq enqueues (`JobQueue` below); a worker runs nothing else.
 # The RQ job paths are an API: jobs queued in a live Redis name these functions, so
 # they stay stable across releases (docs/architecture.md, rule 7).
 PLAN_JOB = "workers.jobs.plan_pr"
@@ -147,3 +160,100 @@ def review_worker(
         job_class=ReviewJob,
         serializer=SERIALIZER,
     )
+
+
+def job_id_for(prefix: str, member: str, dispatch: int, kind: str = "msg") -> str:
+    """RQ job ids allow only `[A-Za-z0-9_-]`; PR ids have `/` and `#`.
+
+    RQ keeps every job at `rq:job:<id>`, whatever its queue, so the id carries the
+    deployment's prefix: two deployments (or two `simulate` runs) on one Redis would
+    otherwise share ids for the same PR, and a new job would inherit the old one's
+    result TTL and vanish from the queue before it ran."""
+    digest = hashlib.sha1(f"{prefix}\n{member}".encode()).hexdigest()[:20]
+    return f"rq-{kind}-{digest}-{dispatch}"
+
+
+def plan_job_id(prefix: str, ref: PullRequestRef, attempt: int = 0) -> str:
+    """One id per head (and rerun), so a redelivered event cannot queue a second plan;
+    the prefix too, as RQ's job keys are shared by every deployment on the Redis (see
+    `job_id_for`)."""
+    digest = hashlib.sha1(f"{prefix}\n{ref.id}@{ref.head_sha}".encode()).hexdigest()[:24]
+    return f"rq-plan-{digest}" + (f"-r{attempt}" if attempt else "")
+
+
+def finalize_job_id(prefix: str, pr: str, gen: int, attempt: int = 0) -> str:
+    """One id per generation (and rerun): a finished generation sends one review."""
+    return job_id_for(prefix, pr, gen, "fin") + (f"-r{attempt}" if attempt else "")
+
+
+@dataclass(frozen=True, slots=True)
+class JobQueue:
+    """One deployment's queue as reviewq queues jobs onto it: the prefix their ids and
+    first argument carry, and the timeout and TTLs every job gets.
+
+    Each job is queued on a caller's `pipeline`, inside the transaction that records
+    why it runs: a crash never leaves a job without its record, or a record without
+    its job."""
+
+    queue: Queue
+    prefix: str
+    timeout_s: int
+    retention: Retention
+
+    def enqueue_review(
+        self, member: str, dispatch: int, *, at_front: bool, pipeline: Pipeline
+    ) -> Job:
+        """Run `dispatch` of message `member`; at the front when it waited already."""
+        job_id = job_id_for(self.prefix, member, dispatch)
+        what = f"review {member} run {dispatch}"
+        args = (self.prefix, member, dispatch)
+        return self._enqueue(REVIEW_JOB, args, job_id, what, pipeline, at_front=at_front)
+
+    def enqueue_plan(
+        self,
+        ref: PullRequestRef,
+        source: dict[str, Any],
+        attempt: int = 0,
+        *,
+        pipeline: Pipeline | None = None,
+    ) -> Job:
+        """Plan `ref` at its head; `attempt` > 0 is a rerun after the forge could not
+        list the files for now (see `workers.jobs.plan_pr`)."""
+        job_id = plan_job_id(self.prefix, ref, attempt)
+        what = f"plan {ref.id}@{ref.head_sha[:12]}"
+        args = (self.prefix, ref.model_dump_json(), source)
+        return self._enqueue(PLAN_JOB, args, job_id, what, pipeline, attempt=attempt)
+
+    def enqueue_finalize(self, pr: str, gen: int, attempt: int = 0, *, pipeline: Pipeline) -> Job:
+        """Send generation `gen`'s review of `pr`; `attempt` > 0 is a rerun after its
+        sink could not deliver for now (see `workers.jobs.finalize_pr`)."""
+        job_id = finalize_job_id(self.prefix, pr, gen, attempt)
+        what = f"finalize {pr} gen {gen}"
+        args = (self.prefix, pr, gen)
+        return self._enqueue(FINALIZE_JOB, args, job_id, what, pipeline, attempt=attempt)
+
+    def _enqueue(
+        self,
+        func: str,
+        args: tuple[Any, ...],
+        job_id: str,
+        description: str,
+        pipeline: Pipeline | None,
+        *,
+        attempt: int = 0,
+        at_front: bool = False,
+    ) -> Job:
+        """A rerun (`attempt` > 0) takes its attempt as one more argument, and says so."""
+        if attempt:
+            args, description = (*args, attempt), f"{description}, retry {attempt}"
+        return self.queue.enqueue_call(
+            func,
+            args=args,
+            job_id=job_id,
+            timeout=self.timeout_s,
+            result_ttl=self.retention.result_s,
+            failure_ttl=self.retention.failure_s,
+            description=description,
+            at_front=at_front,
+            pipeline=pipeline,
+        )

@@ -13,13 +13,8 @@ from typing import TypeVar, cast
 import redis as redis_lib
 from redis.client import Pipeline
 
-from scheduler.state.records import (
-    Keys,
-    MessageState,
-    decode_messages,
-    decode_meta,
-    encode_meta,
-)
+from scheduler.state.keys import Keys
+from scheduler.state.records import MessageState, decode_messages, decode_meta, encode_meta
 
 __all__ = ["PrTxn", "run_txn"]
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 import logging
 from typing import cast
 
-from scheduler.admission import Admission, job_id_for
-from scheduler.state.records import split_queued
+from scheduler.admission import Admission
+from scheduler.state.jobs import job_id_for
+from scheduler.state.keys import split_queued
 
 __all__ = ["LostJobSweep"]
 

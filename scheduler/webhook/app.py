@@ -39,7 +39,7 @@ from scheduler.ops.deployment import LIMITER_PREFIX, deployment_prefix
 from scheduler.quota.circuit import Circuit
 from scheduler.quota.limiter import Limiter
 from scheduler.state.jobs import review_queue
-from scheduler.state.records import Keys
+from scheduler.state.keys import Keys
 from scheduler.webhook.deliveries import Deliveries
 from scheduler.webhook.events import Action, BadPayload, Cancel, Enqueue, parse_json
 from scheduler.webhook.gate import Gate, RateLimited

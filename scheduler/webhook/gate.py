@@ -20,7 +20,7 @@ from typing import cast
 import redis as redis_lib
 
 from scheduler.config.webhook import WebhookSettings
-from scheduler.state.records import key_part
+from scheduler.state.keys import key_part
 from scheduler.webhook.events import Enqueue
 
 __all__ = ["RATE_WINDOW_MS", "Gate", "Place", "RateLimited"]

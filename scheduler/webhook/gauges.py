@@ -10,7 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from scheduler.ops.stats import percentile
 from scheduler.quota.circuit import Circuit
 from scheduler.quota.limiter import LimiterStatus
-from scheduler.state.records import Keys
+from scheduler.state.keys import Keys
 
 __all__ = ["RECENT_PRS", "AccountFamilies", "pr_families"]
 

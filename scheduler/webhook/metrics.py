@@ -22,7 +22,7 @@ from rq import Queue
 
 from scheduler.quota.circuit import Circuit
 from scheduler.quota.limiter import Limiter
-from scheduler.state.records import Keys
+from scheduler.state.keys import Keys
 from scheduler.webhook.gauges import AccountFamilies, pr_families
 
 __all__ = ["RedisCollector", "WebhookMetrics"]

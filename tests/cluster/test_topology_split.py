@@ -35,7 +35,7 @@ from rq import Queue, SimpleWorker
 from scheduler.config import Settings
 from scheduler.quota.limiter import Limiter
 from scheduler.quota.plans import Account, Plan, Window
-from scheduler.state.records import Keys
+from scheduler.state.keys import Keys
 from scheduler.state.txn import run_txn
 from workers.providers.failover import Choice, NoAccount, build_route, choose
 

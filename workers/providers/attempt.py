@@ -8,12 +8,14 @@ an account turns out to be exhausted or out of service, the next account in the 
 is tried at once, and an exhausted account is blocked first, so the loop can never
 send it a second request.
 
-Z.AI's 1302 (too much concurrency) is a `Retry`, and it also makes the limiter's
-effective concurrency follow the provider's: the slot that was refused is held by a
-zero-cost "hold" lease for `RetryPolicy.concurrency_hold_ms`, so while the provider
-allows fewer calls than the plan says, one slot per 1302 stays out of use. When the
-hold lapses the slot is tried again; a provider that really allows it then serves it.
-Each 1302 is also counted per account (`Circuit.counters`) for a person to see.
+A concurrency refusal (`Classified.concurrency_refusal`: `classify` knows which
+provider code means "too many calls in flight") is a `Retry`, and it also makes the
+limiter's effective concurrency follow the provider's: the slot that was refused is
+held by a zero-cost "hold" lease for `RetryPolicy.concurrency_hold_ms`, so while the
+provider allows fewer calls than the plan says, one slot per refusal stays out of use.
+When the hold lapses the slot is tried again; a provider that really allows it then
+serves it. Each refusal is also counted per account under its code
+(`Circuit.counters`) for a person to see.
 """
 
 from __future__ import annotations
@@ -21,14 +23,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Literal
 
-from scheduler.quota.limiter import Denial, Limiter
+from scheduler.quota.limiter import Denial, DenialReason, Limiter
 from scheduler.quota.plans import Account
+from workers.heartbeat import Heartbeat
 from workers.providers.classify import Classified, ResponseClass, Usage
 from workers.providers.client import ChatRequest, ProviderResult, request_cost
 from workers.providers.failover import Choice, NoAccount, Route, RouteEntry, choose
@@ -51,9 +52,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# A quota refusal without a reset time (rare: Synthetic and Z.AI both name one) blocks
-# the account for one Synthetic tick; if it is still exhausted then, the next refusal
-# blocks it again, so the cost of guessing short is one request per quarter hour.
+# A quota refusal without a reset time (rare: the providers we know name one) blocks
+# the account for a quarter hour, the shortest quota tick we know; if it is still
+# exhausted then, the next refusal blocks it again, so the cost of guessing short is
+# one request per quarter hour.
 DEFAULT_BLOCK_MS = 15 * 60_000
 # A provider that has just refused is not asked again sooner than this, whatever
 # reset it named (a reset already past by the limiter's clock, say).
@@ -71,6 +73,10 @@ class Served:
     lease_lost: bool = False
 
 
+# Denials no other PR's message could get past either: the account itself is busy.
+_ACCOUNT_WIDE = frozenset({DenialReason.CONCURRENCY, DenialReason.WINDOW, DenialReason.COOLDOWN})
+
+
 @dataclass(frozen=True, slots=True)
 class Wait:
     """No budget now: reschedule for `until_ms` (epoch ms, the limiter's clock)."""
@@ -78,13 +84,13 @@ class Wait:
     until_ms: int
     reason: str
     account: str | None
-    kind: str | None = None  # the limiter's reason: `concurrency`, `window`, `reserve`...
+    kind: DenialReason | None = None  # the limiter's reason for the wait
 
     @property
     def account_wide(self) -> bool:
         """Nothing else could use this account now either (versus a wait that is
         this PR's own: over its share, or the reserve kept for other PRs)."""
-        return self.account is not None and self.kind in {"concurrency", "window", "cooldown"}
+        return self.account is not None and self.kind in _ACCOUNT_WIDE
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +130,8 @@ class RetryPolicy:
     max_retries: int = 5
     base_ms: int = 2_000
     cap_ms: int = 120_000
-    concurrency_hold_ms: int = 60_000  # how long a 1302 keeps its refused slot out of use
+    # How long a concurrency refusal keeps its refused slot out of use.
+    concurrency_hold_ms: int = 60_000
 
 
 DEFAULT_RETRY = RetryPolicy()
@@ -140,7 +147,7 @@ def jittered_backoff(
     return half + (rng or _RNG).randint(0, step - half)
 
 
-class LeaseHeartbeat:
+class LeaseHeartbeat(Heartbeat):
     """Renews a concurrency lease every `lease_ms / 3` while a call runs.
 
     A worker that dies stops renewing and its slot frees after `lease_ms`; a slow call
@@ -151,36 +158,19 @@ class LeaseHeartbeat:
     def __init__(self, limiter: Limiter, lease_id: str, lease_ms: int) -> None:
         self.limiter, self.lease_id, self.lease_ms = limiter, lease_id, lease_ms
         self.lost = False
-        self.renewals = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lease-heartbeat", daemon=True)
+        interval_s = max(lease_ms / 3, 1) / 1000
+        super().__init__(self._renew, interval_s, name="lease-heartbeat", subject=lease_id)
 
-    def __enter__(self) -> LeaseHeartbeat:
-        self._thread.start()
-        return self
+    @property
+    def renewals(self) -> int:
+        return self.beats
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        interval = max(self.lease_ms / 3, 1) / 1000
-        while not self._stop.wait(interval):
-            try:
-                alive = self.limiter.renew(self.lease_id, self.lease_ms)
-            except Exception:  # a Redis hiccup must not kill the call; try again next beat
-                log.warning("lease renew failed lease=%s", self.lease_id, exc_info=True)
-                continue
-            if not alive:
-                self.lost = True
-                log.warning("lease lost account=%s lease=%s", self.limiter.account, self.lease_id)
-                return
-            self.renewals += 1
+    def _renew(self) -> bool:
+        if self.limiter.renew(self.lease_id, self.lease_ms):
+            return True
+        self.lost = True
+        log.warning("lease lost account=%s lease=%s", self.limiter.account, self.lease_id)
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,9 +254,9 @@ def _call(
     now += result.elapsed_ms
     limiter_now = choice.grant.now_ms + result.elapsed_ms
     call = _Call(entry, result, request_id, now, limiter_now, beat.lost)
-    if call.c.code == "1302":
+    if call.c.concurrency_refusal:
         # Next thing after the release: until the hold lands the refused slot looks
-        # free, and a worker that takes it meanwhile meets a 1302 of its own.
+        # free, and a worker that takes it meanwhile meets a refusal of its own.
         _hold_slot(call, policy)
     return call
 
@@ -308,8 +298,8 @@ def _retry(
     """TRANSIENT and GARBAGE: a jittered retry, honouring any wait the provider named;
     a named wait longer than `max_wait_ms` blocks the account and fails over instead."""
     c, name = call.c, call.entry.name
-    if c.code == "1302":
-        route.circuit.note(name, "1302")
+    if c.concurrency_refusal:
+        route.circuit.note(name, c.code)
     hint = 0 if c.reset_at_ms is None else c.reset_at_ms - call.now_ms
     if hint > route.max_wait_ms:
         call.entry.limiter.block(c.reset_at_ms or 0, f"{c.code}: {c.message}"[:300])
@@ -327,14 +317,16 @@ def _retry(
 def _hold_slot(call: _Call, policy: RetryPolicy) -> None:
     """Keep the slot the provider refused out of use for a while (see module doc).
 
-    The hold has its own request id: the retried message keeps its id, and a replayed
-    acquire would otherwise walk straight back into its own slot. Release and hold are
-    two scripts, so another worker can still take the slot between them; its request
-    then meets a 1302 of its own and places the hold."""
-    hold_id = f"~1302-hold.{call.request_id}.{call.now_ms}"
-    held = call.entry.limiter.acquire(0, "~1302-hold", hold_id, policy.concurrency_hold_ms)
+    The hold is a lease of its own, named after the refusal's code (`~<code>-hold`),
+    with its own request id: the retried message keeps its id, and a replayed acquire
+    would otherwise walk straight back into its own slot. Release and hold are two
+    scripts, so another worker can still take the slot between them; its request then
+    meets a refusal of its own and places the hold."""
+    holder = f"~{call.c.code}-hold"
+    hold_id = f"{holder}.{call.request_id}.{call.now_ms}"
+    held = call.entry.limiter.acquire(0, holder, hold_id, policy.concurrency_hold_ms)
     if isinstance(held, Denial):  # usually "concurrency": the slot was taken first
-        log.info("1302 hold not placed account=%s: %s", call.entry.name, held.reason)
+        log.info("%s not placed account=%s: %s", holder, call.entry.name, held.reason)
 
 
 def _log(pr: str, request_id: str, call: _Call, outcome: Outcome | None) -> None:

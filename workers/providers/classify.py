@@ -5,7 +5,7 @@ in 45 s, and fair-use flags), a rejected key retried forever, a too-long prompt 
 instead of split. Z.AI answers almost everything with HTTP 429, so its business code
 decides before the HTTP status does. Messages reach logs, alerts and PR comments, so
 they are short, say what a person should do, and never carry an API key, even one a
-provider echoes back.
+provider echoes back (`redact`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Literal
 
 import httpx
 
+from workers.providers.redact import echoed_secrets, snippet
 from workers.providers.resets import parse_zai_message, reset_from_response, synthetic_limited
 
 __all__ = ["Classified", "ResponseClass", "Usage", "WindowHint", "classify"]
@@ -57,6 +58,9 @@ class Classified:
     reset_at_ms: int | None = None
     window_hint: WindowHint | None = None
     too_long: bool = False
+    # The provider refused for concurrency (Z.AI's 1302): it allows fewer calls in
+    # flight than the plan says, so the caller holds the refused slot out of use.
+    concurrency_refusal: bool = False
     usage: Usage | None = None
     # Model output can be long: keep reprs (and so log lines) short.
     content: str | None = field(default=None, repr=False)
@@ -73,6 +77,8 @@ _FAIR_USE = (
     "fair-use restriction on this key; reviewq never retries this automatically: "
     "stop using the key and contact Z.AI support"
 )
+# The provider allows fewer calls in flight than the plan says (`concurrency_refusal`).
+_ZAI_CONCURRENCY = "1302"
 _ZAI_CODES: dict[str, tuple[ResponseClass, WindowHint | None, str]] = {
     "1302": (_T, None, "too many concurrent requests; retrying shortly with less concurrency"),
     "1303": (_T, None, "requests too frequent; retrying shortly"),
@@ -97,11 +103,6 @@ _RETRYABLE_4XX = frozenset({408, 409, 425})
 _TOO_LONG = re.compile(
     r"(?i)context[ _-]?(?:length|window)|too[ _-]long|max(?:imum)? (?:context|length)"
 )
-_SECRET_HEADERS = ("authorization", "proxy-authorization", "x-api-key", "api-key")
-_BEARER = re.compile(r"(?i)\b(bearer)\s+(?!\[redacted\])[^\s,;\"'\]]+")
-_PREFIXED_KEY = re.compile(r"\b(?:sk|pk|rk|syn)[-_][A-Za-z0-9_.-]{6,}")
-_LONG_TOKEN = re.compile(r"[A-Za-z0-9_.+=-]{32,}")
-_SNIPPET_CHARS = 160
 _NOT_FOUND = (
     "model or endpoint not found; check the model id and base_url "
     "(Synthetic ids look like hf:org/Model and are case-sensitive)"
@@ -148,7 +149,7 @@ def classify(
     local clock.
     """
     lower = {k.lower(): v for k, v in headers.items()}
-    secrets = _secrets(lower)
+    secrets = echoed_secrets(lower)
     if error is not None and (status is None or isinstance(error, httpx.TransportError)):
         return _from_error(error, provider or "the provider", secrets)
     if status is None:
@@ -168,7 +169,7 @@ def classify(
 def _from_error(error: Exception, provider: str, secrets: tuple[str, ...]) -> Classified:
     """No usable response: decide whether the network or the config is to blame."""
     kind = type(error).__name__
-    detail = _snippet(str(error), secrets)
+    detail = snippet(str(error), secrets)
     if isinstance(error, httpx.UnsupportedProtocol):
         what = "the base_url is not an http(s) URL; fix it in config"
         return Classified(_P, kind, f"{kind} calling {provider}: {what}")
@@ -185,7 +186,7 @@ def _from_zai(ctx: _Ctx, code: str) -> Classified:
     if cls is _W:
         return _exhausted(ctx, hint, what)
     if cls is _T:
-        return _transient(ctx, what)
+        return _transient(ctx, what, concurrency_refusal=code == _ZAI_CONCURRENCY)
     if cls is _B:
         return _bad_request(ctx, what, too_long=code == "1261")
     return _needs_person(ctx, what)
@@ -264,12 +265,18 @@ def _exhausted(ctx: _Ctx, hint: WindowHint | None, what: str) -> Classified:
     )
 
 
-def _transient(ctx: _Ctx, what: str) -> Classified:
+def _transient(ctx: _Ctx, what: str, *, concurrency_refusal: bool = False) -> Classified:
     """Keep any hinted wait (Retry-After and friends) so the caller can honour it."""
     reset = _reset(ctx)
     if reset is not None:
         what = f"{what} (not before {_iso(reset)})"
-    return Classified(_T, ctx.label, _say(ctx, what), reset_at_ms=reset)
+    return Classified(
+        _T,
+        ctx.label,
+        _say(ctx, what),
+        reset_at_ms=reset,
+        concurrency_refusal=concurrency_refusal,
+    )
 
 
 def _bad_request(ctx: _Ctx, what: str, *, too_long: bool) -> Classified:
@@ -289,7 +296,7 @@ def _garbage(ctx: _Ctx, what: str) -> Classified:
 
 def _say(ctx: _Ctx, what: str) -> str:
     """`<code> from <provider>: <what to do>`, plus the provider's own words, redacted."""
-    said = _snippet(ctx.text, ctx.secrets)
+    said = snippet(ctx.text, ctx.secrets)
     tail = f' (provider said: "{said}")' if said else ""
     return f"{ctx.label} from {ctx.provider}: {what}{tail}"
 
@@ -369,27 +376,3 @@ def _guess_provider(headers: Mapping[str, str], code: str | None, text: str) -> 
     if any(name.startswith("x-ratelimit-") for name in headers):
         return "openai"
     return "the provider"
-
-
-def _secrets(headers: Mapping[str, str]) -> tuple[str, ...]:
-    """Credential values a response echoes back, to be scrubbed literally from text."""
-    values = (headers.get(name, "") for name in _SECRET_HEADERS)
-    return tuple(token for value in values for token in value.split() if len(token) >= 8)
-
-
-def _snippet(text: str, secrets: tuple[str, ...]) -> str:
-    """Redact first, then shorten: cutting first could leave a key's prefix behind."""
-    for secret in secrets:
-        text = text.replace(secret, "[redacted]")
-    text = _BEARER.sub(lambda m: f"{m[1]} [redacted]", text)
-    text = _PREFIXED_KEY.sub("[redacted]", text)
-    text = _LONG_TOKEN.sub(_redact_long, text)
-    text = " ".join(text.split())
-    return text if len(text) <= _SNIPPET_CHARS else text[: _SNIPPET_CHARS - 1] + "…"
-
-
-def _redact_long(match: re.Match[str]) -> str:
-    """Long letter-and-digit runs look like keys (Z.AI's are hex.alnum, ~49 chars)."""
-    token = match[0]
-    has_both = any(c.isdigit() for c in token) and any(c.isalpha() for c in token)
-    return "[redacted]" if has_both else token

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scheduler.config import ConfigError, api_key
 from scheduler.quota.plans import Account
 from workers.providers.classify import Classified, ResponseClass, classify
+from workers.providers.redact import SECRET_HEADERS
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -44,7 +45,6 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=30.0, pool=10.0)
 _QUOTA_TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=10.0, pool=10.0)
 # Errors raised before a single byte reached the provider: nothing can have been spent.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "api-key"})
 _MONEY_UNITS = frozenset({"usd", "credits"})
 # The whole charge a request makes to a money window (see `request_cost`).
 MONEY_CHARGE_MILLI = 1
@@ -313,4 +313,4 @@ def _scrub(classified: Classified, key: str) -> Classified:
 
 
 def _safe_headers(headers: httpx.Headers) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS}
+    return {k.lower(): v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}

@@ -19,7 +19,7 @@ import redis as redis_lib
 
 from scheduler.config import Settings
 from scheduler.quota.circuit import Circuit
-from scheduler.quota.limiter import Denial, Grant, Limiter
+from scheduler.quota.limiter import Denial, DenialReason, Grant, Limiter
 from scheduler.quota.plans import Account
 from workers.providers.client import DEFAULT_TIMEOUT, ProviderClient
 from workers.providers.quota import DEFAULT_POLL_INTERVAL_MS, QuotaPoller
@@ -92,7 +92,7 @@ class NoAccount:
     until_ms: int | None
     reason: str
     account: str | None
-    kind: str | None = None  # the limiter's denial reason (`concurrency`, `reserve`...)
+    kind: DenialReason | None = None  # the limiter's denial reason
 
 
 CostFn = Callable[[Account], Mapping[str, int]]
@@ -121,7 +121,7 @@ class _Best:
     until_ms: int | None = None
     reason: str = ""
     account: str | None = None
-    kind: str | None = None
+    kind: DenialReason | None = None
 
     def offer(self, name: str, denial: Denial) -> None:
         wait = denial.retry_after_ms
@@ -158,7 +158,7 @@ def choose(
             if isinstance(result, Grant):
                 return Choice(entry, result)
             overall.offer(entry.name, result)
-            if result.reason != "cooldown":
+            if result.reason is not DenialReason.COOLDOWN:
                 best.offer(entry.name, result)
         if best.wait_ms is not None and best.wait_ms <= route.max_wait_ms:
             return NoAccount(best.until_ms, best.reason, best.account, best.kind)

@@ -24,16 +24,16 @@
 -- model (any text but '|') are only compared whole, or used whole as a field name or
 -- set member, and never go into a Lua pattern or a format's '%s' (which stops at a NUL
 -- byte). The one id read out of a packed string is a record's PR, by position. Window
--- names ([A-Za-z0-9_], checked by `Limiter`) are the only names in patterns.
+-- names ([A-Za-z0-9_], checked by `luagen`) are the only names in patterns.
 --
 -- Why packed: in Redis, every hash field read or written, every command and every Lua
 -- table costs on each acquire; acquire's usual path reads three fields and writes
 -- three. Numbers go to Redis as strings made by string.format('%d'): Lua's own number
 -- to string conversion is several times slower.
 --
--- The plan's static numbers are not arguments: `Limiter` prepends them to each script
--- as Lua literals (see `Limiter._plan_lua`), so each plan has its own script SHAs and
--- no call pays for encoding or parsing them:
+-- The plan's static numbers are not arguments: `scheduler/quota/luagen.py` prepends
+-- them to each script as Lua literals, so each plan has its own script SHAs and no call
+-- pays for encoding or parsing them:
 --   TTL, TTL_REFRESH   key TTL (ms); refresh the TTLs once this much time has passed
 --   CAP, PER_MODEL     concurrency cap (0 = none); whether leases count per model
 --   SWEEP_AT           acquire removes expired leases once this many leases are stored
@@ -41,10 +41,12 @@
 --   NW, GN             number of windows; number of '|'-separated slots in g
 --   PURGE, LONGEST     index and duration of the window whose expiry forgets a charge
 --                      record (PURGE = 0 without windows)
---   PLAN()             per window, 9 slots: dur, hi, lo, share, limit, tick, regen
---                      (0 for rolling), index of the window's v in g, name
+--   PLAN()             per window, P_SLOTS slots, read by name as K[(i - 1) * P_SLOTS +
+--                      P_<slot>]: P_DUR, P_HI, P_LO, P_SHARE, P_LIMIT, P_TICK, P_REGEN
+--                      (0 for rolling), P_GI (index of the window's v in g), P_NAME
 --   WINDOWS()          the same, one table per window, for the scripts off the hot path
--- acquire also gets its usual case as straight-line code (`Limiter._fast_path`).
+-- Every script also starts with `bucket_at` (lua/bucket.lua), and acquire gets its
+-- usual case as straight-line code generated for the plan (`luagen.fast_path`).
 
 -- The helpers are built on demand: a function defined at the top of a script is
 -- created anew on every call, and acquire's usual path needs none of them.
@@ -80,8 +82,8 @@ local function LIB()
     end
     local K = PLAN()
     for i = 1, NW do
-      local k = (i - 1) * 9
-      local regen, gi, name = K[k + 7], K[k + 8], K[k + 9]
+      local k = (i - 1) * P_SLOTS
+      local regen, gi, name = K[k + P_REGEN], K[k + P_GI], K[k + P_NAME]
       local v, a, n = string.match(stored[name] or '', '^([^,]*),([^,]*),([^,]*)$')
       if regen == 0 then
         v, n = string.match(stored[name] or '', '^([^,]*),([^,]*)$')
@@ -100,8 +102,8 @@ local function LIB()
   function L.gsave(gv)
     local out, K = {gv[1], gv[2]}, PLAN()
     for i = 1, NW do
-      local k = (i - 1) * 9
-      local regen, gi, name = K[k + 7], K[k + 8], K[k + 9]
+      local k = (i - 1) * P_SLOTS
+      local regen, gi, name = K[k + P_REGEN], K[k + P_GI], K[k + P_NAME]
       out[i + 2] = name .. '=' .. gv[gi] .. ',' .. gv[gi + 1] .. (regen > 0 and ',' .. gv[gi + 2] or '')
     end
     return table.concat(out, '|')
@@ -114,7 +116,7 @@ local function LIB()
       stored[name] = tonumber(u)
     end
     for i = 1, NW do
-      pv[i] = stored[K[i * 9]] or 0
+      pv[i] = stored[K[(i - 1) * P_SLOTS + P_NAME]] or 0
     end
     return pv
   end
@@ -126,7 +128,7 @@ local function LIB()
     for i = 1, NW do
       local u = pv[i] > 0 and pv[i] or 0
       any = any or u > 0
-      out[i] = K[i * 9] .. '=' .. string.format('%d', u)
+      out[i] = K[(i - 1) * P_SLOTS + P_NAME] .. '=' .. string.format('%d', u)
     end
     return any and table.concat(out, '|') or nil
   end
@@ -156,25 +158,6 @@ local function LIB()
       return 0, ''
     end
     return tonumber(string.match(record, '|' .. name .. '=(%-?%d+)', costs_at)) or 0, pr
-  end
-
-  -- Regenerating bucket at `now` ('' or nil: unset). A full bucket re-anchors at now,
-  -- so the first tick after a spend comes one tick after that spend.
-  function L.bucket_at(r, a, now, limit, tick, regen)
-    r = (r and r ~= '') and r + 0 or limit
-    a = (a and a ~= '') and a + 0 or now
-    if r >= limit then
-      return limit, now
-    end
-    local k = math.floor((now - a) / tick)
-    if k > 0 then
-      r = math.min(limit, r + k * regen)
-      a = a + k * tick
-      if r >= limit then
-        return limit, now
-      end
-    end
-    return r, a
   end
 
   -- Take charges that left window `i` (duration `dur`) off its totals, if any are due

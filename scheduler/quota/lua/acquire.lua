@@ -4,27 +4,26 @@
 -- KEYS[1] = state hash of the account
 -- KEYS[2] = charge log zset
 -- KEYS[3] = leases zset
--- ARGV[1] = request id
--- ARGV[2] = PR id
--- ARGV[3] = lease length in ms
--- ARGV[4] = cost per window, "c" for all or "c1,c2,..." in plan order
--- ARGV[5] = model, optional (default ''); the lease id is "<model>|<request id>"
--- ARGV[6] = now in ms, optional (default: Redis TIME)
+-- ARGV[1] = now in ms, or '' for Redis TIME
+-- ARGV[2] = request id
+-- ARGV[3] = PR id
+-- ARGV[4] = lease length in ms
+-- ARGV[5] = cost per window, "c" for all or "c1,c2,..." in plan order
+-- ARGV[6] = model, optional (default ''); the lease id is "<model>|<request id>"
 -- Returns {1, replayed (0/1), now, remaining per window...}
 -- or {0, reason, window, retry after ms (-1: never), now}
 --
 -- This is the hot path: it avoids what costs in Redis Lua, namely commands whose
 -- answer it can infer, hash fields, tables and closures it does not need, and Lua's
 -- number formatting. The usual case runs in the fast path generated for the plan
--- (`Limiter._fast_path`, at the marker below); the general path handles every case.
+-- (`luagen.fast_path`, at the marker below); the general path handles every case.
 
 local state, log, leases = KEYS[1], KEYS[2], KEYS[3]
-local rid, pr, costs = ARGV[1], ARGV[2], ARGV[4]
-local model = ARGV[5] or ''
+local nows, rid, pr, lease_ms, costs = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local model = ARGV[6] or ''
 local lease = model .. '|' .. rid
 local fmt = string.format
-local nows = ARGV[6]
-if not nows then
+if nows == '' then
   local t = redis.call('TIME')
   nows = t[1] .. string.sub('00000' .. t[2], -6, -4)
 end
@@ -110,11 +109,15 @@ end
 consider(conc_wait, 'concurrency', '')
 
 -- Each window: trim what left it, then check the request against it. What the
--- write-back below needs is kept in `ws`, 7 slots per window.
+-- write-back below needs is kept in `ws`, WS slots per window: used, own, c, r, a, n
+-- and trimmed, in that order.
+local WS = 7
 local ws, others, records, purged, purge_cutoff, dirty = {}, {}, {}, nil, 0, false
 for i = 1, NW do
-  local k = (i - 1) * 9
-  local dur, hi, lo, share, limit, tick, regen, gi, name = unpack(K, k + 1, k + 9)
+  local k = (i - 1) * P_SLOTS
+  local dur, hi, lo, share = K[k + P_DUR], K[k + P_HI], K[k + P_LO], K[k + P_SHARE]
+  local limit, tick, regen = K[k + P_LIMIT], K[k + P_TICK], K[k + P_REGEN]
+  local gi, name = K[k + P_GI], K[k + P_NAME]
   local v = gv[gi]
   local n = gv[regen == 0 and gi + 1 or gi + 2]
   local total = (regen == 0 and v ~= '') and v + 0 or 0
@@ -131,7 +134,7 @@ for i = 1, NW do
   end
   local used, r, a = total, 0, 0
   if regen > 0 then
-    r, a = L.bucket_at(v, gv[gi + 1], now, limit, tick, regen)
+    r, a = bucket_at(v, gv[gi + 1], now, limit, tick, regen)
     used = limit - r
   end
   local c = cost or cost_list[i]
@@ -167,7 +170,7 @@ for i = 1, NW do
       end
     end
   end
-  local s = (i - 1) * 7
+  local s = (i - 1) * WS
   ws[s + 1], ws[s + 2], ws[s + 3], ws[s + 4], ws[s + 5], ws[s + 6], ws[s + 7] =
     used, own, c, r, a, n, trimmed
 end
@@ -183,9 +186,9 @@ local grant = best_wait == 0
 local charge = grant and not replay and NW > 0
 local remaining, log_new, own_moved = {}, false, false
 for i = 1, NW do
-  local s, k = (i - 1) * 7, (i - 1) * 9
-  local used, own, c, r, a, n, moved = unpack(ws, s + 1, s + 7)
-  local hi, regen, gi = K[k + 2], K[k + 7], K[k + 8]
+  local s, k = (i - 1) * WS, (i - 1) * P_SLOTS
+  local used, own, c, r, a, n, moved = unpack(ws, s + 1, s + WS)
+  local hi, regen, gi = K[k + P_HI], K[k + P_REGEN], K[k + P_GI]
   local ni = regen == 0 and gi + 1 or gi + 2
   gv[ni] = n
   if charge then
@@ -221,7 +224,8 @@ end
 if charge then
   local record = {nows, pr}
   for i = 1, NW do
-    record[i + 2] = K[i * 9] .. '=' .. (cost and costs or fmt('%d', cost_list[i]))
+    local name = K[(i - 1) * P_SLOTS + P_NAME]
+    record[i + 2] = name .. '=' .. (cost and costs or fmt('%d', cost_list[i]))
   end
   record = table.concat(record, '|')
   updates[#updates + 1] = 'c:' .. rid
@@ -250,7 +254,7 @@ end
 if not grant then
   return {0, best_reason, best_window, best_wait == INF and -1 or best_wait, now}
 end
-redis.call('ZADD', leases, fmt('%d', now + ARGV[3]), lease)
+redis.call('ZADD', leases, fmt('%d', now + lease_ms), lease)
 if refresh or leases_new then
   redis.call('PEXPIRE', leases, TTL)
 end

@@ -45,7 +45,7 @@ for i, w in ipairs(windows) do
     if w.regen == 0 then
       gv[gi] = string.format('%d', (gv[gi] ~= '' and gv[gi] + 0 or 0) + delta)
     elseif live then
-      local r, a = L.bucket_at(gv[gi], gv[gi + 1], now, w.limit, w.tick, w.regen)
+      local r, a = bucket_at(gv[gi], gv[gi + 1], now, w.limit, w.tick, w.regen)
       gv[gi], gv[gi + 1] = string.format('%d', math.min(w.limit, r - delta)), string.format('%d', a)
     end
     if pv and delta ~= 0 then

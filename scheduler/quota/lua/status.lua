@@ -28,7 +28,7 @@ for i, w in ipairs(windows) do
     end
   end
   if w.kind == 'g' then
-    local r, a = L.bucket_at(gv[w.gi], gv[w.gi + 1], now, w.limit, w.tick, w.regen)
+    local r, a = bucket_at(gv[w.gi], gv[w.gi + 1], now, w.limit, w.tick, w.regen)
     used, next_free = w.limit - r, -1
     if r < w.limit then
       next_free = a + w.tick

@@ -47,7 +47,7 @@ if w.regen == 0 then
   redis.call('HSET', state, 'g', L.gsave(gv), 'c:' .. id,
     at .. '||' .. w.name .. '=' .. delta)
 else
-  local r = L.bucket_at(gv[gi], gv[gi + 1], now, w.limit, w.tick, w.regen)
+  local r = bucket_at(gv[gi], gv[gi + 1], now, w.limit, w.tick, w.regen)
   if w.limit - used >= r then
     return 0
   end

@@ -1,0 +1,193 @@
+"""`reviewq bench`: the commands and the printing of `scheduler.bench`'s measurements.
+
+The library measures and returns figures, bars and verdicts; this module parses the
+options, finds a Redis server, and prints what came back as tables, text or JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from scheduler.bench import limiter as limiter_bench
+from scheduler.bench import report as report_bench
+from scheduler.bench import webhook as webhook_bench
+from scheduler.bench.load import CLIENTS, Client
+from scheduler.sandbox.localredis import RedisServerNotFound, RedisServerStartError
+
+__all__ = ["bench"]
+
+_SECONDS = "Timed seconds of each turn, after 0.3 s of warm-up per contender [0.25]."
+_ROUNDS = "Turns each contender takes, in rotating order, at each client count [12]."
+_CLIENTS = "Client process counts to run, comma-separated [1,4]."
+
+
+@click.group()
+def bench() -> None:
+    """Measure reviewq on this machine."""
+
+
+def _parse_clients(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        counts = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected counts such as 1,4, got {value!r}") from None
+    if not counts or min(counts) < 1:
+        raise click.BadParameter(f"expected positive counts such as 1,4, got {value!r}")
+    return sorted(set(counts))
+
+
+@bench.command("limiter")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option("--seconds", type=click.FloatRange(0, min_open=True), default=0.25, help=_SECONDS)
+@click.option("--clients", default="1,4", callback=_parse_clients, help=_CLIENTS)
+@click.option("--rounds", type=click.IntRange(1, 200), default=12, help=_ROUNDS)
+def limiter_command(as_json: bool, seconds: float, clients: list[int], rounds: int) -> None:
+    """Acquire latency and throughput against EVALSHA and peer limiter libraries."""
+    err = Console(stderr=True)
+    _, skipped = limiter_bench.available()
+    for name, why in skipped.items():
+        err.print(f"skipping {name}: {why}")
+    try:
+        with limiter_bench.redis_server() as url:
+            report = limiter_bench.run_limiter_bench(url, seconds, clients, rounds=rounds)
+    except (RedisServerNotFound, RedisServerStartError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report.to_json()))
+    else:
+        _print_limiter(report, url, Console(file=sys.stdout))
+
+
+def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="right" if 0 < i < 5 else "left")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _print_limiter(report: limiter_bench.BenchReport, url: str, console: Console) -> None:
+    title = f"reviewq bench limiter ({url}, {os.cpu_count()} CPUs)"
+    columns = ("contender", "clients", "ops/s", "p50 µs", "p99 µs")
+    figures = (
+        (r.name, str(r.clients), f"{r.ops_per_s:,.0f}", f"{r.p50_us:.1f}", f"{r.p99_us:.1f}")
+        for r in report.results
+    )
+    console.print(_table(title, columns, figures))
+    title = "Redis memory of one account after 500 requests in a 5 h window"
+    sizes = ((name, f"{size:,}") for name, size in report.memory_bytes.items())
+    console.print(_table(title, ("contender", "bytes"), sizes))
+    verdict = {None: "n/a", True: "[green]PASS", False: "[red]MISS"}
+    bars = (
+        (label, "n/a" if ratio is None else f"{ratio:.2f}", bar, verdict[ok])
+        for label, ratio, bar, ok in report.bars
+    )
+    console.print(_table("Bars", ("ratio", "value", "bar", "verdict"), bars))
+
+
+@bench.command("webhook")
+@click.option(
+    "--deliveries",
+    "count",
+    type=click.IntRange(1, 1_000_000),
+    default=5000,
+    show_default=True,
+    help="Timed deliveries.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 512),
+    default=8,
+    show_default=True,
+    help="Connections sending at once.",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(0, 100_000),
+    default=500,
+    show_default=True,
+    help="Deliveries sent first, not timed.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="`reviewq serve --workers`: server processes.",
+)
+@click.option(
+    "--client",
+    type=click.Choice(CLIENTS),
+    default="raw",
+    show_default=True,
+    help="Load generator: the lean raw HTTP/1.1 client, or httpx.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def webhook_command(
+    count: int, concurrency: int, warmup: int, workers: int, client: Client, as_json: bool
+) -> None:
+    """Signed deliveries per second and latency through a real `reviewq serve`."""
+    try:
+        with webhook_bench.redis_server() as url:
+            result = webhook_bench.run_webhook_bench(
+                url, count, concurrency, warmup, workers, client
+            )
+    except (RedisServerNotFound, RedisServerStartError, webhook_bench.ServeError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+        return
+    stack = result.server
+    click.echo(
+        f"{result.deliveries} deliveries ({result.payload_bytes:,} bytes each), "
+        f"concurrency {result.concurrency}, {os.cpu_count()} CPUs, "
+        f"uvicorn {stack['http']}/{stack['loop']}, {result.client} client"
+    )
+    click.echo(f"  {result.deliveries_per_s:,.0f} deliveries/s over {result.seconds:.2f} s")
+    latency = f"p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, max {result.max_ms:.1f} ms"
+    click.echo(f"  latency {latency}")
+    click.echo(f"  errors {result.errors}, enqueued {result.enqueued}")
+    verdict = "PASS" if result.met else "MISS"
+    bar = f">= {webhook_bench.BAR_RATE:.0f}/s and p99 < {webhook_bench.BAR_P99_MS:.0f} ms"
+    click.echo(f"  bar: {bar}: {verdict}")
+
+
+@bench.command("report")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("docs/benchmarks.md"),
+    show_default=True,
+)
+@click.option(
+    "--only",
+    multiple=True,
+    type=click.Choice(report_bench.SECTION_NAMES),
+    help="Run only these sections (repeatable); default: all, about 20 minutes.",
+)
+def report_command(out: Path, only: tuple[str, ...]) -> None:
+    """Run every published measurement and write them, with their commands and this
+    machine's description, to docs/benchmarks.md. Run it from the repository root."""
+    env = report_bench.report_env()
+    with tempfile.TemporaryDirectory() as tmp:
+        sections = report_bench.sections(Path(tmp) / "chaos.xml")
+        lines = report_bench.page_head()
+        for section in (sections[name] for name in (only or sections)):
+            click.echo(f"running: {section.shown}", err=True)
+            run = report_bench.run_section(section, env)
+            if run.code not in (0, 1):
+                sys.stderr.write(run.stderr[-4000:])
+            lines += report_bench.section_lines(section, run)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    click.echo(f"wrote {out}", err=True)
