@@ -13,10 +13,10 @@ WORKDIR /app
 
 # Metadata and code in one layer: the package is small, and a separate dependency
 # layer would need a second copy of pyproject.toml's dependency list.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY scheduler ./scheduler
 COPY workers ./workers
-RUN pip install . && rm -rf /app/scheduler /app/workers
+RUN pip install -c constraints.txt . && rm -rf /app/scheduler /app/workers
 
 # No root at run time: the process needs no privileges, only the network.
 RUN useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin reviewq

@@ -27,7 +27,7 @@ from scheduler.sandbox import (
     create_provider_app,
     serve_in_thread,
 )
-from scheduler.state.jobs import ReviewJob, fetch_job, review_queue
+from scheduler.state.jobs import PUBSUB_POLL_S, ReviewJob, fetch_job, review_queue, review_worker
 
 DIFF = """diff --git a/src/app.py b/src/app.py
 --- a/src/app.py
@@ -201,3 +201,18 @@ def test_worker_with_redis_down_exits_3(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--config", str(config), "worker", "--burst"])
     assert result.exit_code == 3
     assert "Redis unreachable" in result.output
+
+
+def test_a_worker_leaves_its_command_channel_within_a_poll(
+    redis: redis_py.Redis, unique: str
+) -> None:
+    """RQ polls the worker's command channel for 60 s at a time, and redis-py 8.2
+    waits for that poll on stop: `worker --burst` exited a minute after its last job,
+    and a SIGTERMed worker took as long. Ours polls every `PUBSUB_POLL_S`."""
+    worker = review_worker([review_queue(f"q-{unique}", redis)], redis)
+    worker.subscribe()
+    thread = worker.pubsub_thread
+    assert thread is not None and thread.sleep_time == PUBSUB_POLL_S <= 1
+    worker.unsubscribe()
+    thread.join(5 * PUBSUB_POLL_S)
+    assert not thread.is_alive()

@@ -343,7 +343,7 @@ def test_dockerfile_runs_unprivileged_on_a_pinned_python_311() -> None:
     name, _, digest = base.partition("@")
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", name), base
     assert _DIGEST.fullmatch(digest), base
-    assert any(ln.startswith("RUN pip install .") for ln in instructions)
+    assert any(ln.startswith("RUN pip install -c constraints.txt .") for ln in instructions)
     user = [ln for ln in instructions if ln.startswith("USER ")]
     assert user and user[-1] != "USER root"
     assert "ENV REVIEWQ_CONFIG=/etc/reviewq/reviewq.toml" in instructions

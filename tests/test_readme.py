@@ -44,3 +44,19 @@ def test_ci_script_is_executable_and_strict() -> None:
     script = ROOT / ".ci" / "run"
     assert os.access(script, os.X_OK)
     assert "set -euo pipefail" in script.read_text("utf-8")
+
+
+def test_every_install_uses_the_tested_versions() -> None:
+    """README's commands, CI's lint step and the image install the versions CI tests
+    (constraints.txt): an unpinned install once mixed redis-py 7 and 8 between CI's
+    own two virtualenvs."""
+    readme = (ROOT / "README.md").read_text("utf-8")
+    ci = (ROOT / ".ci" / "run").read_text("utf-8")
+    docker = (ROOT / "Dockerfile").read_text("utf-8")
+    assert readme_test_command().count("pip install -c constraints.txt ") == 1
+    assert "pip install -c constraints.txt -e '.[embedded]' && reviewq demo" in readme
+    assert "install --quiet -c constraints.txt -e '.[dev]'" in ci
+    assert "pip install -c constraints.txt ." in docker
+    pins = (ROOT / "constraints.txt").read_text("utf-8").splitlines()
+    pinned = {line.split("==")[0].lower() for line in pins if "==" in line}
+    assert {"redis", "rq", "hypothesis", "pytest", "httpx", "pydantic"} <= pinned

@@ -45,10 +45,12 @@ __all__ = [
     "FINALIZE_JOB",
     "JOB_FUNCTIONS",
     "PLAN_JOB",
+    "PUBSUB_POLL_S",
     "REVIEW_JOB",
     "SERIALIZER",
     "JobQueue",
     "ReviewJob",
+    "ReviewWorker",
     "UntrustedJobError",
     "fetch_job",
     "finalize_job_id",
@@ -146,6 +148,26 @@ def fetch_job(job_id: str, connection: redis_lib.Redis) -> Job:
     return ReviewJob.fetch(job_id, connection=connection, serializer=SERIALIZER)
 
 
+# How long the worker's command channel thread waits for a message at a time. RQ polls
+# with 60 s, and redis-py 8.2's `PubSubWorkerThread.stop()` waits for the thread with no
+# timeout: a worker then took up to a minute to exit after SIGTERM, or after `--burst`
+# found the queue empty. A second costs one idle round trip a second.
+PUBSUB_POLL_S = 1.0
+
+
+class ReviewWorker(SimpleWorker):
+    """RQ's SimpleWorker, with a command channel that stops within a second."""
+
+    def subscribe(self) -> None:
+        """RQ's `subscribe`, polling every `PUBSUB_POLL_S` instead of every 60 s."""
+        pubsub = self.connection.pubsub()  # type: ignore[no-untyped-call]
+        pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub = pubsub
+        self.pubsub_thread = pubsub.run_in_thread(
+            sleep_time=PUBSUB_POLL_S, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
+
+
 def review_worker(
     queues: Sequence[Queue],
     connection: redis_lib.Redis,
@@ -153,7 +175,7 @@ def review_worker(
     maintenance_interval: int = DEFAULT_MAINTENANCE_TASK_INTERVAL,
 ) -> SimpleWorker:
     """An RQ SimpleWorker that loads ReviewJobs only (the job class is what refuses)."""
-    return SimpleWorker(
+    return ReviewWorker(
         list(queues),
         connection=connection,
         maintenance_interval=maintenance_interval,
