@@ -21,7 +21,20 @@ from urllib.parse import quote
 import httpx
 from pydantic import AliasPath, BaseModel, ConfigDict, Field, ValidationError
 
-from workers.providers.resets import parse_epoch, parse_retry_after
+from workers.forge.github_errors import (
+    DEFAULT_RETRY_AFTER_S,
+    GitHubAuthError,
+    GitHubError,
+    GitHubNotFound,
+    GitHubRateLimited,
+    GitHubServerError,
+    GitHubTransportError,
+    GitHubUnprocessable,
+    error_for_response,
+    json_or_none,
+    redact,
+    retry_at_ms,
+)
 from workers.review.changes import ChangedFile
 from workers.review.model import ReviewComment
 
@@ -51,8 +64,6 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.github.com"
 # GitHub's "list pull request files" stops at 3,000 files, without saying so.
 GITHUB_FILES_CAP = 3000
-# GitHub's advice for a secondary limit that names no time: wait at least a minute.
-DEFAULT_RETRY_AFTER_S = 60
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=10.0)
 _PER_PAGE = 100
 # A bound on any listing, so a server that always links a next page cannot loop us.
@@ -64,60 +75,11 @@ _HEADERS = {
 }
 # Errors raised before a byte left: GitHub cannot have acted on the request.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 
 ReviewEvent = Literal["COMMENT", "APPROVE", "REQUEST_CHANGES"]
 M = TypeVar("M", bound=BaseModel)
-
-
-class GitHubError(Exception):
-    """A call that did not succeed; `status` is None when no response came back.
-
-    Messages name the method and path and quote GitHub's own words, never the token.
-    """
-
-    def __init__(self, status: int | None, message: str) -> None:
-        super().__init__(status, message)
-        self.status, self.message = status, message
-
-    def __str__(self) -> str:
-        return f"GitHub {self.status}: {self.message}" if self.status else f"GitHub: {self.message}"
-
-
-class GitHubAuthError(GitHubError):
-    """401: the token is wrong, expired or revoked; retrying cannot help."""
-
-
-class GitHubNotFound(GitHubError):
-    """404, which GitHub also answers for a private repo the token cannot see."""
-
-
-class GitHubRateLimited(GitHubError):
-    """403/429 for a primary or secondary rate limit: nothing happened; retry at `retry_at_ms`."""
-
-    def __init__(self, status: int | None, message: str, retry_at_ms: int) -> None:
-        Exception.__init__(self, status, message, retry_at_ms)
-        self.status, self.message, self.retry_at_ms = status, message, retry_at_ms
-
-
-class GitHubUnprocessable(GitHubError):
-    """422: GitHub refused the content (for reviews, usually a line outside the diff)."""
-
-    def __init__(self, status: int | None, message: str, errors: tuple[str, ...] = ()) -> None:
-        Exception.__init__(self, status, message, errors)
-        self.status, self.message, self.errors = status, message, errors
-
-
-class GitHubServerError(GitHubError):
-    """5xx: GitHub may or may not have acted (a review POST can land and still 502)."""
-
-
-class GitHubTransportError(GitHubError):
-    """No usable answer (connect, timeout, garbage); `maybe_sent` False: GitHub saw nothing."""
-
-    def __init__(self, status: int | None, message: str, maybe_sent: bool = True) -> None:
-        Exception.__init__(self, status, message, maybe_sent)
-        self.status, self.message, self.maybe_sent = status, message, maybe_sent
 
 
 class PullRequestInfo(BaseModel):
@@ -165,94 +127,12 @@ class GitHubReview(BaseModel):
     user: str | None = Field(default=None, validation_alias=AliasPath("user", "login"))
 
 
-def retry_at_ms(headers: Mapping[str, str], now_ms: int) -> int:
-    """When a rate-limited request may be retried, in GitHub's documented order.
-
-    `retry-after` first; then `x-ratelimit-reset`, but only when `x-ratelimit-remaining`
-    is 0 (on a secondary limit the reset is the primary window's end, up to an hour
-    away); else one minute.
-    """
-    lower = {k.lower(): v for k, v in headers.items()}
-    if "retry-after" in lower:
-        at = parse_retry_after(lower["retry-after"], now_ms)
-        if at is not None:
-            return max(at, now_ms)
-    if lower.get("x-ratelimit-remaining", "").strip() == "0":
-        reset = parse_epoch(lower.get("x-ratelimit-reset"))
-        if reset is not None:
-            return max(reset, now_ms)
-    return now_ms + DEFAULT_RETRY_AFTER_S * 1000
-
-
-def error_for_response(
-    response: httpx.Response, what: str, now_ms: int, *, secrets: Sequence[str] = ()
-) -> GitHubError:
-    """The exception for a non-2xx answer; `what` (method and path) starts the message.
-
-    A 403 is a rate limit only when GitHub says so (its words or `remaining: 0`); else
-    it is a permission problem and stays a plain `GitHubError`. `secrets` are cut out
-    of GitHub's words, in case a proxy echoes a header back.
-    """
-    status = response.status_code
-    data = _json_or_none(response)
-    said = _redact(_github_message(data, response), secrets)
-    message = f"{what}: {said}"
-    if status == 401:
-        return GitHubAuthError(status, message)
-    exhausted = response.headers.get("x-ratelimit-remaining", "").strip() == "0"
-    if status == 429 or (status == 403 and (exhausted or "rate limit" in said.lower())):
-        return GitHubRateLimited(status, message, retry_at_ms(response.headers, now_ms))
-    if status == 404:
-        return GitHubNotFound(status, message)
-    if status == 422:
-        errors = tuple(_redact(e, secrets) for e in _errors(data))
-        detail = f" ({'; '.join(errors)})" if errors else ""
-        return GitHubUnprocessable(status, message + detail, errors)
-    if status >= 500:
-        return GitHubServerError(status, message)
-    return GitHubError(status, message)
-
-
-def _redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in filter(None, secrets):
-        text = text.replace(secret, "[redacted]")
-    return text
-
-
 def _origin(url: str) -> tuple[str, str, int | None] | None:
     try:
         parsed = httpx.URL(url)
     except httpx.InvalidURL:
         return None
     return (parsed.scheme, parsed.host, parsed.port) if parsed.host else None
-
-
-def _json_or_none(response: httpx.Response) -> object:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _github_message(data: object, response: httpx.Response) -> str:
-    if isinstance(data, dict) and isinstance(data.get("message"), str):
-        return str(data["message"])[:300]
-    return response.reason_phrase or f"HTTP {response.status_code}"
-
-
-def _errors(data: object) -> tuple[str, ...]:
-    """GitHub's `errors` holds strings or objects (resource, field, code, message)."""
-    raw = data.get("errors") if isinstance(data, dict) else None
-    if not isinstance(raw, list):
-        return ()
-    fields = ("resource", "field", "code")
-    return tuple(
-        item
-        if isinstance(item, str)
-        else str(item.get("message") or " ".join(str(item[k]) for k in fields if k in item))
-        for item in raw
-        if isinstance(item, str | dict)
-    )
 
 
 class GitHubClient:
@@ -351,7 +231,7 @@ class GitHubClient:
         params: dict[str, int] | None = {"per_page": _PER_PAGE}
         for _ in range(_MAX_PAGES):
             response = self._send("GET", url, params=params)
-            data = _json_or_none(response)
+            data = json_or_none(response)
             if not isinstance(data, list):
                 raise GitHubTransportError(response.status_code, f"GET {path}: not a JSON list")
             items = [self._parse(model, item, response, f"GET {path}") for item in data]
@@ -367,7 +247,7 @@ class GitHubClient:
 
     def _call(self, method: str, path: str, model: type[M], *, json: object = None) -> M:
         response = self._send(method, path, json=json)
-        return self._parse(model, _json_or_none(response), response, f"{method} {path}")
+        return self._parse(model, json_or_none(response), response, f"{method} {path}")
 
     def _send(
         self,
@@ -385,7 +265,7 @@ class GitHubClient:
             response = self._http.request(method, url, params=params, json=json, headers=auth)
         except httpx.HTTPError as exc:
             sent = not isinstance(exc, _NOT_SENT)
-            text = _redact(f"{type(exc).__name__}: {exc}", (self._token,))
+            text = redact(f"{type(exc).__name__}: {exc}", (self._token,))
             raise GitHubTransportError(None, f"{what}: {text}", sent) from None
         ms = round((time.monotonic() - t0) * 1000)
         log.debug("github %s -> %d in %d ms", what, response.status_code, ms)
