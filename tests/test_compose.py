@@ -185,6 +185,12 @@ SERVICE_ENV = {
     "worker": {"REDIS_URL", "GITHUB_TOKEN", "SYNTHETIC_API_KEY", "ZAI_API_KEY"},
     "rq-dashboard": {"RQ_DASHBOARD_REDIS_URL", "RQ_DASHBOARD_JSON"},
     "redis": set(),
+    "prometheus": set(),
+    "grafana": {
+        "GF_SECURITY_ADMIN_PASSWORD__FILE",
+        "GF_USERS_ALLOW_SIGN_UP",
+        "GF_AUTH_ANONYMOUS_ENABLED",
+    },
 }
 SERVICE_VARS = {
     "web": {"REVIEWQ_REDIS_WEB_PASSWORD", "GITHUB_WEBHOOK_SECRET", "GITLAB_WEBHOOK_TOKEN"}
@@ -193,6 +199,8 @@ SERVICE_VARS = {
     | {"ZAI_API_KEY"},
     "rq-dashboard": {"REVIEWQ_REDIS_DASHBOARD_PASSWORD"},
     "redis": set(),
+    "prometheus": set(),
+    "grafana": set(),  # its password is a Compose secret, read from a file
 }
 REQUIRED = {
     "REVIEWQ_REDIS_WEB_PASSWORD",
@@ -252,12 +260,17 @@ def test_no_secret_value_is_written_in_the_file(compose: dict[str, Any]) -> None
                 assert found is not None, value
                 assert found.group(1) == REDIS_USERS[name]
                 assert _REFERENCE.fullmatch(found.group(2)), value
+            elif key.endswith("__FILE"):  # Grafana reads the secret from a mounted file
+                assert value.startswith("/run/secrets/"), (key, value)
             elif re.search(r"SECRET|TOKEN|KEY|PASSWORD", key):
                 assert _REFERENCE.fullmatch(value), (key, value)
                 assert value.startswith(f"${{{key}:"), (key, value)
     assert compose["secrets"] == {
-        f"redis_{user}_password": {"environment": f"REVIEWQ_REDIS_{user.upper()}_PASSWORD"}
-        for user in ("web", "worker", "dashboard")
+        **{
+            f"redis_{user}_password": {"environment": f"REVIEWQ_REDIS_{user.upper()}_PASSWORD"}
+            for user in ("web", "worker", "dashboard")
+        },
+        "grafana_admin_password": {"environment": "REVIEWQ_GRAFANA_ADMIN_PASSWORD"},
     }
 
 
@@ -277,7 +290,9 @@ def test_redis_has_no_passwordless_default_user(compose: dict[str, Any]) -> None
     # Each password only as its SHA-256, each secret mounted from the operator's env.
     assert 'echo "user $$name on #$$hash $$rules"' in script
     redis = compose["services"]["redis"]
-    assert sorted(redis["secrets"]) == sorted(compose["secrets"])
+    assert sorted(redis["secrets"]) == sorted(
+        k for k in compose["secrets"] if k.startswith("redis_")
+    )
     assert "environment" not in redis and "ports" not in redis
 
 
@@ -306,28 +321,30 @@ def test_each_service_has_a_user_of_its_own_with_no_admin_rights(
 # --- what is published, and what runs ------------------------------------------------
 
 
-def test_only_web_and_the_dashboard_publish_ports_and_on_loopback(
+def test_only_web_and_the_optional_views_publish_ports_and_on_loopback(
     compose: dict[str, Any],
 ) -> None:
     published = {n: s["ports"] for n, s in compose["services"].items() if "ports" in s}
     assert published == {
         "web": ["${REVIEWQ_BIND:-127.0.0.1}:8000:8000"],
         "rq-dashboard": ["127.0.0.1:9181:9181"],
+        "prometheus": ["127.0.0.1:9090:9090"],
+        "grafana": ["127.0.0.1:3000:3000"],
     }
 
 
-_EXACT = re.compile(r"[a-z0-9]+(?:[._/-][a-z0-9]+)*:\d+\.\d+\.\d+(?:-[a-z0-9.-]+)?")
+_EXACT = re.compile(r"[a-z0-9]+(?:[._/-][a-z0-9]+)*:v?\d+\.\d+\.\d+(?:-[a-z0-9.-]+)?")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-@pytest.mark.parametrize("service", ["redis", "rq-dashboard"])
+@pytest.mark.parametrize("service", ["redis", "rq-dashboard", "prometheus", "grafana"])
 def test_every_image_is_pinned_to_an_exact_version(compose: dict[str, Any], service: str) -> None:
     image: str = compose["services"][service]["image"]
     name, _, digest = image.partition("@")
     assert _EXACT.fullmatch(name), f"{image}: not an exact x.y.z tag"
     assert not digest or _DIGEST.fullmatch(digest), image
-    if service == "redis":
-        assert digest, "the Redis image's digest is known: keep it pinned"
+    if service != "rq-dashboard":
+        assert digest, f"{service}: the image's digest is known: keep it pinned"
 
 
 def test_every_service_either_builds_or_names_an_image(compose: dict[str, Any]) -> None:
