@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis as redis_py
 from click.testing import CliRunner
 from rq import Queue, Worker
@@ -79,6 +80,26 @@ def test_estimate_needs_a_readable_diff(tmp_path: Path, redis_url: str) -> None:
     result = CliRunner().invoke(main, ["--config", str(config), "estimate", "--diff", str(missing)])
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"", "is empty"),
+        (b"This change fixes the login page.\nThanks!\n", "not a unified diff"),
+        (b"\x7fELF\x02\x01\x01\x00\x00\x00", "binary file"),
+    ],
+    ids=["empty", "prose", "binary"],
+)
+def test_estimate_refuses_a_file_that_is_not_a_diff(
+    tmp_path: Path, redis_url: str, content: bytes, says: str
+) -> None:
+    """Not "0 files": the person gave the wrong file, and is told so (exit 2)."""
+    diff = tmp_path / "pr.diff"
+    diff.write_bytes(content)
+    config = _config(tmp_path, redis_url, "q")
+    result = CliRunner().invoke(main, ["--config", str(config), "estimate", "--diff", str(diff)])
+    assert result.exit_code == 2 and says in result.output, result.output
 
 
 def test_worker_burst_exits_when_the_queue_is_empty(

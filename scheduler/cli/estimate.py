@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from scheduler.config import Settings
+from workers.review.changes import ChangedFile
 from workers.review.diff import parse_unified_diff
 from workers.review.plan import ReviewPlan
 from workers.review.planning import estimate, plan_review
@@ -64,10 +65,16 @@ def plan_summary(plan: ReviewPlan, settings: Settings, model: str) -> dict[str, 
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 @click.pass_context
 def estimate_command(ctx: click.Context, diff_path: Path, repo: str | None, as_json: bool) -> None:
-    """Plan a PR's review from a diff and price it against each account's windows."""
+    """Plan a PR's review from a diff and price it against each account's windows.
+
+    \b
+    Exit codes:
+      0  the plan and its cost were printed
+      2  the file is not a unified diff, or the configuration is wrong
+    """
     settings: Settings = ctx.obj.settings
     model = settings.review.model_for(settings.accounts) if settings.accounts else ""
-    files = parse_unified_diff(diff_path.read_text(errors="replace"))
+    files = _read_diff(ctx, diff_path)
     plan = plan_review(files, settings.planning, repo=repo, model=model)
     summary = plan_summary(plan, settings, model)
     if as_json:
@@ -95,3 +102,17 @@ def estimate_command(ctx: click.Context, diff_path: Path, repo: str | None, as_j
         Console().print(table)
     else:
         click.echo("no accounts configured: costs need [[accounts]] in the config")
+
+
+def _read_diff(ctx: click.Context, path: Path) -> list[ChangedFile]:
+    """The diff's files; a file that holds none (empty, binary, prose) is a usage error
+    rather than a cheerful "0 files": the person gave the wrong file."""
+    raw = path.read_bytes()
+    if b"\x00" in raw[:8192]:
+        raise click.BadParameter(f"{path} is a binary file, not a diff", ctx, param_hint="'--diff'")
+    files = parse_unified_diff(raw.decode("utf-8", errors="replace"))
+    if not files:
+        what = "empty" if not raw.strip() else "not a unified diff (no file headers found)"
+        msg = f"{path} is {what}; expected `git diff` or `diff -u` output"
+        raise click.BadParameter(msg, ctx, param_hint="'--diff'")
+    return files
