@@ -196,6 +196,7 @@ def test_default_window_maps() -> None:
         "rollingFiveHourLimit": "requests_5h",
         "subscription": "requests_5h",
         "unit:3": "requests_5h",
+        "credits:3": "requests_5h",  # a reading of another kind feeds it as a fraction
     }
     assert default_window_map(get_preset("synthetic-credits"))["weeklyTokenLimit"] == (
         "weekly_credits"

@@ -21,29 +21,34 @@ a shared core:
   or a PR's finalize job;
 - `lifecycle`: a PR arrives, is planned, is superseded or cancelled, and ends;
 - `runs`: a worker claims, parks and finishes a message; lost runs run again;
-- `lines`: messages wait in an account's line, and the waker moves its head.
+- `lines`: messages wait in an account's line, and the waker moves its head;
+- `offpeak`: large PRs' messages wait for off-peak prices on a credit plan.
 """
 
 from __future__ import annotations
 
 from scheduler.admission.lifecycle import PrLifecycle
 from scheduler.admission.lines import Lines
+from scheduler.admission.offpeak import DEFER_MARK, Deferral, OffPeak, plan_deferral
 from scheduler.admission.runs import MAX_RUNS, Claimed, Runs
 from scheduler.config.review import Fairness
 from scheduler.state.jobs import FINALIZE_JOB, REVIEW_JOB, job_id_for
 
 __all__ = [
+    "DEFER_MARK",
     "FINALIZE_JOB",
     "MAX_RUNS",
     "REVIEW_JOB",
     "Admission",
     "Claimed",
+    "Deferral",
     "Fairness",
     "job_id_for",
+    "plan_deferral",
 ]
 
 
-class Admission(PrLifecycle, Runs, Lines):
+class Admission(PrLifecycle, OffPeak, Runs, Lines):
     """The only code that changes PR and message state (see `scheduler.state.records`).
 
     Mixins over one core, not parts the class delegates to: every caller (workers,

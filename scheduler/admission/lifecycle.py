@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from scheduler.admission.core import AdmissionCore
+from scheduler.admission.offpeak import close_deferral
 from scheduler.state.records import REVIEWED_KEPT, MessageState, PrMeta
 from scheduler.state.txn import PrTxn
 
@@ -35,6 +36,8 @@ class PrLifecycle(AdmissionCore):
         meta = txn.meta or PrMeta(pr=txn.pr, arrived_ms=now)
         if txn.meta is None or meta.status in {"done", "cancelled"}:
             meta.arrived_ms, meta.first_started_ms, meta.finished_ms = now, None, None
+        if meta.head_sha != head_sha:
+            meta.now = False  # "review it now" was said of the old head
         meta.ref, meta.head_sha, meta.status = dict(ref), head_sha, "planning"
         txn.meta = meta
         txn.meta_dirty |= set(PrMeta.model_fields) - {"pr"}
@@ -71,6 +74,7 @@ class PrLifecycle(AdmissionCore):
                 return meta.gen  # planned already: a plan job run twice plans once
             txn.meta = meta
             self._cancel_open(txn, f"superseded by {head_sha[:12]}")
+            close_deferral(txn, self.now_ms())
             meta.gen += 1
             meta.head_sha, meta.files, meta.plan = head_sha, files, plan
             meta.estimate = dict(estimate or {})

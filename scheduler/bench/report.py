@@ -139,6 +139,65 @@ def _simulation(data: dict[str, Any]) -> list[str]:
     return out
 
 
+def _credits(data: dict[str, Any]) -> list[str]:
+    """A credit plan under a backlog: issue 14's bars on exact charging."""
+    out = []
+    for a in data["accounts"]:
+        credits = a.get("credits")
+        if not credits:
+            continue
+        out.append(f"- {a['name']} ({a['plan']}): provider 429s {a['provider_429']} (bar 0)")
+        for w in a["windows"]:
+            top, limit, spendable = w["max_used_in_any_window"], w["limit"], w["spendable"]
+            met = top <= limit and top >= 0.95 * spendable
+            out.append(
+                f"- {w['name']}: max used in any window {top:g} of limit {limit:g}, "
+                f"{top / spendable:.3f} x its spendable {spendable:g} "
+                f"(bar <= limit and >= 0.95 x spendable): {'met' if met else 'MISSED'}"
+            )
+        diff = credits["difference_pct"]
+        out.append(
+            f"- credits billed by the provider {credits['provider_total']:g}, settled by reviewq "
+            f"{credits['reviewq_settled_total']:g}: {diff}% (bar within 1 %): "
+            f"{'met' if diff is not None and abs(diff) <= 1 else 'MISSED'}"
+        )
+        for b in credits["input_bound"]:
+            share = b["exceeded"] / b["calls"] if b["calls"] else 0.0
+            out.append(
+                f"- input-token bound ({b['model']}, learned x{b['factor']} of chars/4, "
+                f"largest ratio {b['max_ratio']}): exceeded on {b['exceeded']} of {b['calls']} "
+                f"calls (bar < 0.1 %): {'met' if share < 0.001 else 'MISSED'}"
+            )
+    out.append(f"- messages done: {data['messages_done']} of {data['messages_total']}")
+    return out
+
+
+def _offpeak(data: dict[str, Any]) -> list[str]:
+    on, off, bars = data["with_offpeak"], data["without_offpeak"], data["bars"]
+    rows = [
+        "| run | credits | messages done | credits / message | small-PR wait p50 / p95 s "
+        "| deferrals | 429s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, run in (("with off-peak", on), ("without", off)):
+        rows.append(
+            f"| {name} | {run['provider_credits']:g} | {run['messages_done']} | "
+            f"{run['credits_per_message']} | {run['small_pr_wait_p50_s']} / "
+            f"{run['small_pr_wait_p95_s']} | {run['deferrals']} | {run['provider_429']} |"
+        )
+    saving, ratio = data["credits_per_message_saving"], data["small_pr_wait_p95_ratio"]
+    return [
+        *rows,
+        "",
+        f"- credits per reviewed message {saving:.1%} lower (bar >= "
+        f"{bars['saving_at_least']:.0%}): {'met' if bars['saving_met'] else 'MISSED'}",
+        f"- small-PR p95 wait with / without: {ratio} (bar <= "
+        f"{1 + bars['small_wait_p95_within']:g}): {'met' if bars['small_wait_met'] else 'MISSED'}",
+        "- large PRs' deferral (simulated s): "
+        + ", ".join(f"{p['id']} {p['deferred_s']:g}" for p in on["large_prs"]),
+    ]
+
+
 def _webhook(data: dict[str, Any]) -> list[str]:
     return [
         f"- {data['deliveries']} signed deliveries, concurrency {data['concurrency']}: "
@@ -191,6 +250,16 @@ def sections(junit: Path) -> dict[str, Section]:
             "The same traffic in plain FIFO order (the baseline)",
             ["reviewq", "simulate", "scenarios/issue4.yaml", "--policy", "fifo", "--json"],
             _simulation,
+        ),
+        "credits": Section(
+            "Credit plans: a Z.AI V3 Lite key under token-heavy PRs, across a peak boundary",
+            ["reviewq", "simulate", "scenarios/zai-v3-binding.yaml", "--json"],
+            _credits,
+        ),
+        "offpeak": Section(
+            "Off-peak scheduling: a weekday with large PRs arriving in peak (V3 Pro)",
+            ["reviewq", "bench", "offpeak", "scenarios/zai-v3-offpeak.yaml", "--json"],
+            _offpeak,
         ),
         "webhook": Section(
             "Webhook throughput: one server process",

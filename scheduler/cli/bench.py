@@ -162,6 +162,49 @@ def webhook_command(
     click.echo(f"  bar: {bar}: {verdict}")
 
 
+@bench.command("offpeak")
+@click.argument(
+    "scenario_path",
+    metavar="[SCENARIO]",
+    required=False,
+    default="scenarios/zai-v3-offpeak.yaml",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def offpeak_command(scenario_path: Path, as_json: bool) -> None:
+    """Off-peak scheduling against its absence: SCENARIO (default
+    scenarios/zai-v3-offpeak.yaml) run with and without the accounts' offpeak policies;
+    credits per reviewed message and small PRs' p95 wait, against issue 14's bars.
+    Exits 1 if a bar is missed."""
+    from scheduler.sim.compare import compare_offpeak
+    from scheduler.sim.scenario import load_scenario
+
+    try:
+        scenario = load_scenario(scenario_path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="SCENARIO") from None
+    figures = compare_offpeak(scenario, redis_url=os.environ.get("REDIS_URL") or None)
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+    else:
+        on, off = figures["with_offpeak"], figures["without_offpeak"]
+        for name, run in (("with off-peak", on), ("without", off)):
+            click.echo(
+                f"{name}: {run['provider_credits']} credits for {run['messages_done']} messages "
+                f"({run['credits_per_message']} per message), small-PR wait p95 "
+                f"{run['small_pr_wait_p95_s']} s, {run['deferrals']} deferrals"
+            )
+        bars = figures["bars"]
+        click.echo(
+            f"saving {figures['credits_per_message_saving']} (bar >= {bars['saving_at_least']}): "
+            f"{'met' if bars['saving_met'] else 'MISSED'}; small-PR p95 ratio "
+            f"{figures['small_pr_wait_p95_ratio']} (bar <= {1 + bars['small_wait_p95_within']:g}): "
+            f"{'met' if bars['small_wait_met'] else 'MISSED'}"
+        )
+    if not (figures["bars"]["saving_met"] and figures["bars"]["small_wait_met"]):
+        sys.exit(1)
+
+
 @bench.command("report")
 @click.option(
     "--out",

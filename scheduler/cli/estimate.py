@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from scheduler.config import Settings
+from workers.providers.client import output_bound
 from workers.review.changes import ChangedFile
 from workers.review.diff import parse_unified_diff
 from workers.review.plan import ReviewPlan
@@ -25,10 +26,14 @@ __all__ = ["estimate_command", "plan_summary"]
 
 
 def plan_summary(plan: ReviewPlan, settings: Settings, model: str) -> dict[str, Any]:
-    """Messages, tokens, skipped files, and per account the cost and share of each window."""
+    """Messages, tokens, skipped files, and per account the cost and share of each window.
+    A credit window is priced at each message's planned tokens plus the output a call may
+    bill, at the plan's highest time factor: what its grants would reserve."""
+    review = settings.review
+    output = output_bound(review.max_tokens, review.thinking_for(settings.accounts))
     accounts = []
     for account in settings.accounts:
-        totals = estimate(plan, account, model)
+        totals = estimate(plan, account, model, output_tokens=output)
         windows = []
         for window in account.effective_plan.windows:
             cost = totals.get(window.name, 0)

@@ -59,6 +59,18 @@ def _state(account: AccountView) -> Text:
         text.append(f"{account.block.reason}\n")
     cap = account.concurrency if account.concurrency is not None else "uncapped"
     text.append(f"{account.in_use} / {cap} in flight")
+    view = account.provider_view
+    found = view.detection if view is not None else None
+    if found is not None and found.mismatch:
+        kind = "a V3 credit key" if found.metering == "credits" else "a V2 prompt key"
+        text.append(f"\nKEY MISMATCH: the quota endpoint says {kind}; ", style="bold red")
+        text.append(f"plan {account.plan} counts {found.configured}: use plan = ")
+        text.append(f"{found.suggested!r}", style="bold")
+    for bound in view.input_bound if view is not None else []:
+        text.append(
+            f"\ninput bound {bound.model}: x{bound.factor:.2f} of chars/4, exceeded "
+            f"{bound.exceeded} of {bound.calls} calls"
+        )
     return text
 
 
@@ -81,6 +93,45 @@ def _accounts(snap: Snapshot) -> Table:
                 since(w.next_free_in_ms),
                 _state(account) if i == 0 else "",
             )
+    return table
+
+
+def _readings(snap: Snapshot) -> Table:
+    """Where and when each window's last provider reading came from."""
+    table = Table(title="Provider readings (what the provider itself last said)")
+    for column in ("Account", "Window", "Source", "When", "Reading", "Moved the limiter"):
+        table.add_column(column, overflow="fold")
+    for account in snap.accounts:
+        view = account.provider_view
+        if view is None:
+            continue
+        for r in view.readings:
+            unit = next((w.unit for w in account.windows if w.name == r.window), "")
+            reading = f"{format_amount(r.used_milli, unit)} / {format_amount(r.limit_milli, unit)}"
+            moved = "yes" if r.moved else "no (ours was as high)"
+            table.add_row(
+                account.name, r.window, r.source, f"{since(r.age_ms)} ago", reading, moved
+            )
+        for e in view.empty_answers:
+            table.add_row(
+                account.name,
+                "-",
+                e.source,
+                f"{since(e.age_ms)} ago",
+                "no reading (empty answer)",
+                "no",
+            )
+    return table
+
+
+def _deferred(snap: Snapshot) -> Table:
+    table = Table(title="Waiting for off-peak prices")
+    for column in ("PR", "Runs at", "Saves about", "Reason"):
+        table.add_column(column, overflow="fold")
+    for d in snap.deferred:
+        table.add_row(
+            d.pr, f"in {since(d.in_ms)}", format_amount(d.saved_milli, "credits"), d.reason
+        )
     return table
 
 
@@ -153,6 +204,13 @@ def render_snapshot(snap: Snapshot) -> RenderableType:
     parts: list[RenderableType] = [_queues(snap), _accounts(snap)]
     if not snap.accounts:
         parts.append(Text("no accounts configured: add [[accounts]] tables (reviewq plans)"))
+    if any(
+        a.provider_view and (a.provider_view.readings or a.provider_view.empty_answers)
+        for a in snap.accounts
+    ):
+        parts.append(_readings(snap))
+    if snap.deferred:
+        parts.append(_deferred(snap))
     parts.append(_prs(snap))
     parts += [_detail(pr, snap.now_ms) for pr in snap.prs if pr.detail is not None]
     call = since(snap.typical_call_ms) if snap.typical_call_ms is not None else "not yet known"

@@ -67,6 +67,8 @@ def _concurrency_text(plan: Plan) -> str:
 
 
 def _costs_text(plan: Plan) -> str:
+    if plan.credit_windows:
+        return _prices_text(plan)
     lines = []
     for rule in plan.model_costs:
         line = f"{rule.pattern}: {rule.weight:g}x"
@@ -77,6 +79,23 @@ def _costs_text(plan: Plan) -> str:
             )
         lines.append(line)
     lines.append(f"other models: {plan.default_weight:g}x")
+    return "\n".join(lines)
+
+
+def _prices_text(plan: Plan) -> str:
+    """A credit plan: credits per 10,000 tokens per model, and the time factors."""
+    lines = ["credits / 10k tokens (in / cached / out):"]
+    for p in plan.prices:
+        lines.append(f"{p.pattern}: {p.input:g} / {p.cached_input:g} / {p.output:g}")
+    tf = plan.time_factors
+    if tf is not None:
+        days = "Mon-Fri" if tf.peak_days == (0, 1, 2, 3, 4) else f"days {list(tf.peak_days)}"
+        lines.append(
+            f"x{tf.peak_factor:g} {days} {tf.peak_start}-{tf.peak_end} "
+            f"UTC{tf.utc_offset_hours:+g}, x{tf.off_peak_factor:g} otherwise"
+        )
+    if plan.default_model:
+        lines.append(f"default model: {plan.default_model}")
     return "\n".join(lines)
 
 
@@ -91,11 +110,13 @@ def plans_table(plans: Iterable[Plan]) -> Table:
     """One row per preset, with its source and date beside the numbers it vouches for."""
     table = Table(
         title="Plan presets",
-        caption="Limits and concurrency are per pack; packs multiply both.",
+        caption="Limits and concurrency are per pack; packs multiply both. "
+        "On sale: whether new subscribers can still buy it.",
         show_lines=True,
     )
     table.add_column("Plan", no_wrap=True, style="bold")
     table.add_column("Provider", no_wrap=True)
+    table.add_column("On sale", no_wrap=True)
     table.add_column("Windows")
     table.add_column("Concurrency")
     table.add_column("Model costs")
@@ -108,6 +129,7 @@ def plans_table(plans: Iterable[Plan]) -> Table:
         table.add_row(
             plan.name,
             plan.provider,
+            "yes" if plan.on_sale else Text("no", style="yellow"),
             "\n".join(_window_text(w) for w in plan.windows) or "none",
             _concurrency_text(plan),
             _costs_text(plan),

@@ -29,7 +29,16 @@ from pydantic_core import ErrorDetails
 from scheduler.config.errors import ConfigError
 from scheduler.config.redact import redact, redact_url
 from scheduler.config.settings import AccountConfig, Settings
-from scheduler.quota.plans import PRESETS, Account, Plan, Policy, Window, get_preset
+from scheduler.quota.plans import (
+    PRESETS,
+    Account,
+    OffPeakPolicy,
+    Plan,
+    Policy,
+    Window,
+    get_preset,
+    parse_duration_ms,
+)
 
 __all__ = ["DEFAULT_CONFIG", "find_config", "load_settings"]
 
@@ -145,8 +154,29 @@ def _resolve_account(item: Any, default_policy: Policy, label: str) -> Account:
         "plan": plan,
         "packs": cfg.packs,
         "policy": policy,
+        "offpeak": _offpeak(cfg, plan),
+        "quota_poll_ms": _poll_ms(cfg),
     }
     return _validate(Account, data)
+
+
+def _offpeak(cfg: AccountConfig, plan: Plan) -> OffPeakPolicy | None:
+    if cfg.offpeak is None:
+        return None
+    if plan.time_factors is None:
+        msg = f"plan {plan.name!r} has no time_factors: nothing is cheaper off-peak"
+        raise _Invalid([(("offpeak",), msg)])
+    with _at("offpeak"):
+        return _validate(OffPeakPolicy, cfg.offpeak)
+
+
+def _poll_ms(cfg: AccountConfig) -> int | None:
+    if cfg.quota_poll is None:
+        return None
+    try:
+        return parse_duration_ms(cfg.quota_poll)
+    except ValueError as exc:
+        raise _Invalid([(("quota_poll",), str(exc))]) from None
 
 
 def _endpoint(cfg: AccountConfig, plan: Plan) -> tuple[str, str]:

@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from scheduler.config.errors import ConfigError, UnknownAccount
 from scheduler.config.planning import PlanningConfig
@@ -52,6 +52,24 @@ class Settings(BaseModel):
             first[account.name] = i
         return accounts
 
+    @model_validator(mode="after")
+    def _credit_plans_priced(self) -> Settings:
+        """A credit plan must price the model reviews use, and bound what a call can
+        bill, before any worker starts: else its grants could not reserve the cost."""
+        if not any(a.plan.credit_windows for a in self.accounts):
+            return self
+        model = self.review.model_for(self.accounts)
+        problems = [p for a in self.accounts if (p := _unpriced(a, model))]
+        thinking = self.review.thinking_for(self.accounts)
+        if thinking is None or (thinking["type"] == "enabled" and "budget_tokens" not in thinking):
+            problems.append(
+                "[review] thinking: a credit plan bills reasoning as output, so it must be "
+                "bounded: set thinking = 'disabled', or 'enabled' with a thinking_budget"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     def account(self, name: str) -> Account:
         """Look an account up by name; the error lists the names that do exist."""
         for account in self.accounts:
@@ -59,6 +77,18 @@ class Settings(BaseModel):
                 return account
         known = ", ".join(a.name for a in self.accounts) or "none configured"
         raise UnknownAccount(f"unknown account {name!r}; accounts: {known}")
+
+
+def _unpriced(account: Account, model: str) -> str | None:
+    plan = account.plan
+    if not plan.credit_windows or plan.price_for(model) is not None:
+        return None
+    table = ", ".join(p.pattern for p in plan.prices) or "empty"
+    return (
+        f"account {account.name!r}: model {model!r} has no price in the price table of "
+        f"plan {plan.name!r} (prices for: {table}); set [review] model to a priced model, "
+        "or add its price in the account's plan_overrides.prices"
+    )
 
 
 class AccountConfig(BaseModel):
@@ -81,6 +111,10 @@ class AccountConfig(BaseModel):
     packs: int = 1
     concurrency: int | None = Field(default=None, ge=1)
     policy: dict[str, Any] = Field(default_factory=dict)
+    # `{defer = "large", min_messages = 20, max_defer = "6h"}`: see OffPeakPolicy.
+    offpeak: dict[str, Any] | None = None
+    # How often a busy deployment polls the quota endpoint ("60s"; default by plan).
+    quota_poll: str | int | None = None
 
     @field_validator("plan", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from typing import Literal, cast
 import redis as redis_lib
 
 from scheduler.config import Settings, redact_url
+from scheduler.ops.credit_views import deferred_views, provider_view
 from scheduler.ops.deployment import LIMITER_PREFIX, deployment_prefix
 from scheduler.ops.snapshots import (
     AccountView,
@@ -130,6 +131,7 @@ def _account_view(redis: redis_lib.Redis, account: Account, circuit: Circuit) ->
         block=block,
         circuit=_circuit_view(circuit, account.name),
         windows=_window_views(status),
+        provider_view=provider_view(redis, account.name, LIMITER_PREFIX, now),
     )
 
 
@@ -309,4 +311,5 @@ def snapshot(
         prs_total=total,
         prs=prs,
         typical_call_ms=call_ms,
+        deferred=deferred_views(redis, keys, now),
     )

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
+from scheduler.ops.credit_views import DeferredView, ProviderView
+
 __all__ = [
     "AccountView",
     "BlockView",
@@ -88,6 +90,8 @@ class AccountView(BaseModel):
     block: BlockView | None
     circuit: CircuitView | None
     windows: list[WindowView]
+    # The provider's own readings, the key's detected kind, the input bound.
+    provider_view: ProviderView | None = None
 
 
 class Eta(BaseModel):
@@ -153,3 +157,5 @@ class Snapshot(BaseModel):
     prs_total: int
     prs: list[PrSummary]
     typical_call_ms: int | None
+    # PRs whose messages wait for off-peak prices (`scheduler.admission.offpeak`).
+    deferred: list[DeferredView] = []

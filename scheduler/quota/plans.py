@@ -15,53 +15,31 @@ import contextlib
 import datetime as dt
 import fnmatch
 import math
-import re
+from fractions import Fraction
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from scheduler.quota.presets import PRESET_DATA
+from scheduler.quota.pricing import ModelPrice, find_price
+from scheduler.quota.timeofday import OffPeakPolicy, TimeFactors
+from scheduler.quota.units import MILLI, parse_duration_ms, to_milli
 
 __all__ = [
+    "MILLI",
     "PRESETS",
     "Account",
     "ModelCost",
+    "ModelPrice",
+    "OffPeakPolicy",
     "Plan",
     "Policy",
+    "TimeFactors",
     "Window",
     "get_preset",
     "parse_duration_ms",
     "to_milli",
 ]
-
-MILLI = 1000
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
-
-
-def parse_duration_ms(value: Any) -> int:
-    """Accept `90`, `"90s"`, `"5h"`, `"7d"`: config files read better with units.
-
-    A bare number means seconds, as in the scenario files of `reviewq simulate`.
-    """
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 90, '90s', '5h' or '7d'")
-    if isinstance(value, int | float):
-        ms = float(value) * 1000
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        ms = float(m.group(1)) * _UNIT_MS[m.group(2) or "s"]
-    else:
-        raise ValueError(f"expected a duration such as 90, '90s', '5h' or '7d', got {value!r}")
-    if ms <= 0 or not math.isfinite(ms):
-        raise ValueError(f"a duration must be positive, got {value!r}")
-    return round(ms)
-
-
-def to_milli(units: float) -> int:
-    """Requests (or dollars) to integer milli-units, the limiter's only currency."""
-    if units < 0 or not math.isfinite(units):
-        raise ValueError(f"expected a non-negative amount, got {units!r}")
-    return round(units * MILLI)
 
 
 def _limit_milli(value: Any) -> int:
@@ -74,6 +52,12 @@ def _limit_milli(value: Any) -> int:
     if value <= 0:
         raise ValueError(f"a limit must be positive, got {value!r}")
     return to_milli(value)
+
+
+def _decimal(x: float) -> Fraction:
+    """The number as written (`0.1` is one tenth, not the binary float nearest to it):
+    docs/limiter.md's cap and regeneration formulas are exact decimal arithmetic."""
+    return Fraction(repr(x))
 
 
 class _Frozen(BaseModel):
@@ -128,8 +112,10 @@ class Window(_Frozen):
 
     @property
     def regen_milli(self) -> int:
-        """Milli-units regained per tick (regenerating windows only)."""
-        return max(1, round(self.limit_milli * (self.tick_percent or 0) / 100))
+        """Milli-units regained per tick (regenerating windows only): rounded half to
+        even, at least 1, from the exact product (in binary floats 375 * 4.4 / 100 is
+        16.500000000000004, which would round up)."""
+        return max(1, round(self.limit_milli * _decimal(self.tick_percent or 0) / 100))
 
     def scaled(self, packs: int) -> Window:
         return self.model_copy(update={"limit_milli": self.limit_milli * packs})
@@ -157,7 +143,12 @@ class ModelCost(_Frozen):
 
 
 class Plan(_Frozen):
-    """What one key (one pack) of a subscription allows."""
+    """What one key (one pack) of a subscription allows.
+
+    A *credit plan* has windows in `credits`: each call costs its tokens at the
+    model's `prices` (per 10,000 tokens) times the `time_factors` factor at its
+    arrival. `on_sale` is False for a plan new subscribers can no longer buy;
+    `default_model` is what `[review] model` falls back to on this plan."""
 
     name: str
     provider: str
@@ -166,6 +157,10 @@ class Plan(_Frozen):
     concurrency_per_model: bool = False
     model_costs: tuple[ModelCost, ...] = ()
     default_weight: float = Field(default=1.0, ge=0)
+    prices: tuple[ModelPrice, ...] = ()
+    time_factors: TimeFactors | None = None
+    on_sale: bool = True
+    default_model: str | None = None
     source: str
     as_of: dt.date
     notes: str = ""
@@ -177,6 +172,24 @@ class Plan(_Frozen):
         if len(names) != len(set(names)):
             raise ValueError(f"window names must be unique, got {names}")
         return windows
+
+    @property
+    def credit_windows(self) -> tuple[Window, ...]:
+        return tuple(w for w in self.windows if w.unit == "credits")
+
+    @property
+    def metering(self) -> Literal["credits", "requests"]:
+        """What the provider counts: credits computed from tokens, or requests."""
+        return "credits" if self.credit_windows else "requests"
+
+    def price_for(self, model: str) -> ModelPrice | None:
+        return find_price(self.prices, model)
+
+    def time_factor(self, start: dt.datetime, end: dt.datetime | None = None) -> float:
+        """The credit factor of a request arriving in [start, end] (1 without factors)."""
+        if self.time_factors is None:
+            return 1.0
+        return self.time_factors.factor_between(start, end or start)
 
     def weight(self, model: str, when: dt.datetime | None = None) -> float:
         """First matching rule wins, so specific patterns go before broad ones."""
@@ -231,11 +244,14 @@ class Policy(_Frozen):
     def caps(self, limit_milli: int) -> tuple[int, int, int]:
         """(spendable, spendable outside the reserve, one PR's share) in milli-units.
 
-        Floors, so rounding never lets reviewq overspend by a milli-unit.
+        Floors, so rounding never lets reviewq overspend by a milli-unit; of the exact
+        products, as binary floats are a milli-unit short from about 26,000 units up
+        (28,000,000 * (1 - 0.33) is 18759999.999999996).
         """
-        hi = math.floor(limit_milli * (1 - self.headroom) + 1e-9)
-        lo = math.floor(limit_milli * (1 - self.headroom - self.reserve) + 1e-9)
-        share = math.floor(limit_milli * self.pr_share + 1e-9)
+        headroom, reserve = _decimal(self.headroom), _decimal(self.reserve)
+        hi = math.floor(limit_milli * (1 - headroom))
+        lo = math.floor(limit_milli * (1 - headroom - reserve))
+        share = math.floor(limit_milli * _decimal(self.pr_share))
         return hi, lo, share
 
 
@@ -249,6 +265,11 @@ class Account(_Frozen):
     plan: Plan
     packs: int = Field(default=1, ge=1, le=100)
     policy: Policy = Policy()
+    # Moving large reviews to off-peak hours (credit plans with time factors only).
+    offpeak: OffPeakPolicy | None = None
+    # How often a busy deployment polls the provider's quota endpoint (None: the
+    # provider's default, see `workers.providers.quota`).
+    quota_poll_ms: int | None = Field(default=None, gt=0)
 
     @property
     def effective_plan(self) -> Plan:

@@ -13,7 +13,8 @@ from collections import defaultdict, deque
 from typing import TYPE_CHECKING, Any
 
 from scheduler.ops.stats import percentile
-from scheduler.state.records import read_pr
+from scheduler.sim.credits import credit_figures, reviewq_charged_milli
+from scheduler.state.records import PrMeta, read_pr
 
 if TYPE_CHECKING:
     from scheduler.sim.run import SimRun
@@ -28,7 +29,8 @@ def report(run: SimRun, stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
     prs = _prs(run)
     small = [p["wait_s"] for p in prs if p["files"] <= SMALL_PR_FILES and p["wait_s"] is not None]
     grants = [e for e in trace if e.get("event", "grant") == "grant"]
-    accounts = [_account(run, name, stats[name], grants) for name in stats]
+    done = sum(p["done"] for p in prs)
+    accounts = [_account(run, name, stats[name], grants, done) for name in stats]
     main = accounts[0]["windows"][0] if accounts and accounts[0]["windows"] else {}
     return {
         "scenario": {
@@ -79,6 +81,7 @@ def _prs(run: SimRun) -> list[dict[str, Any]]:
                     "done": 0,
                     "status": "not arrived",
                     "wait_s": None,
+                    "deferred_s": 0.0,
                 }
             )
             continue
@@ -104,13 +107,24 @@ def _prs(run: SimRun) -> list[dict[str, Any]]:
             if meta.status != "done"
             else {},
             "wait_s": None if started is None or arrived is None else round(started - arrived, 1),
+            "deferred_s": _deferred_s(run, meta),
         }
         out.append(row)
     return out
 
 
+def _deferred_s(run: SimRun, meta: PrMeta) -> float:
+    """Simulated seconds the PR's messages waited for off-peak (an open deferral counts
+    up to its end or the run's)."""
+    ms = meta.deferred_ms
+    if meta.deferred_since_ms is not None:
+        end = min(meta.deferred_until_ms or run.ended_ms, run.ended_ms)
+        ms += max(0, end - meta.deferred_since_ms)
+    return round(ms / 1000 * run.scenario.time_scale, 1)
+
+
 def _account(
-    run: SimRun, name: str, stats: dict[str, Any], grants: list[dict[str, Any]]
+    run: SimRun, name: str, stats: dict[str, Any], grants: list[dict[str, Any]], done: int
 ) -> dict[str, Any]:
     sc = run.scenario
     spec = next(a for a in sc.accounts if a.name == name)
@@ -119,14 +133,19 @@ def _account(
         if g["account"] == name and not g.get("replayed"):
             for window, cost in g["cost"].items():
                 used[window] += cost
+    for credit in spec.plan.credit_windows:  # a grant reserves; the settle is the truth
+        used[credit.name] = reviewq_charged_milli(run, name, credit.name)
     windows = []
+    policy = next((a.policy for a in run.accounts if a.name == name), None)
     for w in stats["windows"]:
         plan_w = next((pw for pw in spec.plan.windows if pw.name == w["name"]), None)
         allowed = _allowed(w, sc.duration)
+        spendable = policy.caps(w["limit"])[0] / 1000 if policy is not None else None
         windows.append(
             {
                 "name": w["name"],
                 "limit": w["limit"] / 1000,
+                "spendable": spendable,
                 "max_used_in_any_window": w["max_used_in_any_window"] / 1000,
                 "used": used.get(w["name"], 0) / 1000 if plan_w else None,
                 "utilization": round(used.get(w["name"], 0) / allowed, 4)
@@ -146,6 +165,7 @@ def _account(
         "max_in_flight": stats.get("max_in_flight", {}).get("overall"),
         "windows": windows,
         "plan": spec.plan.name,
+        "credits": credit_figures(run, name, stats, done),
     }
 
 

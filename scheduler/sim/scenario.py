@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from scheduler.quota.plans import Plan, Policy, get_preset, parse_duration_ms
+from scheduler.quota.plans import OffPeakPolicy, Plan, Policy, get_preset, parse_duration_ms
 from scheduler.sandbox import Flavour
 
 __all__ = ["AccountSpec", "PrSpec", "Scenario", "load_scenario"]
@@ -65,6 +65,10 @@ class AccountSpec(_Spec):
     fallback_for: str | None = None
     packs: int = Field(default=1, ge=1, le=100)
     flavour: Flavour | None = None
+    # Off-peak scheduling for this account (`reviewq simulate --no-offpeak` drops it).
+    offpeak: OffPeakPolicy | None = None
+    # The simulator answers `/v2/quotas` with `{}`, as Synthetic does to API keys now.
+    quota_endpoint_empty: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -140,6 +144,18 @@ class Scenario(_Spec):
     generators: tuple[GeneratorSpec, ...] = ()
     max_message_tokens: int = Field(default=4000, ge=500)
     line_chars: int = Field(default=40, ge=8, le=400)
+    # `mixed`: each file's lines follow one of a few code styles (symbols, prose,
+    # identifiers), so prompts of equal length differ in tokens as real code does.
+    diff_style: Literal["uniform", "mixed"] = "uniform"
+    # The simulated calendar at the start (e.g. 2026-12-08T05:00:00Z), so a run can
+    # cross a peak boundary; default: the wall clock when the run starts.
+    start_at: dt.datetime | None = None
+    # What reviews ask for: the model (default: the main account's plan's, else its
+    # flavour's first), `max_tokens`, and reasoning (as `[review] thinking`).
+    model: str | None = None
+    max_tokens: int = Field(default=2048, ge=64, le=200_000)
+    thinking: Literal["auto", "disabled", "enabled", "provider"] = "auto"
+    thinking_budget: int | None = Field(default=None, ge=64, le=200_000)
     # The most Redis keeps what a finished PR leaves: its state, RQ's results and
     # failed jobs, the log sink's reviews (scaled like every duration).
     retention: Seconds = 7 * 86_400.0
@@ -160,6 +176,8 @@ class Scenario(_Spec):
             raise ValueError("PR ids must be unique across prs and generators")
         if not ids:
             raise ValueError("a scenario needs at least one PR (prs or generators)")
+        if self.start_at is not None and self.start_at.tzinfo is None:
+            raise ValueError("start_at needs a time zone, e.g. 2026-12-08T05:00:00Z")
         return self
 
     def all_prs(self) -> list[PrSpec]:

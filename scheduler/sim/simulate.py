@@ -10,6 +10,7 @@ simulator runs its clock 300 times faster, so both see the same simulated hours.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import multiprocessing as mp
 import os
 import signal
@@ -23,10 +24,11 @@ import httpx
 import redis as redis_lib
 
 from scheduler.admission import Admission, Fairness
-from scheduler.config import Settings
+from scheduler.config import ReviewSettings, Settings
 from scheduler.config.planning import PlanningConfig
 from scheduler.intake import enqueue_pr
 from scheduler.quota.plans import Account, Plan, Policy, Window
+from scheduler.quota.timeofday import Calendar, RedisCalendar
 from scheduler.sandbox import (
     BASE_PATHS,
     DEFAULT_MODELS,
@@ -34,18 +36,22 @@ from scheduler.sandbox import (
     Faults,
     Latency,
     ProviderConfig,
+    ServerHandle,
     create_provider_app,
     serve_in_thread,
 )
 from scheduler.sandbox.localredis import LocalRedis, redis_url_or_local
+from scheduler.sim.diffs import synthetic_diff
 from scheduler.sim.report import report
 from scheduler.sim.run import SimRun
 from scheduler.sim.scenario import AccountSpec, PrSpec, Scenario
 from scheduler.state.jobs import review_queue
+from scheduler.state.keys import Keys
 from scheduler.state.records import Retention
 from scheduler.state.refs import PullRequestRef
 from scheduler.waker import Waker
 from workers.providers.attempt import RetryPolicy
+from workers.providers.quota import CREDIT_POLL_INTERVAL_MS
 from workers.runtime import RuntimeSpec, run_worker
 
 __all__ = [
@@ -54,6 +60,7 @@ __all__ = [
     "WorkerLauncher",
     "client_timeout_s",
     "run_scenario",
+    "scenario_model",
     "synthetic_diff",
 ]
 
@@ -90,7 +97,7 @@ class DirectIntake:
         ref = PullRequestRef(
             id=pr.id, head_sha=uuid.uuid5(uuid.NAMESPACE_URL, pr.id).hex, forge="local"
         )
-        text = synthetic_diff(pr, run.scenario.line_chars)
+        text = synthetic_diff(pr, run.scenario.line_chars, run.scenario.diff_style)
         enqueue_pr(run.admission, ref, {"kind": "diff", "text": text})
 
 
@@ -138,10 +145,13 @@ def _provider(spec: AccountSpec, sc: Scenario) -> ProviderConfig:
         ),
         provider_quota=None if quota is None else quota.windows,
         concurrency=None if quota is None else quota.concurrency,
+        quota_endpoint_empty=spec.quota_endpoint_empty,
     )
 
 
-def _accounts(sc: Scenario, mode: str, urls: dict[str, str]) -> list[Account]:
+def _accounts(
+    sc: Scenario, mode: str, urls: dict[str, str], *, offpeak: bool = True
+) -> list[Account]:
     out = []
     for spec in sc.route_order():
         out.append(
@@ -153,22 +163,40 @@ def _accounts(sc: Scenario, mode: str, urls: dict[str, str]) -> list[Account]:
                 plan=time_scaled(spec.plan, sc.time_scale),
                 packs=spec.packs,
                 policy=_policy(spec, mode),
+                offpeak=spec.offpeak if offpeak else None,
             )
         )
     return out
 
 
+def scenario_model(sc: Scenario) -> str:
+    """The model reviews ask for: the scenario's, else the main plan's default, else the
+    first its simulator knows."""
+    first = sc.route_order()[0]
+    return sc.model or first.plan.default_model or DEFAULT_MODELS[first.api_flavour][0]
+
+
 def _spec(sc: Scenario, mode: str, url: str, accounts: list[Account], tag: str) -> RuntimeSpec:
     scale = sc.time_scale
-    first = sc.route_order()[0]
+    review = ReviewSettings(
+        model=scenario_model(sc),
+        max_tokens=sc.max_tokens,
+        thinking=sc.thinking,
+        thinking_budget=sc.thinking_budget,
+    )
+    settings = Settings(redis_url=url, queue_name=f"sim-{tag}", accounts=accounts, review=review)
     return RuntimeSpec(
-        settings=Settings(redis_url=url, queue_name=f"sim-{tag}", accounts=accounts),
+        settings=settings,
         redis_url=url,
         # The prefix `reviewq worker` and `reviewq serve` derive from the queue name.
         prefix=f"reviewq:sim-{tag}",
         queue_name=f"sim-{tag}",
         limiter_prefix=f"reviewq-sim:{tag}",
-        model=DEFAULT_MODELS[first.api_flavour][0],
+        model=review.model_for(accounts),
+        max_tokens=sc.max_tokens,
+        thinking=review.thinking_for(accounts),
+        quota_poll_ms=max(1, round(CREDIT_POLL_INTERVAL_MS / scale)),
+        calendar_key=Keys(f"reviewq:sim-{tag}").calendar,
         fairness=Fairness(
             mode="fifo" if mode == "fifo" else "fair", per_pr_inflight=sc.per_pr_inflight
         ),
@@ -190,22 +218,6 @@ def _spec(sc: Scenario, mode: str, url: str, accounts: list[Account], tag: str) 
         maintenance_interval_s=max(30, round(600 / scale)),
         env={_KEY_ENV: DEV_KEY},
     )
-
-
-def synthetic_diff(pr: PrSpec, line_chars: int) -> str:
-    """A unified diff of `files` new files of `lines_per_file` lines, each line about
-    `line_chars` long, so message sizes (and thus counts) follow the scenario."""
-    slug = pr.id.replace("/", "_").replace("#", "_")
-    body = "x = 1  # " + "r" * max(0, line_chars - 10)
-    parts = []
-    for i in range(pr.files):
-        path = f"src/{slug}/module_{i:04d}.py"
-        lines = "".join(f"+{body}\n" for _ in range(pr.lines_per_file))
-        parts.append(
-            f"diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n"
-            f"@@ -0,0 +1,{pr.lines_per_file} @@\n{lines}"
-        )
-    return "".join(parts)
 
 
 @contextlib.contextmanager
@@ -263,55 +275,91 @@ def run_scenario(
     intake: Intake | None = None,
     workers: WorkerLauncher | None = None,
     on_end: Callable[[SimRun], None] | None = None,
+    offpeak: bool = True,
 ) -> dict[str, Any]:
     """Run `sc` to its end (or until every PR is done) and return the report.
 
     `on_tick(run, now_sim)` runs every 50 ms while PRs are driven (fault injection,
-    live views); `on_end(run)` once they are, before the run's keys are removed."""
+    live views); `on_end(run)` once they are, before the run's keys are removed.
+    `offpeak=False` drops the accounts' off-peak policies (the baseline)."""
     mode = policy or sc.policy
     intake = intake or DirectIntake()
     tag = uuid.uuid4().hex[:10]
     with contextlib.ExitStack() as stack:
         url = stack.enter_context(_redis(redis_url))
-        providers = {
-            a.name: stack.enter_context(serve_in_thread(create_provider_app(_provider(a, sc))))
-            for a in sc.accounts
-        }
-        accounts = _accounts(sc, mode, {n: h.url for n, h in providers.items()})
+        apps, providers = _start_providers(stack, sc)
+        urls = {n: h.url for n, h in providers.items()}
+        accounts = _accounts(sc, mode, urls, offpeak=offpeak)
         spec = intake.prepare(stack, _spec(sc, mode, url, accounts, tag))
         client = redis_lib.Redis.from_url(url)
         stack.callback(client.close)
-        admission = Admission(
-            client,
-            review_queue(spec.queue_name, client),
-            prefix=spec.prefix,
-            fairness=spec.fairness,
-            fallback_ms=spec.fallback_ms,
-            retention=spec.retention,
-        )
-        stack.enter_context((workers or _workers)(spec, sc.workers))
+        admission = _admission(client, spec)
+        # Stopped before the figures are read (below), so no call is in flight then:
+        # the provider has billed, and reviewq settled, exactly the same calls.
+        running = stack.enter_context(contextlib.ExitStack())
+        running.enter_context((workers or _workers)(spec, sc.workers))
         _wait_for_workers(client, spec.queue_name, sc.workers)
-        stop = threading.Event()
-        waker = threading.Thread(
-            target=Waker(admission, claim_ms=spec.claim_ms).run, args=(stop,), daemon=True
-        )
-        waker.start()
-        stack.callback(waker.join, 5)
-        stack.callback(stop.set)
-        run = SimRun(
-            sc, mode, client, admission, providers, admission.now_ms(), accounts, prs=sc.all_prs()
-        )
+        _start_waker(stack, admission, spec)
+        t0 = admission.now_ms()
+        _start_calendar(sc, client, spec.calendar_key or "", apps, t0)
+        run = SimRun(sc, mode, client, admission, providers, t0, accounts, prs=sc.all_prs())
         run.limiter_prefix = spec.limiter_prefix
         _drive(run, sc, on_tick, intake)
         run.ended_ms = admission.now_ms()
         if on_end is not None:
             on_end(run)
+        running.close()
         stats = {
             n: httpx.get(f"{h.url}/_sim/stats", timeout=10).json() for n, h in providers.items()
         }
         result = report(run, stats)
         _cleanup(client, spec)
         return result
+
+
+def _admission(client: redis_lib.Redis, spec: RuntimeSpec) -> Admission:
+    return Admission(
+        client,
+        review_queue(spec.queue_name, client),
+        prefix=spec.prefix,
+        fairness=spec.fairness,
+        fallback_ms=spec.fallback_ms,
+        retention=spec.retention,
+    )
+
+
+def _start_providers(
+    stack: contextlib.ExitStack, sc: Scenario
+) -> tuple[dict[str, Any], dict[str, ServerHandle]]:
+    """One simulator per account, served until the run's stack closes: its app (whose
+    clock the run sets) and its server."""
+    apps = {a.name: create_provider_app(_provider(a, sc)) for a in sc.accounts}
+    return apps, {n: stack.enter_context(serve_in_thread(app)) for n, app in apps.items()}
+
+
+def _start_waker(stack: contextlib.ExitStack, admission: Admission, spec: RuntimeSpec) -> None:
+    """The waker runs in this process, in a thread, until the run's stack closes."""
+    stop = threading.Event()
+    waker = threading.Thread(
+        target=Waker(admission, claim_ms=spec.claim_ms).run, args=(stop,), daemon=True
+    )
+    waker.start()
+    stack.callback(waker.join, 5)
+    stack.callback(stop.set)
+
+
+def _start_calendar(
+    sc: Scenario, client: redis_lib.Redis, key: str, apps: dict[str, Any], t0_ms: int
+) -> None:
+    """Simulated time starts now, on the scenario's calendar (`start_at`, else the
+    wall clock): the workers read it from Redis, each simulator is set to it."""
+    start = sc.start_at or dt.datetime.now(dt.UTC)
+    start_ms = round(start.timestamp() * 1000)
+    ttl_s = round(sc.duration / sc.time_scale) + 3600
+    RedisCalendar(client, key).publish(Calendar(t0_ms, start_ms, sc.time_scale), ttl_s)
+    for app in apps.values():
+        clock = app.state.sim.clock
+        clock.set_calendar(start.timestamp(), clock.now())
 
 
 def _drive(run: SimRun, sc: Scenario, on_tick: Any, intake: Intake) -> None:

@@ -38,6 +38,15 @@ MessageStatus = Literal["pending", "queued", "running", "waiting", "done", "fail
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 REVIEWED_KEPT = 20
 _JSON_FIELDS = frozenset({"ref", "plan", "estimate", "reviewed"})
+# Meta fields stored as "" when None.
+_OPTIONAL_FIELDS = (
+    "first_started_ms",
+    "finished_ms",
+    "error",
+    "deferred_since_ms",
+    "deferred_until_ms",
+    "deferred_reason",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +127,15 @@ class PrMeta(BaseModel):
     # Heads whose review was sent, newest last (at most `REVIEWED_KEPT`): a replayed
     # "opened" or a reopen at one of them does not pay for the same review again.
     reviewed: list[str] = Field(default_factory=list)
+    # Off-peak scheduling (`scheduler.admission.offpeak`): a person asked for this head
+    # now; the current deferral (since, until, why, about how many milli-credits it
+    # saves); and the time this head spent deferred in earlier deferrals.
+    now: bool = False
+    deferred_since_ms: int | None = None
+    deferred_until_ms: int | None = None
+    deferred_reason: str | None = None
+    deferred_saved_milli: int = 0
+    deferred_ms: int = 0
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -131,7 +149,7 @@ def decode_meta(pr: str, raw: Mapping[bytes, bytes]) -> PrMeta | None:
     for key, value in raw.items():
         name, text = key.decode(), value.decode()
         data[name] = json.loads(text) if name in _JSON_FIELDS else text
-    for name in ("first_started_ms", "finished_ms", "error"):
+    for name in _OPTIONAL_FIELDS:
         if data.get(name) == "":
             data[name] = None
     return PrMeta.model_validate(data)

@@ -9,7 +9,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from scheduler.ops.stats import percentile
 from scheduler.quota.circuit import Circuit
+from scheduler.quota.ledger import ChargeLedger
 from scheduler.quota.limiter import LimiterStatus
+from scheduler.quota.readings import ProviderReadings
+from scheduler.quota.tokenbound import InputBound
 from scheduler.state.keys import Keys
 
 __all__ = ["RECENT_PRS", "AccountFamilies", "pr_families"]
@@ -67,6 +70,7 @@ class AccountFamilies:
             "Provider health events counted per account (e.g. 1302: too much concurrency).",
             labels=["account", "event"],
         )
+        self.credit = CreditFamilies()
 
     def add(
         self, status: LimiterStatus, circuit: Circuit, redis: redis_lib.Redis, keys: Keys
@@ -89,6 +93,7 @@ class AccountFamilies:
         for event, count in sorted(circuit.tallies(name).items()):
             self._count(name, event, count)
         self.line.add_metric([name], int(cast(int, redis.zcard(keys.line(name)))))
+        self.credit.add(name, circuit.key_prefix, redis, keys)
 
     def _count(self, name: str, event: str, count: int) -> None:
         """Tallies share one hash per account (`Circuit.tally`); split them by kind."""
@@ -115,6 +120,87 @@ class AccountFamilies:
             self.events,
             self.decisions,
             self.responses,
+            *self.credit.all(),
+        ]
+
+
+class CreditFamilies:
+    """What credit plans add per account: the key's detected kind against the plan,
+    where each window's last provider reading came from, the learned input bound, and
+    the messages deferred to off-peak."""
+
+    def __init__(self) -> None:
+        self.mismatch = _gauge(
+            "reviewq_account_plan_mismatch",
+            "1 if the quota endpoint says the key is of another kind than the plan counts "
+            "(Z.AI V2 prompts vs V3 credits); `suggested` is the preset to use.",
+            ["account", "configured", "detected", "suggested"],
+        )
+        self.reading = _gauge(
+            "reviewq_account_window_reading_timestamp_seconds",
+            "When the window's last provider reading was applied, by source.",
+            ["account", "window", "source"],
+        )
+        self.empty = _gauge(
+            "reviewq_account_empty_quota_answer_timestamp_seconds",
+            "When a quota source last answered with no reading at all (e.g. `{}`).",
+            ["account", "source"],
+        )
+        self.bound_calls = CounterMetricFamily(
+            "reviewq_input_bound_calls",
+            "Settled calls the input-token bound learned from.",
+            labels=["account", "model"],
+        )
+        self.bound_exceeded = CounterMetricFamily(
+            "reviewq_input_bound_exceeded",
+            "Settled calls whose prompt had more tokens than their grant reserved.",
+            labels=["account", "model"],
+        )
+        self.bound_factor = _gauge(
+            "reviewq_input_bound_factor",
+            "The factor on the characters/4 estimate a grant reserves input tokens at.",
+            ["account", "model"],
+        )
+        self.charged = CounterMetricFamily(
+            "reviewq_account_charged",
+            "What the workers charged the window in all, after settles and refunds, in "
+            "the plan's units (credits on a credit plan).",
+            labels=["account", "window"],
+        )
+        self.deferrals = CounterMetricFamily(
+            "reviewq_offpeak_deferrals",
+            "PR deferrals to off-peak prices (each counted once, at its first message).",
+            labels=["account"],
+        )
+
+    def add(self, name: str, prefix: str, redis: redis_lib.Redis, keys: Keys) -> None:
+        view = ProviderReadings(redis, name, key_prefix=prefix).read()
+        if (found := view.detection) is not None:
+            labels = [name, found.configured, found.metering, found.suggested or ""]
+            self.mismatch.add_metric(labels, 1 if found.mismatch else 0)
+        for window, r in sorted(view.windows.items()):
+            self.reading.add_metric([name, window, r.source], r.at_ms / _MILLI)
+        for source, at_ms in sorted(view.empty.items()):
+            self.empty.add_metric([name, source], at_ms / _MILLI)
+        for b in InputBound(redis, name, key_prefix=prefix).stats():
+            self.bound_calls.add_metric([name, b.model], b.calls)
+            self.bound_exceeded.add_metric([name, b.model], b.exceeded)
+            self.bound_factor.add_metric([name, b.model], b.factor)
+        for window, milli in sorted(ChargeLedger(redis, name, key_prefix=prefix).totals().items()):
+            self.charged.add_metric([name, window], milli / _MILLI)
+        deferred = cast(bytes | None, redis.hget(keys.deferrals, name))
+        self.deferrals.add_metric([name], int(deferred or 0))
+
+    def all(self) -> list[Metric]:
+        return [
+            self.mismatch,
+            self.reading,
+            self.empty,
+            self.bound_calls,
+            self.bound_exceeded,
+            self.bound_factor,
+            self.charged,
+            self.deferrals,
         ]
 
 
@@ -148,7 +234,12 @@ def pr_families(redis: redis_lib.Redis, keys: Keys) -> list[Metric]:
             waits.append((int(started_raw) - arrived) / _MILLI)
         elif status in _UNSTARTED:
             oldest = max(oldest, (now_ms - arrived) / _MILLI)
-    return _pr_metrics(int(total), statuses, waits, oldest)
+    deferred = GaugeMetricFamily(
+        "reviewq_prs_deferred",
+        "PRs whose messages wait for off-peak prices now.",
+        int(cast(int, redis.zcard(keys.deferred))),
+    )
+    return [*_pr_metrics(int(total), statuses, waits, oldest), deferred]
 
 
 def _pr_metrics(

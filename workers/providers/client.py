@@ -12,9 +12,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -24,18 +25,24 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.config import ConfigError, api_key
 from scheduler.quota.plans import Account
-from workers.providers.classify import Classified, ResponseClass, classify
+from scheduler.quota.timeofday import IDENTITY, Calendar
+from workers.providers.classify import Classified, ResponseClass, Usage, classify
+from workers.providers.costs import MONEY_CHARGE_MILLI, CallBound, request_cost, usage_cost
 from workers.providers.redact import SECRET_HEADERS
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "MONEY_CHARGE_MILLI",
+    "CallBound",
     "ChatMessage",
     "ChatRequest",
     "JsonFetch",
     "ProviderClient",
     "ProviderResult",
+    "estimate_prompt_tokens",
+    "output_bound",
     "request_cost",
+    "usage_cost",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,9 +52,6 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=30.0, pool=10.0)
 _QUOTA_TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=10.0, pool=10.0)
 # Errors raised before a single byte reached the provider: nothing can have been spent.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
-_MONEY_UNITS = frozenset({"usd", "credits"})
-# The whole charge a request makes to a money window (see `request_cost`).
-MONEY_CHARGE_MILLI = 1
 
 
 class ChatMessage(BaseModel):
@@ -67,9 +71,35 @@ class ChatRequest(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
+    # Z.AI's reasoning switch, as the seeds show it: `{"type": "disabled"}`, or
+    # `{"type": "enabled", "budget_tokens": N}` to bound what reasoning may bill.
+    thinking: dict[str, str | int] | None = None
 
     def payload(self) -> dict[str, Any]:
         return {"stream": False, **self.model_dump(mode="json", exclude_none=True)}
+
+    @property
+    def output_bound(self) -> int | None:
+        return output_bound(self.max_tokens, self.thinking)
+
+
+def output_bound(max_tokens: int | None, thinking: Mapping[str, str | int] | None) -> int | None:
+    """The most completion tokens (reasoning included) a call can bill: `max_tokens`,
+    plus the thinking budget when thinking is on, since providers differ on whether
+    reasoning counts inside `max_tokens`. None: unbounded."""
+    if max_tokens is None:
+        return None
+    thinking = thinking or {}
+    if thinking.get("type") == "disabled":
+        return max_tokens
+    budget = thinking.get("budget_tokens")
+    return max_tokens + budget if isinstance(budget, int) else None
+
+
+def estimate_prompt_tokens(request: ChatRequest, chars_per_token: float = 4.0) -> int:
+    """Characters / 4 per message, as the planner counts: the estimate the learned
+    input bound (`scheduler.quota.tokenbound`) multiplies."""
+    return sum(math.ceil(len(m.content) / chars_per_token) for m in request.messages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +120,9 @@ class ProviderResult:
     started_at: dt.datetime
     cost: dict[str, int] | None = None
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # The latest instant the provider may have counted the request at (calendar time):
+    # a credit plan charges the highest time factor from `started_at` to it.
+    arrival_until: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,19 +132,6 @@ class JsonFetch:
     status: int | None
     data: object
     error: str | None = None
-
-
-def request_cost(account: Account, model: str, when: dt.datetime | None = None) -> dict[str, int]:
-    """The acquire-time charge per window: the model's weight in every request window.
-
-    A request's dollar cost is unknown until its tokens are, so money windows (`usd`,
-    `credits`) follow the provider's own numbers (`x-synthetic-quotas` and quota polls,
-    through `Limiter.sync`) and are charged only a token milli-unit: a zero cost would
-    fit even a window the provider reports spent.
-    """
-    plan = account.effective_plan
-    weight = plan.cost_milli(model, when)
-    return {w.name: MONEY_CHARGE_MILLI if w.unit in _MONEY_UNITS else weight for w in plan.windows}
 
 
 class ProviderClient:
@@ -124,10 +144,12 @@ class ProviderClient:
         env: Mapping[str, str] = os.environ,
         transport: httpx.BaseTransport | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        calendar: Callable[[], Calendar] = lambda: IDENTITY,
     ) -> None:
         self.account = account
         self._env = env
         self.timeout = timeout
+        self.calendar = calendar
         # httpx retries nothing by default; `retries=0` says so where a reader looks.
         self._http = httpx.Client(
             transport=transport or httpx.HTTPTransport(retries=0),
@@ -155,11 +177,11 @@ class ProviderClient:
 
         `now_ms` (the caller's clock at the start) anchors relative reset hints such
         as `Retry-After` and the time-of-day cost weight, so the settled cost matches
-        the estimate the caller charged; without it the local clock is used.
+        the estimate the caller charged; without it the local clock is used. It is read
+        on the calendar (`scheduler.quota.timeofday`), which a simulation compresses.
         """
-        started = dt.datetime.now(dt.UTC)
-        if now_ms is not None:
-            started = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
+        calendar = self.calendar()
+        started = calendar.at(now_ms if now_ms is not None else time.time_ns() // 1_000_000)
         t0 = time.monotonic()
         key = self._key()
         if key is None:
@@ -198,15 +220,22 @@ class ProviderClient:
             result = dataclasses.replace(result, cost=self.actual_cost(result))
         return result
 
-    def actual_cost(self, result: ProviderResult) -> dict[str, int]:
+    def arrival_until(self, started: dt.datetime) -> dt.datetime:
+        """The latest arrival a grant made at `started` can have: the arrival margin
+        later, on the calendar."""
+        return started + self.calendar().span(self.account.policy.arrival_margin_ms)
+
+    def actual_cost(self, result: ProviderResult) -> dict[str, int] | None:
         """The hook for usage-based settling: cost per plan window, in milli-units.
 
         Request-counted windows cost the model's weight at the time of the call (peak
-        hours included). Money windows keep their token charge: pricing tokens
-        needs per-model prices the plans do not carry yet, so a subclass that knows
-        them overrides this; until then the provider's quota numbers correct the view.
+        hours included); credit windows the call's tokens as `usage` reports them, at
+        its model's price and the time factor its grant paid (`usage_cost`). None keeps
+        the grant's charge (a credit plan's answer without token counts).
         """
-        return request_cost(self.account, result.model, result.started_at)
+        usage = result.classified.usage or Usage()
+        until = result.arrival_until or self.arrival_until(result.started_at)
+        return usage_cost(self.account, result.model, usage, result.started_at, until)
 
     def get_json(self, url: str, *, auth: Literal["bearer", "raw"] = "bearer") -> JsonFetch:
         """A GET with the account's key (Z.AI's quota endpoint wants it without `Bearer`).
@@ -287,6 +316,7 @@ class ProviderClient:
             sent=sent,
             started_at=started,
             headers=headers or {},
+            arrival_until=self.arrival_until(started),
         )
 
 

@@ -7,31 +7,48 @@ costs nothing. Each reading goes through `Limiter.sync`, which only ever moves t
 local view toward the more pessimistic number, so a stale or odd reading can never
 hand out budget the limiter would not have.
 
-The endpoints' shapes drift (Synthetic's legacy `subscription` versus
-`rollingFiveHourLimit`/`weeklyTokenLimit`; Z.AI dropped counts and added windows), so
-every field is optional and anything unrecognised is skipped, never raised.
+The endpoints' shapes drift (`quota_answers` reads them); an answer with nothing in it
+(Synthetic's `{}` to an API key since about 2026-09-14) is "no reading" and changes
+nothing. Every reading applied, and every empty answer, is recorded with its source
+and time (`scheduler.quota.readings`) for `inspect`; a Z.AI answer also says whether
+the key is a V2 (prompts) or V3 (credits) key, which is checked against the plan.
+
+Polling: after a quota refusal, and on a credit plan also every `interval_ms` while
+busy (after the calls that finish then), once per account for all workers together
+(they share the interval through Redis). Z.AI sends no quota header, so on its credit
+plans the endpoint is the only way to see spending reviewq did not grant before it
+turns into a 1308: they are polled every minute (`CREDIT_POLL_INTERVAL_MS`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
-from scheduler.quota.limiter import Limiter
+from scheduler.quota.limiter import LIMITER_PREFIX, Limiter
 from scheduler.quota.plans import Plan, Window
+from scheduler.quota.readings import Detection, ProviderReadings, WindowReading
 from workers.providers.client import ProviderClient, ProviderResult
-from workers.providers.resets import as_json, parse_epoch, parse_iso8601
+from workers.providers.quota_answers import (
+    QuotaReading,
+    is_empty_answer,
+    parse_synthetic,
+    parse_zai,
+    zai_key_kind,
+)
 
 __all__ = [
+    "CREDIT_POLL_INTERVAL_MS",
     "DEFAULT_POLL_INTERVAL_MS",
     "QuotaPoller",
     "QuotaReading",
     "Synced",
     "apply_readings",
+    "default_poll_interval_ms",
     "default_window_map",
     "parse_synthetic",
     "parse_zai",
@@ -40,31 +57,17 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL_MS = 180_000
+# A person's coding tool on a shared Lite key can burn about a credit a second at
+# peak (calls of ~20k input tokens every ~10 s at GLM-5.1's 6.9/10k: reviewq estimate,
+# 2026-12); a minute of that unseen is ~60 credits, 3 % of Lite's 5-hour window, which
+# a headroom of 5 % covers. The endpoint costs no quota; one GET a minute per account.
+CREDIT_POLL_INTERVAL_MS = 60_000
 _HOUR_MS, _WEEK_MS = 3_600_000, 7 * 86_400_000
 _MONEY = frozenset({"usd", "credits"})
-_MONEY_TEXT = re.compile(r"^\s*\$?\s*(-?[\d,]*\.?\d+)\s*$")
-# Z.AI's TIME_LIMIT is the monthly MCP tool allowance; it never gates completions.
-_ZAI_TYPES = frozenset({"TOKENS_LIMIT", "CREDIT_LIMIT"})
 _SYN_HEADER = "x-synthetic-quotas"
+_HEADER_SOURCE = "x-synthetic-quotas header"
 
-ReadingUnit = Literal["requests", "usd", "percent"]
 _Parser = Callable[[object], "list[QuotaReading]"]
-
-
-@dataclass(frozen=True, slots=True)
-class QuotaReading:
-    """One provider window as the provider reports it, in milli-units of `unit`.
-
-    `window` is the provider's name for it (`rollingFiveHourLimit`, `weeklyTokenLimit`,
-    `subscription`, or Z.AI's `unit:3`/`unit:6`); a window map turns it into a plan
-    window. `percent` readings carry only a fraction (limit 100 000 = 100 %).
-    """
-
-    window: str
-    used_milli: int
-    limit_milli: int
-    reset_at_ms: int | None
-    unit: ReadingUnit = "requests"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,121 +80,39 @@ class Synced:
     moved: bool
 
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        match = _MONEY_TEXT.match(value)
-        value = float(match[1].replace(",", "")) if match else None
-    if isinstance(value, int | float) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def _milli(value: float) -> int:
-    return max(0, math.ceil(value * 1000 - 1e-6))
-
-
-def _reading(
-    window: str, used: float, limit: float, reset: int | None, unit: ReadingUnit
-) -> QuotaReading | None:
-    if limit <= 0:
-        return None
-    used = min(max(used, 0.0), limit)
-    return QuotaReading(window, _milli(used), _milli(limit), reset, unit)
-
-
-def _synthetic_rolling(data: Mapping[str, object]) -> QuotaReading | None:
-    block = data.get("rollingFiveHourLimit")
-    if isinstance(block, Mapping):
-        top, left = _number(block.get("max")), _number(block.get("remaining"))
-        if top is None:
-            return None
-        used = top if block.get("limited") is True or left is None else top - left
-        reset = parse_iso8601(block.get("nextTickAt"))
-        return _reading("rollingFiveHourLimit", used, top, reset, "requests")
-    legacy = data.get("subscription")
-    if isinstance(legacy, Mapping):
-        top, used_n = _number(legacy.get("limit")), _number(legacy.get("requests"))
-        if top is None or used_n is None:
-            return None
-        reset = parse_iso8601(legacy.get("renewsAt"))
-        return _reading("subscription", used_n, top, reset, "requests")
-    return None
-
-
-def _synthetic_credits(data: Mapping[str, object]) -> QuotaReading | None:
-    block = data.get("weeklyTokenLimit")
-    if not isinstance(block, Mapping):
-        return None
-    reset = parse_iso8601(block.get("nextRegenAt"))
-    top, left = _number(block.get("maxCredits")), _number(block.get("remainingCredits"))
-    if top is not None and left is not None:
-        return _reading("weeklyTokenLimit", top - left, top, reset, "usd")
-    pct_left = _number(block.get("percentRemaining"))
-    if pct_left is None:
-        return None
-    return _reading("weeklyTokenLimit", 100 - pct_left, 100, reset, "percent")
-
-
-def parse_synthetic(data: object) -> list[QuotaReading]:
-    """`/v2/quotas` or the `x-synthetic-quotas` header (already JSON-decoded or text).
-
-    The legacy `subscription` block counts only when the newer one is absent, as in
-    `synthetic_reset`: both describe the same request quota.
-    """
-    data = as_json(data)
-    if not isinstance(data, Mapping):
-        return []
-    found = (_synthetic_rolling(data), _synthetic_credits(data))
-    return [r for r in found if r is not None]
-
-
-def _zai_entry(entry: Mapping[str, object]) -> QuotaReading | None:
-    unit = entry.get("unit")
-    if entry.get("type") not in _ZAI_TYPES or isinstance(unit, bool) or not isinstance(unit, int):
-        return None
-    pct = _number(entry.get("percentage"))
-    if pct is None:  # older shape: counts instead of a percentage
-        top, cur = _number(entry.get("usage")), _number(entry.get("currentValue"))
-        if not top or cur is None:
-            return None
-        pct = 100 * cur / top
-    reset = parse_epoch(entry.get("nextResetTime"))
-    return _reading(f"unit:{unit}", pct, 100, reset, "percent")
-
-
-def parse_zai(data: object) -> list[QuotaReading]:
-    """`GET /api/monitor/usage/quota/limit`: `data.limits[]` with `unit` 3 = hours,
-    5 = month, 6 = week, and a used `percentage` (the counts were removed in 2026)."""
-    data = as_json(data)
-    inner = data.get("data") if isinstance(data, Mapping) else None
-    limits = inner.get("limits") if isinstance(inner, Mapping) else None
-    if not isinstance(limits, list):
-        return []
-    found = (_zai_entry(e) for e in limits if isinstance(e, Mapping))
-    return [r for r in found if r is not None]
+def default_poll_interval_ms(plan: Plan) -> int:
+    return CREDIT_POLL_INTERVAL_MS if plan.credit_windows else DEFAULT_POLL_INTERVAL_MS
 
 
 def default_window_map(plan: Plan) -> dict[str, str]:
     """Provider window -> plan window, by duration and unit rather than by name, so a
-    renamed or user-defined window still receives its provider's numbers."""
+    renamed or user-defined window still receives its provider's numbers. A reading
+    whose kind the plan lacks (a V3 key's credits on a V2 prompt plan, say) still
+    feeds the window of the same length, as the fraction of it that is used."""
     five_h = _pick(plan, _HOUR_MS * 5, money=False) or _pick(plan, _HOUR_MS * 5)
     weekly = _pick(plan, _WEEK_MS, money=False) or _pick(plan, _WEEK_MS)
     credits = next((w for w in plan.windows if w.unit in _MONEY), None)
+    credits_5h = _pick(plan, _HOUR_MS * 5, unit="credits") or five_h
+    credits_week = _pick(plan, _WEEK_MS, unit="credits") or weekly
     pairs = {
         "rollingFiveHourLimit": five_h,
         "subscription": five_h,
         "weeklyTokenLimit": credits,
         "unit:3": five_h,
         "unit:6": weekly,
+        "credits:3": credits_5h,
+        "credits:6": credits_week,
     }
     return {src: w.name for src, w in pairs.items() if w is not None}
 
 
-def _pick(plan: Plan, duration_ms: int, *, money: bool | None = None) -> Window | None:
+def _pick(
+    plan: Plan, duration_ms: int, *, money: bool | None = None, unit: str | None = None
+) -> Window | None:
     for w in plan.windows:
-        if w.duration_ms == duration_ms and (money is None or (w.unit in _MONEY) == money):
+        if w.duration_ms != duration_ms or (unit is not None and w.unit != unit):
+            continue
+        if money is None or (w.unit in _MONEY) == money:
             return w
     return None
 
@@ -237,12 +158,38 @@ def _describe(synced: list[Synced]) -> str:
     return " ".join(f"{s.plan_window}={s.used_milli}{'*' if s.moved else ''}" for s in synced)
 
 
+def _noted(synced: list[Synced], source: str, now_ms: int) -> list[WindowReading]:
+    return [
+        WindowReading(
+            s.plan_window,
+            source,
+            now_ms,
+            s.reading.used_milli,
+            s.reading.limit_milli,
+            s.reading.reset_at_ms,
+            s.moved,
+        )
+        for s in synced
+    ]
+
+
+def _configured(plan: Plan) -> str:
+    return "credits" if plan.credit_windows else "prompts"
+
+
+def _suggest(kind: str, level: str | None, plan: Plan) -> str:
+    tier = level or next((t for t in ("lite", "pro", "max") if t in plan.name), "pro")
+    return f"zai-{tier}-v3" if kind == "credits" else f"zai-{tier}"
+
+
 class QuotaPoller:
     """Keeps one account's limiter in step with the provider's numbers.
 
-    The worker loop calls `maybe_poll(now_ms)`; it polls at worker start, after any
-    429 (`observe` notes it), and every `interval_ms` while busy. No thread: a poll is
-    one quick GET, and a worker that does nothing needs no fresh numbers.
+    The worker calls `maybe_poll(now_ms)` after each call on a credit plan
+    (`polls_while_busy`) and after a quota refusal; it polls at worker start, after any
+    429 (`observe` notes it), and every `interval_ms` while busy, one worker per
+    interval for the whole deployment (`ProviderReadings.claim_poll`). No thread:
+    a poll is one quick GET, and a worker that does nothing needs no fresh numbers.
 
     `window_map` entries override `default_window_map`; map a provider window to ""
     to ignore it.
@@ -253,21 +200,34 @@ class QuotaPoller:
         client: ProviderClient,
         limiter: Limiter,
         *,
-        interval_ms: int = DEFAULT_POLL_INTERVAL_MS,
+        interval_ms: int | None = None,
         window_map: Mapping[str, str] | None = None,
+        readings: ProviderReadings | None = None,
     ) -> None:
+        interval_ms = interval_ms or default_poll_interval_ms(limiter.plan)
         if interval_ms <= 0:
             raise ValueError(f"interval_ms must be positive, got {interval_ms}")
         self.client = client
         self.limiter = limiter
         self.interval_ms = interval_ms
         self.window_map = {**default_window_map(limiter.plan), **(window_map or {})}
+        self.readings = readings or ProviderReadings(
+            limiter.redis, limiter.account, key_prefix=LIMITER_PREFIX
+        )
         self.last_poll_ms: int | None = None
         self.poll_requested = False
+        self._warned: Detection | None = None
 
     @property
     def provider(self) -> str:
         return self.client.account.provider
+
+    @property
+    def polls_while_busy(self) -> bool:
+        """A credit plan's cost is known only from the provider's count, and Z.AI sends
+        it in no header: such a plan is polled after every call, once per interval.
+        Request plans are polled at the first call and after a 429, as before."""
+        return bool(self.limiter.plan.credit_windows)
 
     def due(self, now_ms: int, *, busy: bool = True) -> bool:
         if self.last_poll_ms is None or self.poll_requested:
@@ -275,8 +235,13 @@ class QuotaPoller:
         return busy and now_ms - self.last_poll_ms >= self.interval_ms
 
     def maybe_poll(self, now_ms: int, *, busy: bool = True) -> list[Synced] | None:
-        """Poll if due; None when it was not."""
-        return self.poll(now_ms) if self.due(now_ms, busy=busy) else None
+        """Poll if due and no other worker polled within the interval; None when not."""
+        if not self.due(now_ms, busy=busy):
+            return None
+        if not self.poll_requested and not self.readings.claim_poll(now_ms, self.interval_ms):
+            self.last_poll_ms = now_ms  # another worker has just polled
+            return None
+        return self.poll(now_ms)
 
     def request_poll(self) -> None:
         self.poll_requested = True
@@ -293,7 +258,20 @@ class QuotaPoller:
         if fetched.error is not None:
             log.warning("quota poll failed account=%s: %s", self.client.account.name, fetched.error)
             return []
-        return apply_readings(self.limiter, parse(fetched.data), now_ms, self.window_map)
+        source = f"GET {urlsplit(url).path}"
+        if self.provider == "zai":
+            self._detect(fetched.data, now_ms)
+        found = parse(fetched.data)
+        synced = apply_readings(self.limiter, found, now_ms, self.window_map)
+        empty = [source] if not found and is_empty_answer(fetched.data) else []
+        if empty:
+            log.info("quota poll account=%s: %s answered with no reading", self.name, source)
+        self.readings.note(_noted(synced, source, now_ms), empty, now_ms)
+        return synced
+
+    @property
+    def name(self) -> str:
+        return self.client.account.name
 
     def observe(self, result: ProviderResult, now_ms: int) -> list[Synced]:
         """Use what a completion response says about the quota; any 429 asks for a poll."""
@@ -302,7 +280,35 @@ class QuotaPoller:
         header = result.headers.get(_SYN_HEADER)
         if header is None:
             return []
-        return apply_readings(self.limiter, parse_synthetic(header), now_ms, self.window_map)
+        found = parse_synthetic(header)
+        synced = apply_readings(self.limiter, found, now_ms, self.window_map)
+        empty = [_HEADER_SOURCE] if not found and is_empty_answer(header) else []
+        self.readings.note(_noted(synced, _HEADER_SOURCE, now_ms), empty, now_ms)
+        return synced
+
+    def _detect(self, data: object, now_ms: int) -> None:
+        """A V2 (prompts) or V3 (credits) key against the plan the config names: said
+        in the worker log (once per change), and kept for `inspect` and `/metrics`."""
+        kind, level = zai_key_kind(data)
+        if kind is None:
+            return
+        plan = self.limiter.plan
+        configured = _configured(plan)
+        suggested = _suggest(kind, level, plan) if kind != configured else None
+        found = Detection(kind, configured, level, suggested, now_ms)
+        self.readings.note_detection(found)
+        if found.mismatch and (self._warned is None or self._warned.suggested != suggested):
+            log.warning(
+                "account %s: its key is a Z.AI %s key (quota endpoint: %s), but plan %r "
+                "counts %s; use plan = %r",
+                self.name,
+                "V3 credit" if kind == "credits" else "V2 prompt",
+                "CREDIT_LIMIT" if kind == "credits" else "TOKENS_LIMIT",
+                plan.name,
+                configured,
+                suggested,
+            )
+        self._warned = found if found.mismatch else None
 
     def _endpoint(self) -> tuple[str, Literal["bearer", "raw"], _Parser] | None:
         origin = self.client.origin

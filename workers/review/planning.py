@@ -16,13 +16,13 @@ import datetime as dt
 import math
 import posixpath
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from scheduler.config.planning import PlanningConfig
 from scheduler.quota.plans import Account
-from workers.providers.client import ChatMessage, ChatRequest, request_cost
+from workers.providers.client import CallBound, ChatMessage, ChatRequest, request_cost
 from workers.review.changes import ChangedFile
 from workers.review.plan import PlannedMessage, ReviewPlan, SkippedFile
 from workers.review.skiprules import degraded_note, headline, rank_by_risk, triage
@@ -324,20 +324,44 @@ def _capped_note(kept: int, full: int, cap: int) -> str:
 
 
 def estimate(
-    plan: ReviewPlan, account: Account, model: str, *, when: dt.datetime | None = None
+    plan: ReviewPlan,
+    account: Account,
+    model: str,
+    *,
+    when: dt.datetime | None = None,
+    output_tokens: int | None = None,
 ) -> dict[str, int]:
     """Milli-units the plan charges each window of `account`'s plan for `model`: each
     message is one request, charged what `request_cost` says at `when` (now by default;
-    one instant for all, so a peak-hour boundary cannot split the sum)."""
+    one instant for all, so a peak-hour boundary cannot split the sum). A credit window
+    is charged each message's planned tokens plus `output_tokens` at the plan's highest
+    time factor: an upper estimate, as a grant reserves."""
     when = when or dt.datetime.now(dt.UTC)
+    factors = account.plan.time_factors
+    # From the factor at `when` to the highest one: credits scale with the factor.
+    rescale = 1.0
+    if factors is not None:
+        rescale = max(factors.peak_factor, factors.off_peak_factor) / factors.factor_at(when)
+    credit_windows = {w.name for w in account.effective_plan.credit_windows}
     totals = dict.fromkeys((w.name for w in account.effective_plan.windows), 0)
-    for _message in plan.messages:
-        for window, cost in request_cost(account, model, when).items():
-            totals[window] = totals.get(window, 0) + cost
+    for message in plan.messages:
+        bound = None
+        if output_tokens is not None:
+            bound = CallBound(input=message.tokens, output=output_tokens, estimated=message.tokens)
+        for window, milli in request_cost(account, model, when, bound=bound).items():
+            if bound is not None and window in credit_windows:
+                milli = math.ceil(milli * rescale)
+            totals[window] = totals.get(window, 0) + milli
     return totals
 
 
-def build_request(message: PlannedMessage, *, model: str, max_tokens: int = 2048) -> ChatRequest:
+def build_request(
+    message: PlannedMessage,
+    *,
+    model: str,
+    max_tokens: int = 2048,
+    thinking: Mapping[str, str | int] | None = None,
+) -> ChatRequest:
     """The chat request for one planned message: its system prompt and text, as planned
     (so `message.tokens` stays an honest estimate of what is sent)."""
     system = SUMMARY_SYSTEM_PROMPT if message.kind == "summary" else DIFF_SYSTEM_PROMPT
@@ -348,4 +372,5 @@ def build_request(message: PlannedMessage, *, model: str, max_tokens: int = 2048
             ChatMessage(role="user", content=message.text),
         ),
         max_tokens=max_tokens,
+        thinking=None if thinking is None else dict(thinking),
     )

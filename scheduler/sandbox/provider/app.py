@@ -25,6 +25,7 @@ from scheduler.sandbox.provider import flavours
 from scheduler.sandbox.provider.clock import SimClock
 from scheduler.sandbox.provider.config import ProviderConfig
 from scheduler.sandbox.provider.control import control_routes
+from scheduler.sandbox.provider.credits import CallTokens
 from scheduler.sandbox.provider.flavours import Reply
 from scheduler.sandbox.provider.quotas import openai_headers, synthetic_header
 from scheduler.sandbox.provider.review import completion
@@ -113,17 +114,34 @@ async def chat_completions(request: Request) -> Response:
     refused = _screen(sim, model)
     if refused is not None:
         return _respond(sim, now, model, refused)
-    cost = cfg.cost_milli(model, sim.clock.calendar(now))
-    verdict = sim.check_windows(now, cost)
+    tokens, cost = _metered(sim, data, now)
+    if cost is None:
+        return _respond(sim, now, model, flavours.not_in_plan(model))
+    # A credit plan admits a call while any credit is left and bills it all at arrival.
+    verdict = sim.check_windows(now, 1 if tokens is not None else cost)
     if verdict is not None:
         sim.quota_refusals[sim.refusal_cause(now, cost)] += 1
         reply = flavours.window_exhausted(cfg.flavour, verdict, sim.clock, now)
         return _respond(sim, now, model, reply, verdict=verdict)
     cold = sim.admit(now, model, cost)
+    if tokens is not None:
+        sim.bill(tokens, cost)
     try:
-        return await _serve(sim, now, model, data["messages"], cost, cold)
+        return await _serve(sim, now, model, data["messages"], cost, cold, tokens)
     finally:
         sim.release(model)
+
+
+def _metered(
+    sim: Simulator, data: dict[str, Any], now: float
+) -> tuple[CallTokens | None, int | None]:
+    """(tokens, cost): a credit plan's call in credits at the calendar's time factor,
+    else the plan's weight for the model (tokens None)."""
+    model, when = data["model"], sim.clock.calendar(now)
+    if sim.meter is None:
+        return None, sim.config.cost_milli(model, when)
+    tokens = sim.meter.tokens(data, now)
+    return tokens, sim.meter.credits_milli(model, tokens, when)
 
 
 def _screen(sim: Simulator, model: str) -> Reply | None:
@@ -143,7 +161,13 @@ def _screen(sim: Simulator, model: str) -> Reply | None:
 
 
 async def _serve(
-    sim: Simulator, at: float, model: str, messages: list[Any], cost: int, cold: bool
+    sim: Simulator,
+    at: float,
+    model: str,
+    messages: list[Any],
+    cost: int,
+    cold: bool,
+    tokens: CallTokens | None = None,
 ) -> Response:
     """Hold the slot for the simulated latency, then answer (or misbehave)."""
     faults = sim.config.faults
@@ -164,6 +188,8 @@ async def _serve(
     body = completion(
         model, messages, created=int(time.time()), completion_id=uuid.uuid4().hex[:24]
     )
+    if tokens is not None:
+        body["usage"] = tokens.usage()
     reply = flavours.json_reply(200, body, "late" if timeout else None)
     if timeout and faults.timeout_action == "drop":
         sim.record(at, model, 0, "dropped", cost)

@@ -45,6 +45,9 @@ class SimClock:
         self._t0 = monotonic()
         self.wall_start = time.time() if wall_start is None else wall_start
         self.skipped = 0.0
+        # The calendar (peak hours) reads `calendar_start + sim - calendar_at` (epoch s);
+        # by default it starts at the wall clock when the server starts.
+        self.calendar_start, self.calendar_at = self.wall_start, 0.0
 
     def now(self) -> float:
         """Simulated seconds since the server started."""
@@ -66,7 +69,12 @@ class SimClock:
 
     def calendar(self, sim: float) -> dt.datetime:
         """The simulated date and time, for rules that depend on the hour of day."""
-        return dt.datetime.fromtimestamp(self.wall_start + sim, dt.UTC)
+        return dt.datetime.fromtimestamp(self.calendar_start + sim - self.calendar_at, dt.UTC)
+
+    def set_calendar(self, start: float, at_sim: float) -> None:
+        """From simulated instant `at_sim` on, the calendar reads `start` (epoch s) and
+        runs with simulated time: a scenario's `start_at`."""
+        self.calendar_start, self.calendar_at = start, at_sim
 
 
 def epoch_ms(wall: float) -> int:

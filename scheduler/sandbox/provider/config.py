@@ -39,7 +39,16 @@ DEFAULT_MODELS: dict[Flavour, tuple[str, ...]] = {
         "hf:deepseek-ai/DeepSeek-V3.1",
         "hf:Qwen/Qwen3-Coder-480B-A35B-Instruct",
     ),
-    "zai": ("glm-4.6", "glm-4.5-air", "glm-5"),
+    "zai": (
+        "glm-4.6",
+        "glm-4.5-air",
+        "glm-5",
+        "glm-4.7",
+        "glm-5.1",
+        "glm-5.2",
+        "glm-5.3",
+        "glm-5-turbo",
+    ),
     "openai": ("gpt-4.1", "gpt-4.1-mini"),
 }
 
@@ -105,6 +114,13 @@ class ProviderConfig(_Model):
     faults: Faults = Faults()
     provider_quota: tuple[Window, ...] | None = None
     concurrency: int | None = Field(default=None, ge=1)
+    # Synthetic's `/v2/quotas` answers an API key `{}` since about 2026-09-14.
+    quota_endpoint_empty: bool = False
+
+    @property
+    def credit_metered(self) -> bool:
+        """A Z.AI V3 key: every call billed in credits from its tokens (`credits`)."""
+        return self.flavour == "zai" and any(w.unit == "credits" for w in self.plan.windows)
 
     def key_matches(self, header: str | None, *, raw_ok: bool = False) -> bool:
         """`Bearer <key>`; Z.AI's quota endpoint also takes the raw key."""

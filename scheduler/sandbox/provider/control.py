@@ -39,6 +39,8 @@ async def synthetic_quota_view(request: Request) -> Response:
     if (denied := _authorized(request, raw_ok=False)) is not None:
         return denied
     sim = _sim(request)
+    if sim.config.quota_endpoint_empty:  # an API key since about 2026-09-14
+        return JSONResponse({})
     one = round(sim.config.plan.default_weight * 1000)
     return JSONResponse(synthetic_quotas(sim.windows, sim.clock.now(), sim.clock, one))
 
@@ -48,8 +50,15 @@ async def zai_quota_view(request: Request) -> Response:
     if (denied := _authorized(request, raw_ok=True)) is not None:
         return denied
     sim = _sim(request)
-    one = round(sim.config.plan.default_weight * 1000)
-    return JSONResponse(zai_quota_limits(sim.windows, sim.clock.now(), sim.clock, one))
+    one = 1 if sim.config.credit_metered else round(sim.config.plan.default_weight * 1000)
+    level = _level(sim.config.plan.name) if sim.config.credit_metered else None
+    view = zai_quota_limits(sim.windows, sim.clock.now(), sim.clock, one, level=level)
+    return JSONResponse(view)
+
+
+def _level(plan_name: str) -> str | None:
+    """The tier a V3 answer names, as the preset's name spells it."""
+    return next((t for t in ("lite", "pro", "max") if t in plan_name), None)
 
 
 async def stats(request: Request) -> Response:

@@ -25,6 +25,7 @@ __all__ = [
     "fair_use",
     "garbage",
     "json_reply",
+    "not_in_plan",
     "server_error",
     "unauthorized",
     "unknown_model",
@@ -102,6 +103,11 @@ def unknown_model(flavour: Flavour, model: str) -> Reply:
         return json_reply(404, {"error": f"Model not found: {model}"}, "model")
     message = f"The model `{model}` does not exist or you do not have access to it."
     return _openai(404, message, "invalid_request_error", "model_not_found", "model")
+
+
+def not_in_plan(model: str) -> Reply:
+    """Z.AI's 1311: a credit plan bills only the models its price table lists."""
+    return _zai(429, "1311", f"The model {model} is not included in your plan")
 
 
 def fair_use() -> Reply:

@@ -113,12 +113,20 @@ def _zai_unit(seconds: float) -> tuple[int, int | float]:
 
 
 def zai_quota_limits(
-    windows: list[SimWindow], now: float, clock: SimClock, one: int
+    windows: list[SimWindow],
+    now: float,
+    clock: SimClock,
+    one: int,
+    *,
+    level: str | None = None,
 ) -> dict[str, Any]:
     """`data.limits[]`: `percentage` never claims 100 before the window is really full.
 
     `nextResetTime` is when a default-weight request fits again if the window is used
     up, else when budget next comes back (a fresh window's end when nothing is spent).
+    A credit window (a V3 key) is a `CREDIT_LIMIT` entry with its counts in credits
+    (`usage` the allowance, `currentValue` used, `remaining`), and the answer names the
+    key's tier in `data.level`; a V2 key's windows are `TOKENS_LIMIT` percentages.
     """
     limits = []
     for window in windows:
@@ -130,11 +138,20 @@ def zai_quota_limits(
             release = window.next_release(now)
             when = release[0] if release else now + window.duration
         unit, number = _zai_unit(window.duration)
-        entry: dict[str, Any] = {"type": "TOKENS_LIMIT", "unit": unit, "number": number}
+        credits = window.unit == "credits"
+        kind = "CREDIT_LIMIT" if credits else "TOKENS_LIMIT"
+        entry: dict[str, Any] = {"type": kind, "unit": unit, "number": number}
+        if credits:
+            entry["usage"] = _units(window.limit)
+            entry["currentValue"] = _units(used)
+            entry["remaining"] = _units(max(window.limit - used, 0))
         entry["percentage"] = min(100, math.floor(used * 100 / window.limit))
         entry["nextResetTime"] = epoch_ms(clock.wall_at(when))
         limits.append(entry)
-    return {"data": {"limits": limits}}
+    data: dict[str, Any] = {"limits": limits}
+    if level is not None:
+        data["level"] = level
+    return {"data": data, "success": True}
 
 
 def openai_headers(

@@ -14,6 +14,7 @@ from typing import Any
 
 from scheduler.sandbox.provider.clock import SimClock
 from scheduler.sandbox.provider.config import ProviderConfig
+from scheduler.sandbox.provider.credits import CallTokens, CreditMeter
 from scheduler.sandbox.provider.windows import (
     SimWindow,
     build_window,
@@ -59,6 +60,7 @@ class Simulator:
         self.config = config
         self.clock = clock or SimClock(config.time_scale)
         self.in_flight: Counter[str] = Counter()
+        self.meter = CreditMeter(config.plan, config.seed) if config.credit_metered else None
         self.reset()
 
     def reset(self) -> None:
@@ -73,6 +75,10 @@ class Simulator:
         self.max_in_flight = sum(self.in_flight.values())
         self.max_in_flight_by_model: Counter[str] = Counter(self.in_flight)
         self.last_busy: float | None = None
+        # Credit plans: what the provider billed for chat requests (milli-credits), and
+        # the tokens it counted.
+        self.credits_charged = 0
+        self.tokens: Counter[str] = Counter()
         seed = self.config.seed
         self.latency_rng = random.Random(seed)
         self.fault_rng = random.Random(None if seed is None else seed + 1)
@@ -146,6 +152,16 @@ class Simulator:
                 worst = Verdict(window, free)
         return worst
 
+    def bill(self, tokens: CallTokens, cost: int) -> None:
+        """Count a credit plan's call: its credits and tokens (charged by `admit`)."""
+        self.credits_charged += cost
+        self.tokens.update(
+            prompt=tokens.prompt,
+            cached=tokens.cached,
+            completion=tokens.completion,
+            reasoning=tokens.reasoning,
+        )
+
     def admit(self, now: float, model: str, cost: int) -> bool:
         """Charge every window and take a slot; True if the provider was cold."""
         cold = self.is_cold(now)
@@ -205,6 +221,8 @@ class Simulator:
             "faults": dict(self.fault_counts),
             "quota_refusals": dict(self.quota_refusals),
             "in_flight": self.total_in_flight,
+            "credits_charged": self.credits_charged,
+            "tokens": dict(self.tokens),
             "max_in_flight": {
                 "overall": self.max_in_flight,
                 "by_model": dict(self.max_in_flight_by_model),
