@@ -23,6 +23,7 @@ __all__ = [
     "Write",
     "enqueue_plan",
     "enqueue_pr",
+    "head_moved",
     "plan_job_id",
 ]
 
@@ -42,6 +43,7 @@ def enqueue_pr(
     also: Write | None = None,
     now_ms: int | None = None,
     again: bool = False,
+    if_moved: bool = False,
 ) -> bool:
     """Queue planning of `ref` at its head SHA; False if that head is already queued,
     or was reviewed already (a redelivered or replayed event, a reopen), unless
@@ -58,6 +60,11 @@ def enqueue_pr(
     marks its delivery id done there. `now_ms` is Redis's clock if the caller has
     just read it (the webhook, with its delivery claim). Round trips: TIME unless
     given, WATCH, two reads, EXEC.
+
+    `if_moved`: the event said nothing about the code (a label or title edit), so the
+    head is queued only when it moved past a head whose review ended (a push whose
+    delivery was lost); never for a PR reviewq does not hold, nor while another head is
+    still under review (an edit's old head must not supersede a newer push).
     """
     now = admission.now_ms() if now_ms is None else now_ms
 
@@ -66,15 +73,29 @@ def enqueue_pr(
         if current is not None and current.ref.get("forge", ref.forge) != ref.forge:
             held = current.ref.get("forge")
             raise ForgeConflict(f"{ref.id!r} is held by a {held} PR, not a {ref.forge} one")
+        if if_moved and not head_moved(current, ref.head_sha):
+            return False
         if current and not _wanted(current, ref.head_sha, again):
             return False
-        admission.register_in(txn, ref.model_dump(mode="json"), ref.head_sha, now)
+        meta = admission.register_in(txn, ref.model_dump(mode="json"), ref.head_sha, now)
+        if source.get("now"):  # a person asked for it now: no wait for off-peak prices
+            meta.now = True
         txn.later(lambda p: enqueue_plan(admission, ref, source, pipeline=p))
         if also is not None:
             txn.later(also)
         return True
 
     return run_txn(admission.redis, admission.keys, ref.id, body)
+
+
+def head_moved(current: PrMeta | None, head_sha: str) -> bool:
+    """Whether `head_sha` is news for an event that said nothing about the code: the PR
+    is held at another head whose review ended (see `enqueue_pr`'s `if_moved`)."""
+    return (
+        current is not None
+        and current.head_sha != head_sha
+        and current.status in {"done", "cancelled"}
+    )
 
 
 def _wanted(current: PrMeta, head_sha: str, again: bool) -> bool:

@@ -112,7 +112,7 @@ def test_enqueue_github_errors(
         ([f"{unique}/app#5"], {}, 2, f"{TOKEN_ENV} is not set"),
         ([f"{unique}/app#5"], {TOKEN_ENV: "wrong"}, 2, "was refused by GitHub"),
         (["app#3"], env, 2, "is not a PR"),
-        (["https://gitlab.com/g/p/-/merge_requests/1"], env, 2, "only GitHub PRs"),
+        (["https://gitlab.com/g/p/-/merge_requests/1"], env, 2, "GITLAB_TOKEN is not set"),
         ([], env, 2, "give a PR"),
         ([f"{unique}/app#5", "--sha", "x"], env, 2, "go with --diff"),
     ]

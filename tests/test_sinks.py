@@ -327,3 +327,46 @@ def test_body_is_cut_to_githubs_limit_keeping_the_marker() -> None:
     assert len(body) == MAX_BODY_CHARS and body.startswith(marker)
     assert body.endswith("_(truncated: the review is longer than GitHub accepts)_")
     assert render_body(review(summary="  "), marker).endswith("_No general remarks._")
+
+
+# ------------------------------------------------------------ the rules, at their edges
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"forge": "gitlab"},
+        {"owner": None},
+        {"repo": None},
+        {"number": None},
+    ],
+)
+def test_github_needs_owner_repo_and_number(sink: GitHubSink, fields: dict[str, object]) -> None:
+    """The sink's own guard, behind the ref's validation (which a ref built without it,
+    `model_construct`, skips)."""
+    data = {"id": "octo/app#1", "head_sha": "abc0001", "owner": "octo", "repo": "app"}
+    data["number"] = 1
+    data.update(fields)
+    with pytest.raises(ValueError, match="not a GitHub PR"):
+        sink.post(review(), PullRequestRef.model_construct(**data))
+
+
+def test_github_post_results_are_booleans(fake: FakeGitHubServer, sink: GitHubSink) -> None:
+    first, second = sink.post(review(), ref()), sink.post(review(), ref())
+    assert (first.posted, first.already_posted) == (True, False)
+    assert (second.posted, second.already_posted) == (False, True)
+    assert first.posted is True and first.already_posted is False
+    assert second.posted is False and second.already_posted is True
+
+
+def test_stale_review_names_twelve_characters_of_its_commit() -> None:
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    marker = review_marker("octo/app#1", sha)
+    body = render_body(review(sha=sha, stale=True), marker)
+    assert "this review is of commit `0123456789ab`;" in body
+
+
+def test_log_sink_ttl_is_at_least_a_second(redis: redis_py.Redis, unique: str) -> None:
+    LogSink(redis, prefix=unique, ttl_s=1)
+    with pytest.raises(ValueError, match="ttl_s must be at least 1"):
+        LogSink(redis, prefix=unique, ttl_s=0)

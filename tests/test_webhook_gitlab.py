@@ -50,8 +50,8 @@ def test_event_uuid_dedupes_when_there_is_no_idempotency_key(hook: Hook) -> None
 def test_update_with_the_same_head_is_not_queued_again(hook: Hook) -> None:
     hook.gitlab(gl_mr("open"), delivery=delivery())
     title_edit = hook.gitlab(gl_mr("update"), delivery=delivery())
-    assert title_edit.status_code == 202 and title_edit.json()["status"] == "already_queued"
-    push = hook.gitlab(gl_mr("update", sha="d" * 40), delivery=delivery())
+    assert title_edit.status_code == 202 and title_edit.json()["status"] == "ignored"
+    push = hook.gitlab(gl_mr("update", sha="d" * 40, oldrev="b" * 40), delivery=delivery())
     assert push.json()["status"] == "enqueued"
     reopened = hook.gitlab(gl_mr("reopen", sha="e" * 40), delivery=delivery())
     assert reopened.json()["status"] == "enqueued"

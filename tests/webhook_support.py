@@ -153,17 +153,24 @@ def gl_mr(
     sha: str = "b" * 40,
     path: str = "group/sub/project",
     draft: bool = False,
+    oldrev: str | None = None,
 ) -> dict[str, Any]:
-    """The parts of a GitLab merge request event reviewq reads."""
+    """The parts of a GitLab merge request event reviewq reads; `oldrev` marks an
+    update as a push, as GitLab does."""
+    state = {"close": "closed", "merge": "merged"}.get(action, "opened")
+    attrs: dict[str, Any] = {
+        "iid": iid,
+        "action": action,
+        "state": state,
+        "draft": draft,
+        "work_in_progress": draft,
+        "last_commit": {"id": sha, "message": "change"},
+    }
+    if oldrev is not None:
+        attrs["oldrev"] = oldrev
     return {
         "object_kind": "merge_request",
         "event_type": "merge_request",
         "project": {"id": 42, "path_with_namespace": path},
-        "object_attributes": {
-            "iid": iid,
-            "action": action,
-            "draft": draft,
-            "work_in_progress": draft,
-            "last_commit": {"id": sha, "message": "change"},
-        },
+        "object_attributes": attrs,
     }

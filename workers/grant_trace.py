@@ -30,7 +30,7 @@ def write_grant_trace(
         return
     keys = rt.admission.keys
     for choice in grants:
-        cost = request_cost(choice.entry.account, rt.spec.model)
+        cost = dict(choice.cost) or request_cost(choice.entry.account, rt.spec.model)
         line = {
             "t_ms": choice.grant.now_ms,
             "pr": claimed.pr,

@@ -17,54 +17,51 @@ from __future__ import annotations
 import logging
 from typing import Any, cast
 
-from scheduler.admission import Claimed
+from scheduler.admission import Claimed, plan_deferral
 from scheduler.state.records import decode_messages
 from scheduler.state.refs import PullRequestRef
-from workers.forge.github import GitHubRateLimited, GitHubServerError, GitHubTransportError
-from workers.forge_retry import retry_finalize, retry_plan
+from workers.forge_retry import RETRYABLE, retry_finalize, retry_plan
 from workers.grant_trace import write_grant_trace
 from workers.heartbeat import Heartbeat
 from workers.plan_source import HEAD_CHECKS, HeadMoved, changed_files
 from workers.providers.attempt import Failed, Outcome, Parked, Retry, Served, Wait, attempt
-from workers.providers.client import request_cost
+from workers.providers.client import output_bound, request_cost
 from workers.providers.failover import Choice
 from workers.review.plan import PlannedMessage, ReviewPlan
 from workers.review.planning import build_request, estimate, plan_review
 from workers.review.replies import Reply, gather, parse_reply
 from workers.runtime import Runtime, runtime
 
-__all__ = ["GITLAB_UNSUPPORTED", "finalize_pr", "plan_pr", "review_message"]
+__all__ = ["finalize_pr", "plan_pr", "review_message"]
 
 log = logging.getLogger(__name__)
 
-GITLAB_UNSUPPORTED = (
-    "GitLab merge requests cannot be reviewed yet: reviewq has no GitLab client for "
-    "their files and comments; review the diff with `reviewq enqueue --diff FILE --pr ID`"
-)
-
 
 def plan_pr(prefix: str, ref_json: str, source: dict[str, Any], attempt: int = 0) -> str:
-    """From a PR's files to messages. `source` is `{"kind": "github"}` (list the files
-    over the API) or `{"kind": "diff", "text": ...}` (a local unified diff). `attempt`
-    counts reruns after GitHub could not list the files for now (see `retry_plan`)."""
+    """From a PR's files to messages. `source` is `{"kind": "github"}` or `{"kind":
+    "gitlab", ...}` (list the files over the forge's API) or `{"kind": "diff", "text":
+    ...}` (a local unified diff). `attempt` counts reruns after the forge could not list
+    the files for now (see `retry_plan`).
+
+    A plan job whose PR is no longer being planned at this head (closed, turned draft,
+    cancelled, moved on or planned already while the job waited) ends here, before it
+    asks the forge anything."""
     rt = _runtime(prefix)
     ref = PullRequestRef.model_validate_json(ref_json)
-    if source.get("kind") == "gitlab":
-        # Accepted at the door, but no GitLab client lists files or posts notes yet:
-        # say so on the PR (inspect, results) instead of failing the job every time.
-        rt.admission.cancel(ref.id, "unsupported", error=GITLAB_UNSUPPORTED)
-        log.warning("%s: %s", ref.id, GITLAB_UNSUPPORTED)
-        return GITLAB_UNSUPPORTED
+    meta = rt.admission.read_meta(ref.id)
+    if meta is None or meta.head_sha != ref.head_sha or meta.status != "planning":
+        return "stale: the PR is not being planned at this head"
     try:
         files = changed_files(rt, ref, source)
-    except (GitHubRateLimited, GitHubServerError, GitHubTransportError) as exc:
+    except RETRYABLE as exc:
         return retry_plan(rt, ref, source, attempt, exc)
     except HeadMoved as exc:
         return _head_moved(rt, ref, source, attempt, exc)
     plan = plan_review(files, rt.spec.planning, repo=_repo(ref), model=rt.spec.model)
     bodies = [m.model_dump_json() for m in plan.messages]
     info = plan.model_dump(mode="json", exclude={"messages"})
-    cost = estimate(plan, rt.route.entries[0].account, rt.spec.model)
+    output = output_bound(rt.spec.max_tokens, rt.spec.thinking)
+    cost = estimate(plan, rt.route.entries[0].account, rt.spec.model, output_tokens=output)
     gen = rt.admission.submit(
         ref.id, ref.head_sha, bodies, files=len(files), plan=info, estimate=cost
     )
@@ -114,8 +111,12 @@ def review_message(prefix: str, member: str, dispatch: int) -> str:
     claimed = rt.admission.claim(member, dispatch, rt.spec.claim_ms)
     if claimed is None:
         return "stale: this run was superseded, cancelled or already done"
+    if (deferred := _deferred(rt, claimed, dispatch)) is not None:
+        return deferred
     message = PlannedMessage.model_validate_json(claimed.body)
-    request = build_request(message, model=rt.spec.model, max_tokens=rt.spec.max_tokens)
+    request = build_request(
+        message, model=rt.spec.model, max_tokens=rt.spec.max_tokens, thinking=rt.spec.thinking
+    )
     grants: list[Choice] = []
     state = claimed.state
 
@@ -160,7 +161,7 @@ def _settle(
     adm, now = rt.admission, rt.admission.now_ms()
     if isinstance(outcome, Served):
         reply = parse_reply(outcome.content, message)
-        cost = _cost(rt, grants, outcome.account)
+        cost = outcome.cost or _cost(rt, grants, outcome.account)
         adm.finish(
             member,
             dispatch,
@@ -211,6 +212,20 @@ def _cost(rt: Runtime, grants: list[Choice], account: str) -> dict[str, int]:
         if choice.entry.name == account:
             return request_cost(choice.entry.account, rt.spec.model)
     return {}
+
+
+def _deferred(rt: Runtime, claimed: Claimed, dispatch: int) -> str | None:
+    """Park the message until off-peak if its PR is deferrable now (see
+    `scheduler.admission.offpeak`); else end any deferral the PR had."""
+    member, now = f"{claimed.pr}|{claimed.mid}", rt.admission.now_ms()
+    main = rt.route.entries[0].account
+    deferral = plan_deferral(claimed.meta, main, rt.calendar(), now)
+    if deferral is None:
+        if claimed.meta.deferred_since_ms is not None:
+            rt.admission.end_deferral(claimed.pr)
+        return None
+    rt.admission.defer(member, dispatch, deferral)
+    return deferral.reason
 
 
 def _park_error(rt: Runtime, claimed: Claimed, dispatch: int, exc: BaseException) -> None:
@@ -274,7 +289,7 @@ def finalize_pr(prefix: str, pr: str, gen: int, attempt: int = 0) -> str:
     )
     try:
         result = rt.sink.post(review, ref)
-    except (GitHubRateLimited, GitHubServerError, GitHubTransportError) as exc:
+    except RETRYABLE as exc:
         return retry_finalize(rt, pr, gen, attempt, exc)
     rt.admission.mark_finished(pr, gen)
     return "review posted" if result.posted else "review was already there"

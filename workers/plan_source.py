@@ -1,4 +1,5 @@
-"""Where a plan's files come from: a local diff, or GitHub after a check of the PR.
+"""Where a plan's files come from: a local diff, or the forge (GitHub, GitLab) after a
+check of the PR.
 
 The check runs before anything is listed, and so before any provider call: a webhook
 can be replayed, and a PR can close, turn draft or move on while its plan job waits
@@ -12,6 +13,8 @@ from typing import Any
 
 from scheduler.state.refs import PullRequestRef
 from workers.forge.github import GitHubClient, PullRequestInfo
+from workers.forge.gitlab import MergeRequestInfo
+from workers.forge.gitlab_diffs import changed_files as gitlab_changed_files
 from workers.review.changes import ChangedFile
 from workers.review.diff import parse_unified_diff
 from workers.runtime import Runtime
@@ -43,7 +46,9 @@ def changed_files(rt: Runtime, ref: PullRequestRef, source: dict[str, Any]) -> l
         return parse_unified_diff(str(source.get("text", "")))
     if kind == "github":
         return _github_files(rt, ref)
-    raise ValueError(f"unknown PR source kind {kind!r}; expected 'github' or 'diff'")
+    if kind == "gitlab":
+        return _gitlab_files(rt, ref)
+    raise ValueError(f"unknown PR source kind {kind!r}; expected 'github', 'gitlab' or 'diff'")
 
 
 def _github_files(rt: Runtime, ref: PullRequestRef) -> list[ChangedFile]:
@@ -69,3 +74,37 @@ def _check_head(info: PullRequestInfo, ref: PullRequestRef) -> None:
         raise HeadMoved("the pull request is a draft on GitHub", final=True)
     if info.head_sha.lower() != ref.head_sha:
         raise HeadMoved(f"GitHub's head is {info.head_sha[:12]}", final=False)
+
+
+def _gitlab_files(rt: Runtime, ref: PullRequestRef) -> list[ChangedFile]:
+    """The MR's latest diff, after the same check as a GitHub PR's; files GitLab
+    collapsed are fetched from the diff version's two commits (`gitlab_diffs`)."""
+    if not (ref.owner and ref.repo and ref.number):
+        raise ValueError(f"{ref.id}: a GitLab source needs its project path and iid")
+    project, iid = f"{ref.owner}/{ref.repo}", ref.number
+    client = rt.gitlab_client()
+    try:
+        info = client.merge_request(project, iid)
+        _check_mr(info, ref)
+        versions = client.versions(project, iid)
+        version = versions[0] if versions else None
+        if version is not None and version.head_commit_sha.lower() != ref.head_sha:
+            head = version.head_commit_sha[:12]
+            raise HeadMoved(f"GitLab's latest diff version is at {head}", final=False)
+        listing = client.list_diffs(project, iid)
+        files = gitlab_changed_files(client, project, listing.diffs, version)
+    finally:
+        client.close()
+    if listing.truncated:
+        log.warning("%s: GitLab listed more files than reviewq reads; reviewing those", ref.id)
+    return files
+
+
+def _check_mr(info: MergeRequestInfo, ref: PullRequestRef) -> None:
+    """As `_check_head`, for GitLab's words: `opened`, not a draft, at this head."""
+    if info.state != "opened":
+        raise HeadMoved(f"the merge request is {info.state} on GitLab", final=True)
+    if info.is_draft:
+        raise HeadMoved("the merge request is a draft on GitLab", final=True)
+    if (info.sha or "").lower() != ref.head_sha:
+        raise HeadMoved(f"GitLab's head is {(info.sha or '?')[:12]}", final=False)

@@ -12,7 +12,7 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 import redis as redis_lib
@@ -23,17 +23,21 @@ from scheduler.config.planning import PlanningConfig
 from scheduler.ops.deployment import deployment_prefix
 from scheduler.quota.circuit import Circuit
 from scheduler.quota.limiter import LIMITER_PREFIX
+from scheduler.quota.timeofday import IDENTITY, Calendar, RedisCalendar
 from scheduler.state.jobs import review_queue, review_worker
 from scheduler.state.records import Retention
-from workers.forge.sinks import GitHubSink, LogSink, Sink
+from workers.forge.sinks import ForgeSink, GitHubSink, LogSink, Sink
 from workers.providers.attempt import DEFAULT_RETRY, RetryPolicy
 from workers.providers.client import DEFAULT_TIMEOUT
 from workers.providers.failover import DEFAULT_LEASE_MS, DEFAULT_MAX_WAIT_MS, Route, build_route
 from workers.review.model import DEFAULT_MAX_COMMENT_CHARS, DEFAULT_MAX_COMMENTS
 
+if TYPE_CHECKING:
+    from workers.forge.gitlab import GitLabClient
+
 __all__ = ["Runtime", "RuntimeSpec", "configure", "run_worker", "runtime", "runtime_spec"]
 
-SinkName = Literal["log", "github"]
+SinkName = Literal["log", "forge", "github"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,12 @@ class RuntimeSpec:
     # `[review]`: the account reviewq posts as (None: ask GitHub), and what one review
     # carries of a model's output at most.
     github_login: str | None = None
+    # GitLab, as `[review]` names it: the instance, the token's variable and how it is
+    # sent, and the account reviewq posts as (None: ask GitLab).
+    gitlab_url: str = "https://gitlab.com"
+    gitlab_token_env: str = "GITLAB_TOKEN"
+    gitlab_auth: Literal["private-token", "bearer"] = "private-token"
+    gitlab_username: str | None = None
     max_comments: int = DEFAULT_MAX_COMMENTS
     max_comment_chars: int = DEFAULT_MAX_COMMENT_CHARS
     max_tokens: int = 2048
@@ -75,6 +85,12 @@ class RuntimeSpec:
     # duration, which a time-compressed `simulate` plan no longer has).
     provider_timeout_s: float | None = None
     quota_window_maps: Mapping[str, Mapping[str, str]] | None = None
+    # Reasoning as `[review] thinking` resolves it (None: no `thinking` field sent).
+    thinking: Mapping[str, str | int] | None = None
+    # Every account's quota poll interval (None: per account; `simulate` compresses it),
+    # and the Redis key of a simulation's calendar (None: the wall clock).
+    quota_poll_ms: int | None = None
+    calendar_key: str | None = None
 
     @property
     def environ(self) -> Mapping[str, str]:
@@ -97,9 +113,14 @@ def runtime_spec(settings: Settings) -> RuntimeSpec:
         github_url=review.github_url,
         github_token_env=review.github_token_env,
         github_login=review.github_login,
+        gitlab_url=review.gitlab_url,
+        gitlab_token_env=review.gitlab_token_env,
+        gitlab_auth=review.gitlab_auth,
+        gitlab_username=review.gitlab_username,
         max_comments=review.max_comments,
         max_comment_chars=review.max_comment_chars,
         max_tokens=review.max_tokens,
+        thinking=review.thinking_for(settings.accounts),
     )
 
 
@@ -110,6 +131,8 @@ class Runtime:
         self.spec = spec
         self.redis = redis_lib.Redis.from_url(spec.redis_url)
         self.queue = review_queue(spec.queue_name, self.redis)
+        key = spec.calendar_key
+        self._calendar = None if key is None else RedisCalendar(self.redis, key)
         self.admission = Admission(
             self.redis,
             self.queue,
@@ -129,24 +152,47 @@ class Runtime:
             key_prefix=spec.limiter_prefix,
             window_maps=spec.quota_window_maps,
             timeout=_timeout(spec),
+            poll_interval_ms=spec.quota_poll_ms,
+            calendar=self.calendar,
         )
         self.sink: Sink = self._sink()
 
+    def calendar(self) -> Calendar:
+        """What time factors are read on: the wall clock, or a simulation's calendar."""
+        return IDENTITY if self._calendar is None else self._calendar.current()
+
     def _sink(self) -> Sink:
+        log_sink = LogSink(self.redis, prefix=self.spec.prefix, ttl_s=self.spec.retention.review_s)
         if self.spec.sink == "log":
-            ttl_s = self.spec.retention.review_s
-            return LogSink(self.redis, prefix=self.spec.prefix, ttl_s=ttl_s)
+            return log_sink
+        return ForgeSink(log_sink, {"github": self._github_sink, "gitlab": self._gitlab_sink})
+
+    def _github_sink(self) -> Sink:
         from workers.forge.github import GitHubClient
 
         client = GitHubClient(self.github_token(), base_url=self.spec.github_url)
         return GitHubSink(client, login=self.spec.github_login)
 
+    def _gitlab_sink(self) -> Sink:
+        from workers.forge.gitlab_sink import GitLabSink
+
+        return GitLabSink(self.gitlab_client(), username=self.spec.gitlab_username)
+
     def github_token(self) -> str:
-        token = self.spec.environ.get(self.spec.github_token_env, "").strip()
+        return self._token(self.spec.github_token_env, "GitHub")
+
+    def gitlab_client(self) -> GitLabClient:
+        """A client of the configured GitLab; its token is read now, never stored."""
+        from workers.forge.gitlab import GitLabClient
+
+        token = self._token(self.spec.gitlab_token_env, "GitLab")
+        return GitLabClient(token, base_url=self.spec.gitlab_url, auth=self.spec.gitlab_auth)
+
+    def _token(self, var: str, forge: str) -> str:
+        token = self.spec.environ.get(var, "").strip()
         if not token:
             raise ConfigError(
-                f"environment variable {self.spec.github_token_env} is not set; "
-                "the GitHub source and sink need a token"
+                f"environment variable {var} is not set; the {forge} source and sink need a token"
             )
         return token
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import click
 
+from scheduler.cli.gitlab_lookup import gitlab_ref
 from scheduler.config import ConfigError, Settings
 from scheduler.intake import ForgeConflict, enqueue_pr
 from scheduler.ops.deployment import ParsedPr, PrSyntaxError, connect, parse_pr
@@ -103,7 +104,7 @@ def _diff_ref(
     return ref, text
 
 
-_HELP_PR = "owner/repo#N or https://github.com/owner/repo/pull/N (head looked up on GitHub)."
+_HELP_PR = "owner/repo#N, a GitHub PR URL or a GitLab merge request URL (head looked up)."
 
 
 @click.command("enqueue")
@@ -121,6 +122,11 @@ _HELP_PR = "owner/repo#N or https://github.com/owner/repo/pull/N (head looked up
     is_flag=True,
     help="Review a head once more although its review was already sent.",
 )
+@click.option(
+    "--now",
+    is_flag=True,
+    help="Review it at once: never deferred to off-peak prices (wakes it if it waits).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def enqueue_command(
@@ -130,57 +136,76 @@ def enqueue_command(
     pr_id: str | None,
     sha: str | None,
     again: bool,
+    now: bool,
     as_json: bool,
 ) -> None:
-    """Queue a PR for review: PR is owner/repo#N or a GitHub PR URL, or use
-    --diff FILE --pr ID for a local diff. A PR already queued or reviewed at the same
-    head is left as it is (and says so); --again reviews a reviewed head once more.
+    """Queue a PR for review: PR is owner/repo#N, a GitHub PR URL or a GitLab merge
+    request URL (https://gitlab.example.com/group/sub/project/-/merge_requests/12),
+    or use --diff FILE --pr ID for a local diff. A PR already queued or reviewed at the same
+    head is left as it is (and says so); --again reviews a reviewed head once more;
+    --now has it reviewed at once, even in peak hours on a credit plan with off-peak
+    scheduling, and wakes it if its messages already wait for off-peak.
 
     \b
     Exit codes:
       0  queued, or already queued at this head
-      1  GitHub has no such open PR, or could not be asked
-      2  bad PR syntax, options, configuration or GitHub token
+      1  the forge has no such open PR, or could not be asked
+      2  bad PR syntax, options, configuration or forge token
       3  Redis unreachable
     """
     settings: Settings = ctx.obj.settings
     if (pr_text is None) == (diff_path is None):
         raise click.UsageError("give a PR (owner/repo#N or its URL) or --diff FILE --pr ID", ctx)
     if diff_path is None and (pr_id or sha):
-        raise click.UsageError("--pr and --sha go with --diff; a PR's head comes from GitHub", ctx)
+        raise click.UsageError(
+            "--pr and --sha go with --diff; a PR's head comes from its forge", ctx
+        )
     parsed = _forge_pr(ctx, pr_text) if pr_text is not None else None
     dep = connect(settings)  # Redis first: exit 3 before asking GitHub anything
     try:
         source: dict[str, Any]
-        if parsed is not None:
+        if parsed is not None and parsed.forge == "gitlab":
+            assert pr_text is not None
+            ref = gitlab_ref(settings, parsed, pr_text)
+            source = {"kind": "gitlab", "project": f"{ref.owner}/{ref.repo}", "iid": ref.number}
+        elif parsed is not None:
             ref, source = _github_ref(settings, parsed), {"kind": "github"}
         else:
             assert diff_path is not None
             ref, text = _diff_ref(ctx, settings, diff_path, pr_id, sha)
             source = {"kind": "diff", "text": text}
+        if now:
+            source["now"] = True
         try:
             queued = enqueue_pr(dep.admission, ref, source, again=again)
         except ForgeConflict as exc:
             raise _fail(str(exc)) from None
+        woken = dep.admission.expedite(ref.id) if now else None
         meta = dep.admission.read_meta(ref.id)
     finally:
         dep.close()
-    _report(settings, ref, source["kind"], queued, meta.status if meta else "unknown", as_json)
+    status = meta.status if meta else "unknown"
+    _report(settings, ref, source["kind"], queued, status, as_json, woken)
 
 
 def _forge_pr(ctx: click.Context, text: str) -> ParsedPr:
     try:
-        parsed = parse_pr(text, forge_only=True)
+        gitlab_url = ctx.obj.settings.review.gitlab_url
+        return parse_pr(text, forge_only=True, gitlab_url=gitlab_url)
     except PrSyntaxError as exc:
         raise click.BadParameter(str(exc), ctx, param_hint="'PR'") from None
-    if parsed.forge != "github":
-        raise click.UsageError(f"{parsed.id}: only GitHub PRs can be looked up; use --diff", ctx)
-    return parsed
 
 
 def _report(
-    settings: Settings, ref: PullRequestRef, kind: str, queued: bool, status: str, as_json: bool
+    settings: Settings,
+    ref: PullRequestRef,
+    kind: str,
+    queued: bool,
+    status: str,
+    as_json: bool,
+    woken: int | None = None,
 ) -> None:
+    """`woken`: with --now, how many messages waiting for off-peak went back on the queue."""
     if as_json:
         data = {
             "pr": ref.id,
@@ -190,8 +215,13 @@ def _report(
             "status": status,
             "queue": settings.queue_name,
         }
+        if woken is not None:
+            data["now"], data["woken"] = True, woken
         click.echo(json.dumps(data, indent=2))
-    elif queued:
+        return
+    if woken is not None:
+        click.echo(f"{ref.id}: reviewed now, never deferred to off-peak ({woken} message(s) woken)")
+    if queued:
         click.echo(f"queued {ref.id} at {ref.head_sha[:12]} on queue {settings.queue_name!r}")
     else:
         hint = " (--again reviews it once more)" if status in {"done", "cancelled"} else ""

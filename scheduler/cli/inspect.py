@@ -25,7 +25,7 @@ def _pr_id(ctx: click.Context, text: str | None) -> str | None:
     if text is None:
         return None
     try:
-        return parse_pr(text).id
+        return parse_pr(text, gitlab_url=ctx.obj.settings.review.gitlab_url).id
     except PrSyntaxError as exc:
         raise click.BadParameter(str(exc), ctx=ctx, param_hint="'--pr'") from None
 

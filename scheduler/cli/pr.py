@@ -24,7 +24,7 @@ _JSON = "Print JSON."
 
 def _pr_id(ctx: click.Context, text: str, hint: str = "'PR'") -> str:
     try:
-        return parse_pr(text).id
+        return parse_pr(text, gitlab_url=ctx.obj.settings.review.gitlab_url).id
     except PrSyntaxError as exc:
         raise click.BadParameter(str(exc), ctx, param_hint=hint) from None
 
@@ -117,8 +117,11 @@ def results_command(ctx: click.Context, pr_text: str, sha: str | None, as_json: 
         lines = [f"no review stored for {pr} {what}"]
         if view is not None:
             lines.append(_state_line(view))
-        if settings.review.sink == "github":
-            lines.append("this deployment posts reviews to GitHub (sink = github): see the PR")
+        if settings.review.sink != "log":
+            sink = settings.review.sink
+            lines.append(
+                f"this deployment posts reviews on the PR's forge (sink = {sink}): see the PR"
+            )
         _fail("\n".join(lines))
     if as_json:
         data = {

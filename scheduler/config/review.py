@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.config.errors import ConfigError
 from scheduler.quota.plans import Account
+from scheduler.quota.tokenbound import InputBoundPolicy
 
 __all__ = [
     "DEFAULT_MAX_COMMENTS",
@@ -49,7 +50,17 @@ class ReviewSettings(BaseModel):
 
     model: str | None = Field(default=None, min_length=1, max_length=200)
     max_tokens: int = Field(default=2048, ge=64, le=200_000)
-    sink: Literal["log", "github"] = "log"
+    # Reasoning, which credit plans bill as output: `disabled`, `enabled` (with a
+    # `thinking_budget` of tokens), or `provider` (send nothing: the model's default).
+    # `auto`: disabled on a credit plan, where unbounded reasoning cannot be reserved
+    # for, else `provider`.
+    thinking: Literal["auto", "disabled", "enabled", "provider"] = "auto"
+    thinking_budget: int | None = Field(default=None, ge=64, le=200_000)
+    # How a credit plan's grant bounds a prompt's input tokens (`scheduler.quota.tokenbound`).
+    input_bound: InputBoundPolicy = InputBoundPolicy()
+    # `forge`: each review goes to its PR's own forge (GitHub or GitLab; local diffs to
+    # the log); `github` is that same sink's older name, from before GitLab.
+    sink: Literal["log", "forge", "github"] = "log"
     github_url: str = Field(default="https://api.github.com", pattern=r"^https?://")
     github_token_env: str = Field(default="GITHUB_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     # The account reviewq posts as, so only its own earlier review stops a repost: the
@@ -59,6 +70,15 @@ class ReviewSettings(BaseModel):
     )
     # What one review may carry of a model's output: line comments, and characters per
     # comment (comments over the cap are counted in the review body, not posted).
+    # GitLab: the instance (its API is under `/api/v4`), the token's variable, how the
+    # token is sent (a personal, project or group access token as `PRIVATE-TOKEN`; an
+    # OAuth token as `Bearer`), and the account reviewq posts as (default: `GET /user`).
+    gitlab_url: str = Field(default="https://gitlab.com", pattern=r"^https?://[^\s?#]+$")
+    gitlab_token_env: str = Field(default="GITLAB_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    gitlab_auth: Literal["private-token", "bearer"] = "private-token"
+    gitlab_username: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$"
+    )
     max_comments: int = Field(default=DEFAULT_MAX_COMMENTS, ge=0, le=1000)
     max_comment_chars: int = Field(default=DEFAULT_MAX_COMMENT_CHARS, ge=200, le=60_000)
     fairness: Fairness = Fairness()
@@ -66,7 +86,21 @@ class ReviewSettings(BaseModel):
     def model_for(self, accounts: list[Account]) -> str:
         if self.model:
             return self.model
+        if accounts and accounts[0].plan.default_model:
+            return accounts[0].plan.default_model
         provider = accounts[0].provider if accounts else ""
         if provider not in DEFAULT_MODELS:
             raise ConfigError(f"[review] model is not set and provider {provider!r} has no default")
         return DEFAULT_MODELS[provider]
+
+    def thinking_for(self, accounts: list[Account]) -> dict[str, str | int] | None:
+        """The `thinking` field every request carries (None: none is sent)."""
+        mode = self.thinking
+        if mode == "auto":
+            mode = "disabled" if any(a.plan.credit_windows for a in accounts) else "provider"
+        if mode == "disabled":
+            return {"type": "disabled"}
+        if mode == "enabled":
+            budget = self.thinking_budget
+            return {"type": "enabled"} | ({"budget_tokens": budget} if budget else {})
+        return None

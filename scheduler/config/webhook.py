@@ -54,3 +54,6 @@ class WebhookSettings(BaseModel):
     authors: tuple[Association, ...] = ()
     forks: bool = True
     repo_rate: int = Field(default=30, ge=0, le=100_000)
+    # A GitHub PR carrying this label is reviewed at once, never deferred to off-peak
+    # prices; adding it to a deferred PR wakes it (as `reviewq enqueue --now` does).
+    now_label: str = Field(default="reviewq:now", min_length=1, max_length=50)

@@ -64,10 +64,16 @@ _FORMS = (
 )
 
 
-def parse_pr(text: str, *, forge_only: bool = False) -> ParsedPr:
+def parse_pr(text: str, *, forge_only: bool = False, gitlab_url: str | None = None) -> ParsedPr:
     """Turn what a person typed into a PR id. `forge_only` refuses a bare id, for
-    commands that must look the PR up on its forge."""
+    commands that must look the PR up on its forge. `gitlab_url` is the configured
+    GitLab instance: a merge request URL under its relative root
+    (`https://example.com/gitlab/group/project/-/merge_requests/1`) names
+    `group/project`, not `gitlab/group/project`."""
     text = text.strip()
+    root = _relative_root(gitlab_url)
+    if root and text.startswith(root + "/") and "/-/merge_requests/" in text:
+        text = _origin(text) + text[len(root) :]
     if m := _SHORT.match(text) or _GITHUB_URL.match(text):
         owner, repo, number = m["owner"], m["repo"], int(m["number"])
         if number < 1:
@@ -80,6 +86,19 @@ def parse_pr(text: str, *, forge_only: bool = False) -> ParsedPr:
     if forge_only or not _ANY_ID.match(text) or "://" in text:
         raise PrSyntaxError(f"{text!r} is not a PR: {_FORMS}")
     return ParsedPr(text, "local")
+
+
+def _relative_root(url: str | None) -> str | None:
+    """The instance URL when it has a path (`https://example.com/gitlab`), else None."""
+    if not url:
+        return None
+    url = url.rstrip("/")
+    return url if url.count("/") > 2 else None
+
+
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 def deployment_prefix(settings: Settings) -> str:

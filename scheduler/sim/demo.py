@@ -142,6 +142,15 @@ class WebhookIntake:
             draft["pull_request"]["draft"] = True
             self._send("pull_request", draft)
 
+    @property
+    def control(self) -> Any:
+        """The fake forge's control client (the GitLab intake has one too)."""
+        assert self.github is not None
+        return self.github.control
+
+    def reviews(self) -> list[dict[str, Any]]:
+        return self.control.reviews() if self.github is not None else []
+
     def _collect(self) -> None:
         if self.github is not None:
             self.last_reviews = self.github.control.reviews()

@@ -240,10 +240,21 @@ class JobQueue:
         pipeline: Pipeline | None = None,
     ) -> Job:
         """Plan `ref` at its head; `attempt` > 0 is a rerun after the forge could not
-        list the files for now (see `workers.jobs.plan_pr`)."""
+        list the files for now (see `workers.jobs.plan_pr`).
+
+        At most one copy of a head's plan job waits on the queue: RQ pushes a job id
+        onto the queue's list again each time it is enqueued, so a PR closed and
+        reopened at one head left the same plan job there once per reopen, and each
+        copy listed the PR's files again. A copy still waiting is taken off first, in
+        the same transaction."""
         job_id = plan_job_id(self.prefix, ref, attempt)
         what = f"plan {ref.id}@{ref.head_sha[:12]}"
         args = (self.prefix, ref.model_dump_json(), source)
+        if pipeline is not None and not pipeline.explicit_transaction:
+            pipeline.multi()  # as RQ's enqueue does next: commands after it are queued
+        (pipeline if pipeline is not None else self.queue.connection).lrem(
+            self.queue.key, 0, job_id
+        )
         return self._enqueue(PLAN_JOB, args, job_id, what, pipeline, attempt=attempt)
 
     def enqueue_finalize(self, pr: str, gen: int, attempt: int = 0, *, pipeline: Pipeline) -> Job:

@@ -20,6 +20,9 @@ Keys, for a prefix `P` (one per deployment, `reviewq:<queue>` by default):
 - `P:finalize-due`     ZSET  `[pr, gen, attempt]` JSON -> when to run that finalize again;
 - `P:plan-due`         ZSET  `[ref JSON, source, attempt]` JSON -> when to plan again;
 - `P:trace`            LIST  the workers' grant trace, when `trace` is on;
+- `P:deferred`         ZSET  PR -> the off-peak start (Redis ms) its messages wait for;
+- `P:deferrals`        HASH  account -> messages deferred to off-peak so far (/metrics);
+- `P:calendar`         STR   a simulation's calendar (`scheduler.quota.timeofday`);
 - `P:waker-lock`       STR   the token of the waker that acts now.
 A *member* is `<pr>|<message id>`. PR keys expire `PR_TTL_S` after the last change.
 
@@ -76,6 +79,9 @@ class Keys:
         self.finalize_due = f"{prefix}:finalize-due"
         self.plan_due = f"{prefix}:plan-due"
         self.trace = f"{prefix}:trace"
+        self.deferred = f"{prefix}:deferred"
+        self.deferrals = f"{prefix}:deferrals"
+        self.calendar = f"{prefix}:calendar"
         self.waker_lock = f"{prefix}:waker-lock"
 
     def meta(self, pr: str) -> str:

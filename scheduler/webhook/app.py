@@ -34,7 +34,7 @@ from starlette.routing import Route
 
 from scheduler.admission import Admission
 from scheduler.config import Settings, redact_url
-from scheduler.intake import ForgeConflict, enqueue_pr
+from scheduler.intake import ForgeConflict, enqueue_pr, head_moved
 from scheduler.ops.deployment import LIMITER_PREFIX, deployment_prefix
 from scheduler.quota.circuit import Circuit
 from scheduler.quota.limiter import Limiter
@@ -201,7 +201,8 @@ class WebhookService:
             raise HttpError(400, "bad_request", "the X-GitHub-Event header is required")
         delivery = _delivery_id(headers.get("x-github-delivery"), "X-GitHub-Delivery")
         payload = form_payload(body) if kind == FORM_TYPE else body
-        return delivery, body, github_action(event, parse_json(payload), delivery)
+        label = self.settings.webhook.now_label
+        return delivery, body, github_action(event, parse_json(payload), delivery, label)
 
     async def _gitlab(self, request: Request) -> tuple[str, bytes, Action]:
         if media_type(request) != JSON_TYPE:
@@ -252,6 +253,12 @@ class WebhookService:
                 action.pr,
             )
         ref = action.ref
+        if action.source.get("now"):  # the PR's now label: no wait for off-peak prices
+            self.admission.expedite(ref.id)
+        if action.unchanged is not None and not head_moved(
+            self.admission.read_meta(ref.id), ref.head_sha
+        ):  # an edit that changed no code spends no place in the repository's rate
+            return 202, "ignored", action.unchanged, ref.id
         place = self.gate.take(action.repo, f"{ref.id}@{ref.head_sha}")
         if isinstance(place, RateLimited):
             raise HttpError(
@@ -264,12 +271,21 @@ class WebhookService:
         done = partial(self.deliveries.done_in, keys=keys)
         queued = False
         try:
-            queued = enqueue_pr(self.admission, ref, action.source, also=done, now_ms=now_ms)
+            queued = enqueue_pr(
+                self.admission,
+                ref,
+                action.source,
+                also=done,
+                now_ms=now_ms,
+                if_moved=action.unchanged is not None,
+            )
         finally:
             if not queued:  # already queued or reviewed, or it failed: not a new head
                 self.gate.give_back(place)
         if queued:
             return 202, "enqueued", f"queued for review at {ref.head_sha[:12]}", ref.id
+        if action.unchanged is not None:
+            return 202, "ignored", action.unchanged, ref.id
         return (
             202,
             "already_queued",

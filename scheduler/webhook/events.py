@@ -43,13 +43,19 @@ class Enqueue:
 
     `repo`, `association` and `fork` are what the gate (`scheduler.webhook.gate`)
     decides on: the repository's full name, GitHub's `author_association` of the PR's
-    author (None where the forge has none), and whether the head lives in a fork."""
+    author (None where the forge has none), and whether the head lives in a fork.
+
+    `unchanged` is set when the event says nothing about the code (a GitLab `update`
+    without `oldrev`: a label, title or assignee edit): the head is queued only if it
+    moved past the one reviewq finished, and otherwise the delivery is ignored with
+    `unchanged` as the reason."""
 
     ref: PullRequestRef
     source: dict[str, Any]
     repo: str = ""
     association: str | None = None
     fork: bool = False
+    unchanged: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

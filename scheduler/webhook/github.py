@@ -27,6 +27,9 @@ __all__ = ["REVIEWED_ACTIONS", "github_action", "sign", "signature_ok"]
 # A new head to review: the PR opened or reopened, a push (synchronize), or a draft
 # marked ready.
 REVIEWED_ACTIONS = frozenset({"opened", "synchronize", "reopened", "ready_for_review"})
+# A closed PR, and a PR turned back into a draft, spend nothing more: their unstarted
+# work is cancelled (a draft's head is queued again when it is marked ready).
+_CANCELLING = {"closed": "closed", "converted_to_draft": "converted to draft"}
 _SHOWN = 60  # characters of a sender's value echoed back in a reason
 
 
@@ -43,16 +46,23 @@ def signature_ok(secret: bytes, body: bytes, header: str | None) -> bool:
     return hmac.compare_digest(sign(secret, body).encode(), header.encode("latin-1"))
 
 
-def github_action(event: str, data: dict[str, Any], delivery: str | None) -> Action:
-    """What an event asks for; raises BadPayload naming a missing or mistyped key."""
+def github_action(
+    event: str, data: dict[str, Any], delivery: str | None, now_label: str | None = None
+) -> Action:
+    """What an event asks for; raises BadPayload naming a missing or mistyped key.
+
+    `now_label` (`[webhook] now_label`): a PR that carries it is reviewed at once, never
+    deferred to off-peak prices (`source["now"]`); the label being added asks for that
+    of the head already queued."""
     if event == "ping":
         return Ignore("pong", ping=True)
     if event != "pull_request":
         return Ignore(f"event {event[:_SHOWN]!r} is not handled (only pull_request)")
     action = field(data, "action", str)
-    if action == "closed":
-        return Cancel(pr_id(*_identity(data)), "closed")
-    if action not in REVIEWED_ACTIONS:
+    if action in _CANCELLING:
+        return Cancel(pr_id(*_identity(data)), _CANCELLING[action])
+    labeled_now = action == "labeled" and now_label is not None and _label(data) == now_label
+    if action not in REVIEWED_ACTIONS and not labeled_now:
         return Ignore(f"pull_request action {action[:_SHOWN]!r} needs no review")
     if flag(data, "pull_request.draft"):
         return Ignore("draft pull request: it is reviewed once marked ready for review")
@@ -60,13 +70,34 @@ def github_action(event: str, data: dict[str, Any], delivery: str | None) -> Act
     values["head_sha"] = field(data, "pull_request.head.sha", str)
     origins["head_sha"] = "pull_request.head.sha"
     ref = make_ref(values, origins)
+    source: dict[str, Any] = {"kind": "github", "delivery": delivery}
+    if labeled_now or (now_label is not None and now_label in _labels(data)):
+        source["now"] = True
     return Enqueue(
         ref,
-        {"kind": "github", "delivery": delivery},
+        source,
         repo=f"{ref.owner}/{ref.repo}",
         association=_association(data),
         fork=_from_fork(data),
+        unchanged=f"label {now_label!r} added: reviewed now, not off-peak" if labeled_now else None,
     )
+
+
+def _label(data: dict[str, Any]) -> str | None:
+    """The label a `labeled` event added."""
+    label = data.get("label")
+    name = label.get("name") if isinstance(label, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def _labels(data: dict[str, Any]) -> set[str]:
+    """The PR's labels' names (an absent or odd list is no labels)."""
+    pr = data.get("pull_request")
+    labels = pr.get("labels") if isinstance(pr, dict) else None
+    if not isinstance(labels, list):
+        return set()
+    names = (item.get("name") for item in labels if isinstance(item, dict))
+    return {name for name in names if isinstance(name, str)}
 
 
 def _identity(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:

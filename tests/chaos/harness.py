@@ -14,7 +14,8 @@ The invariants, read from the referees and from Redis, never from reviewq's own 
 - nothing over-spent: the simulator's `max_used_in_any_window` stays within every
   limit, and no quota refusal is `over_plan` (our own over-admission; a refusal only
   a provider quota smaller than the plan explains is `shared_quota`, expected there);
-- nothing double-posted: exactly one review per PR and head SHA on the fake GitHub.
+- nothing double-posted: exactly one review per PR and head SHA on the fake GitHub
+  (on the fake GitLab: one summary note per merge request head).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from scheduler.quota.circuit import Circuit
 from scheduler.quota.limiter import Limiter
 from scheduler.sandbox.localredis import LocalRedis
 from scheduler.sim.demo import WebhookIntake
+from scheduler.sim.gitlab_intake import GitLabWebhookIntake, gitlab_scenario
 from scheduler.sim.run import SimRun
 from scheduler.sim.scenario import PrSpec, Scenario
 from scheduler.sim.simulate import run_scenario
@@ -343,7 +345,7 @@ class ChaosIntake:
     """The demo's webhook intake (signed deliveries to a `reviewq serve` process, PRs
     on the fake GitHub), with the chaos suite's recovery times in the spec."""
 
-    webhook: WebhookIntake = dataclasses.field(default_factory=WebhookIntake)
+    webhook: WebhookIntake | GitLabWebhookIntake = dataclasses.field(default_factory=WebhookIntake)
     spec_changes: dict[str, Any] = dataclasses.field(default_factory=dict)
     spec: RuntimeSpec | None = None
     delivered_at: list[float] = dataclasses.field(default_factory=list)
@@ -407,8 +409,14 @@ class Chaos:
 
     @property
     def github(self) -> Any:
+        assert isinstance(self.intake.webhook, WebhookIntake)
         assert self.intake.webhook.github is not None
         return self.intake.webhook.github.control
+
+    @property
+    def gitlab(self) -> Any:
+        assert isinstance(self.intake.webhook, GitLabWebhookIntake)
+        return self.intake.webhook.control
 
     def kill_random_worker(self) -> int | None:
         """SIGKILL one live RQ worker child at random; its supervisor replaces it."""
@@ -544,9 +552,15 @@ def run_chaos(
     on_tick: Callable[[Chaos, float], None] | None = None,
     on_end: Callable[[Chaos], None] | None = None,
     spec_changes: dict[str, Any] | None = None,
+    forge: str = "github",
 ) -> ChaosResult:
     """Run `scenario` with `faults` and read back everything the invariants need.
-    `spec_changes` override `chaos_spec`'s fields of the workers' `RuntimeSpec`."""
+    `spec_changes` override `chaos_spec`'s fields of the workers' `RuntimeSpec`.
+    `forge="gitlab"`: the PRs are merge requests on the fake GitLab (the scenario's ids
+    become GitLab's, `gitlab_scenario`), and the reviews counted are its summary notes."""
+    if forge == "gitlab":
+        scenario = gitlab_scenario(scenario)
+    webhook = GitLabWebhookIntake() if forge == "gitlab" else WebhookIntake()
     groups = groups or [Group(scenario.workers)]
     seed = seed if seed is not None else int.from_bytes(os.urandom(4), "big")
     rng = random.Random(seed)  # which worker dies: the seed is in the figures
@@ -554,7 +568,9 @@ def run_chaos(
         name=name,
         faults=faults,
         supervisors=Supervisors(groups, workdir),
-        intake=ChaosIntake(spec_changes={**_sync_maps(scenario), **(spec_changes or {})}),
+        intake=ChaosIntake(
+            webhook=webhook, spec_changes={**_sync_maps(scenario), **(spec_changes or {})}
+        ),
         rng=rng,
         aof=AofRedis(redis) if aof else None,
         on_tick=on_tick,
@@ -567,7 +583,7 @@ def run_chaos(
             on_end(chaos)
         ended["prs"] = _read_prs(run)
         ended["workers"] = _read_workers(chaos, run)
-        ended["github"] = chaos.github.stats()
+        ended["github"] = chaos.intake.webhook.control.stats()  # the fake forge's counts
         queue = review_queue(chaos.spec.queue_name, run.redis)
         ended["rq_failed"] = [_failure(run, j) for j in queue.failed_job_registry.get_job_ids()]
         ended["sim_log"] = {

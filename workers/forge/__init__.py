@@ -1,2 +1,2 @@
-"""The forges a review comes from and goes back to: the GitHub client, and the sinks
-that post a finished review (or keep it in Redis)."""
+"""The forges a review comes from and goes back to: the GitHub and GitLab clients, and
+the sinks that post a finished review (or keep it in Redis)."""

@@ -12,7 +12,7 @@ reviewq post nothing (after it had paid for the provider calls).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -35,6 +35,7 @@ from workers.review.safe_markdown import code_span
 
 __all__ = [
     "MAX_BODY_CHARS",
+    "ForgeSink",
     "GitHubSink",
     "LogSink",
     "PostResult",
@@ -80,6 +81,29 @@ class Sink(Protocol):
     name: str
 
     def post(self, review: Review, ref: PullRequestRef) -> PostResult: ...
+
+
+class ForgeSink:
+    """Posts each review on the PR's own forge: GitHub PRs through one sink, GitLab MRs
+    through another, local diffs to the log. The forge sinks are built on first use, so
+    a deployment that reviews only one forge needs only that forge's token."""
+
+    name = "forge"
+
+    def __init__(self, log: Sink, makers: dict[str, Callable[[], Sink]]) -> None:
+        self._log, self._makers = log, makers
+        self._built: dict[str, Sink] = {}
+
+    def post(self, review: Review, ref: PullRequestRef) -> PostResult:
+        return self.for_forge(ref.forge).post(review, ref)
+
+    def for_forge(self, forge: str) -> Sink:
+        """The sink a PR of `forge` goes to (the log for a local diff)."""
+        if forge not in self._makers:
+            return self._log
+        if forge not in self._built:
+            self._built[forge] = self._makers[forge]()
+        return self._built[forge]
 
 
 def _check(review: Review, ref: PullRequestRef) -> None:
@@ -166,7 +190,9 @@ def review_marker(pr: str, head_sha: str) -> str:
     return f"<!-- reviewq:review pr={pr} sha={head_sha} -->"
 
 
-def render_body(review: Review, marker: str, folded: Sequence[ReviewComment] = ()) -> str:
+def render_body(
+    review: Review, marker: str, folded: Sequence[ReviewComment] = (), *, forge: str = "GitHub"
+) -> str:
     """The review's body: marker first (so truncation never cuts it), then the text."""
     parts = [marker]
     if review.stale:
@@ -176,7 +202,7 @@ def render_body(review: Review, marker: str, folded: Sequence[ReviewComment] = (
         )
     parts.append(review.summary.strip() or "_No general remarks._")
     if folded:
-        parts.append("#### Comments GitHub could not place on the diff")
+        parts.append(f"#### Comments {forge} could not place on the diff")
         parts += [f"**{code_span(c.path)}, line {c.line}**\n\n{c.body.strip()}" for c in folded]
     body = "\n\n".join(parts)
     if len(body) > MAX_BODY_CHARS:

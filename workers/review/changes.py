@@ -6,13 +6,18 @@ planning never knows where the files came from.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["ChangedFile", "FileStatus"]
 
 FileStatus = Literal["added", "removed", "modified", "renamed", "copied", "changed", "unchanged"]
+# GitHub's versioning policy counts a new enum value as a non-breaking change, so a
+# status this code has never seen can arrive in any API version. It is kept as GitHub
+# wrote it rather than failing the whole listing; planning, which compares only with
+# the known values, then treats the file as a modification (reviewed if it has a patch).
+NewStatus = Annotated[str, Field(min_length=1, max_length=64)]
 
 
 class ChangedFile(BaseModel):
@@ -22,9 +27,12 @@ class ChangedFile(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     filename: str = Field(min_length=1)
-    status: FileStatus = "modified"
+    status: FileStatus | NewStatus = "modified"
     additions: int = Field(default=0, ge=0)
     deletions: int = Field(default=0, ge=0)
     changes: int = Field(default=0, ge=0)
     patch: str | None = None
     previous_filename: str | None = None
+    # Why the forge held this file's diff back, or flagged it (GitLab's `too_large`,
+    # `generated_file`): planning skips the file and lists it with this reason.
+    withheld: str | None = None
