@@ -266,8 +266,28 @@ def test_key_scrubbed_from_transport_error_text(caplog: pytest.LogCaptureFixture
         assert_no_key(record.getMessage(), record.args)
 
 
-def test_key_never_in_request_data() -> None:
-    assert_no_key(chat().model_dump_json(), chat())
+@pytest.mark.parametrize("status", [200, 401, 500])
+def test_key_never_in_request_data(status: int) -> None:
+    """The client is given the key and sends it, in the Authorization header and
+    nowhere else: not in the body, the URL or any other header, nor in the request
+    object or the result, even when the provider echoes the key back in its error."""
+
+    def echo(request: httpx.Request) -> httpx.Response:
+        auth = request.headers["authorization"]
+        if status == 200:
+            return httpx.Response(200, json=ok_body())
+        return httpx.Response(status, json={"error": {"message": f"bad header {auth}"}})
+
+    client, rec = client_with(echo)
+    request = chat()
+    result = client.complete(request)
+    (sent,) = rec.requests
+    assert sent.headers["authorization"] == f"Bearer {KEY}", "the key was given and sent"
+    others = [f"{k}: {v}" for k, v in sent.headers.items() if k.lower() != "authorization"]
+    assert others, "the request has other headers to check"
+    assert_no_key(sent.content.decode(), sent.url, others, request, request.payload())
+    assert_no_key(result, result.classified, dict(result.headers), client)
+    assert result.status == status
 
 
 def test_actual_cost_uses_model_weight_and_a_token_charge_for_money() -> None:

@@ -20,7 +20,6 @@ serves it. Each refusal is also counted per account under its code
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import random
 from collections.abc import Callable
@@ -28,10 +27,10 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from scheduler.quota.limiter import Denial, DenialReason, Limiter
-from scheduler.quota.plans import Account
 from workers.heartbeat import Heartbeat
+from workers.providers.charging import Charges, learn
 from workers.providers.classify import Classified, ResponseClass, Usage
-from workers.providers.client import ChatRequest, ProviderResult, request_cost
+from workers.providers.client import CallBound, ChatRequest, ProviderResult
 from workers.providers.failover import Choice, NoAccount, Route, RouteEntry, choose
 
 __all__ = [
@@ -67,10 +66,14 @@ _RNG = random.Random()
 
 @dataclass(frozen=True, slots=True)
 class Served:
+    """A reply. `cost` is what the call was charged in the end, per window (settled
+    from `usage`, or the grant's charge when the answer carried none)."""
+
     content: str = field(repr=False)
     account: str
     usage: Usage | None
     lease_lost: bool = False
+    cost: dict[str, int] | None = None
 
 
 # Denials no other PR's message could get past either: the account itself is busy.
@@ -184,6 +187,8 @@ class _Call:
     now_ms: int
     limiter_now_ms: int
     lease_lost: bool
+    charged: dict[str, int]
+    bound: CallBound | None
 
     @property
     def c(self) -> Classified:
@@ -209,18 +214,14 @@ def attempt(
     twice. `on_grant` sees every grant before its call is made (for traces, and for
     waking the next waiter once the slot is released).
     """
-    when = dt.datetime.fromtimestamp(now_ms / 1000, dt.UTC)
-
-    def cost(account: Account) -> dict[str, int]:
-        return request_cost(account, message.model, when)
-
+    charges = Charges(message, route, now_ms)
     for _ in range(len(route.entries) + 1):
-        choice = choose(route, cost, pr=pr, request_id=request_id, model=message.model)
+        choice = choose(route, charges.cost, pr=pr, request_id=request_id, model=message.model)
         if isinstance(choice, NoAccount):
             return _no_account(choice)
         if on_grant is not None:
             on_grant(choice)
-        call = _call(choice, message, route, request_id, now_ms, policy)
+        call = _call(choice, message, route, request_id, now_ms, policy, charges)
         route.circuit.tally(call.entry.name, f"response:{call.c.cls.value}:{call.c.code}")
         outcome = _handle(call, route, retries, policy, rng)
         _log(pr, request_id, call, outcome)
@@ -244,8 +245,12 @@ def _call(
     request_id: str,
     now: int,
     policy: RetryPolicy,
+    charges: Charges,
 ) -> _Call:
     entry, lease_id = choice.entry, choice.grant.lease_id
+    charged, bound = charges.made[entry.name]
+    if not choice.grant.replayed:  # a replay was charged, and counted, by its first run
+        entry.ledger.add(charged)
     try:
         with LeaseHeartbeat(entry.limiter, lease_id, route.lease_ms) as beat:
             result = entry.client.complete(message, now_ms=now)
@@ -253,7 +258,7 @@ def _call(
         entry.limiter.release(lease_id)
     now += result.elapsed_ms
     limiter_now = choice.grant.now_ms + result.elapsed_ms
-    call = _Call(entry, result, request_id, now, limiter_now, beat.lost)
+    call = _Call(entry, result, request_id, now, limiter_now, beat.lost, charged, bound)
     if call.c.concurrency_refusal:
         # Next thing after the release: until the hold lands the refused slot looks
         # free, and a worker that takes it meanwhile meets a refusal of its own.
@@ -266,14 +271,20 @@ def _handle(
 ) -> Outcome | None:
     """What the class asks for; None means: fail over to the next account."""
     c, limiter, name = call.c, call.entry.limiter, call.entry.name
-    if c.cls is not ResponseClass.OK and (not call.result.sent or call.result.status in _REFUSALS):
-        limiter.refund(call.request_id)  # the provider did no work for it
+    unspent = not call.result.sent or call.result.status in _REFUSALS
+    # The provider did no work for a refusal: the charge goes back, and off the ledger.
+    if c.cls is not ResponseClass.OK and unspent and limiter.refund(call.request_id):
+        call.entry.ledger.add(call.charged, -1)
     # After the refund: a synced count must not include a charge about to vanish.
     call.entry.poller.observe(call.result, call.now_ms)
     if c.cls is ResponseClass.OK:
-        if call.result.cost is not None:
-            limiter.settle(call.request_id, call.result.cost)
-        return Served(c.content or "", name, c.usage, call.lease_lost)
+        cost = call.result.cost
+        if cost is not None and limiter.settle(call.request_id, cost):
+            call.entry.ledger.add({w: cost.get(w, 0) - c for w, c in call.charged.items()})
+        learn(call.entry, call.result.model, call.request_id, call.c.usage, call.bound)
+        if call.entry.poller.polls_while_busy:
+            call.entry.poller.maybe_poll(call.now_ms)
+        return Served(c.content or "", name, c.usage, call.lease_lost, cost or call.charged)
     if c.cls is ResponseClass.WINDOW_EXHAUSTED:
         until = c.reset_at_ms or call.limiter_now_ms + DEFAULT_BLOCK_MS
         # Never a block already over by the limiter's clock: that would invite a

@@ -41,11 +41,16 @@ class ResponseClass(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts as reported, so real usage can correct the limiter's estimate."""
+    """Token counts as reported, so real usage can correct the limiter's estimate.
+    `cached_tokens` (OpenAI's `prompt_tokens_details.cached_tokens`) are part of
+    `prompt_tokens`; `reasoning_tokens` (`completion_tokens_details`) part of
+    `completion_tokens`."""
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,12 +357,26 @@ def _content(value: object) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _detail(raw: Mapping[str, object], block: str, name: str) -> int | None:
+    details = raw.get(block)
+    return _count(details.get(name)) if isinstance(details, Mapping) else None
+
+
 def _usage(data: Mapping[str, object]) -> Usage | None:
     raw = data.get("usage")
     if not isinstance(raw, Mapping):
         return None
-    counts = (raw.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens"))
-    usage = Usage(*(v if isinstance(v, int) and not isinstance(v, bool) else None for v in counts))
+    usage = Usage(
+        prompt_tokens=_count(raw.get("prompt_tokens")),
+        completion_tokens=_count(raw.get("completion_tokens")),
+        total_tokens=_count(raw.get("total_tokens")),
+        cached_tokens=_detail(raw, "prompt_tokens_details", "cached_tokens"),
+        reasoning_tokens=_detail(raw, "completion_tokens_details", "reasoning_tokens"),
+    )
     return usage if usage != Usage() else None
 
 

@@ -19,10 +19,14 @@ import redis as redis_lib
 
 from scheduler.config import Settings
 from scheduler.quota.circuit import Circuit
+from scheduler.quota.ledger import ChargeLedger
 from scheduler.quota.limiter import Denial, DenialReason, Grant, Limiter
 from scheduler.quota.plans import Account
+from scheduler.quota.readings import ProviderReadings
+from scheduler.quota.timeofday import IDENTITY, Calendar
+from scheduler.quota.tokenbound import InputBound
 from workers.providers.client import DEFAULT_TIMEOUT, ProviderClient
-from workers.providers.quota import DEFAULT_POLL_INTERVAL_MS, QuotaPoller
+from workers.providers.quota import QuotaPoller
 
 __all__ = [
     "DEFAULT_LEASE_MS",
@@ -52,6 +56,8 @@ class RouteEntry:
     limiter: Limiter
     client: ProviderClient
     poller: QuotaPoller
+    input_bound: InputBound
+    ledger: ChargeLedger
 
     @property
     def name(self) -> str:
@@ -78,10 +84,12 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class Choice:
-    """Budget granted on `entry`: the caller must release `grant.lease_id`."""
+    """Budget granted on `entry`: the caller must release `grant.lease_id`. `cost` is
+    what the grant charged each window."""
 
     entry: RouteEntry
     grant: Grant
+    cost: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,14 +157,13 @@ def choose(
             if state is not None:
                 parked.append(f"{entry.name}: {state.message}")
                 continue
-            result = entry.limiter.acquire(
-                dict(cost(entry.account)), pr, request_id, route.lease_ms, model=model
-            )
+            charged = dict(cost(entry.account))
+            result = entry.limiter.acquire(charged, pr, request_id, route.lease_ms, model=model)
             # Counted for /metrics: grants, and denials by reason.
             decision = "grant" if isinstance(result, Grant) else f"deny:{result.reason}"
             route.circuit.tally(entry.name, decision)
             if isinstance(result, Grant):
-                return Choice(entry, result)
+                return Choice(entry, result, charged)
             overall.offer(entry.name, result)
             if result.reason is not DenialReason.COOLDOWN:
                 best.offer(entry.name, result)
@@ -178,29 +185,39 @@ def build_route(
     timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     max_wait_ms: int = DEFAULT_MAX_WAIT_MS,
     lease_ms: int = DEFAULT_LEASE_MS,
-    poll_interval_ms: int = DEFAULT_POLL_INTERVAL_MS,
+    poll_interval_ms: int | None = None,
     circuit: Circuit | None = None,
     clock: Callable[[], int] | None = None,
     key_prefix: str = "reviewq",
     window_maps: Mapping[str, Mapping[str, str]] | None = None,
+    calendar: Callable[[], Calendar] = lambda: IDENTITY,
 ) -> Route:
     """A route over `accounts` (names, main first; default: all, in config order).
 
     `clock` is the limiters' test-only clock (see `Limiter`). `window_maps` gives an
     account's `QuotaPoller` its provider-window -> plan-window map (see `quota`).
+    `poll_interval_ms` overrides every account's quota poll interval (`simulate`
+    compresses it); else an account's `quota_poll_ms`, else its provider's default.
+    `calendar` is what time factors are read on (`scheduler.quota.timeofday`).
     """
     chosen = [settings.account(n) for n in accounts] if accounts else list(settings.accounts)
+    bound_policy = settings.review.input_bound
     entries = []
     for account in chosen:
         limiter = Limiter(redis, account, key_prefix=key_prefix, clock=clock)
-        client = ProviderClient(account, env=env, transport=transport, timeout=timeout)
+        client = ProviderClient(
+            account, env=env, transport=transport, timeout=timeout, calendar=calendar
+        )
         poller = QuotaPoller(
             client,
             limiter,
-            interval_ms=poll_interval_ms,
+            interval_ms=poll_interval_ms or account.quota_poll_ms,
             window_map=(window_maps or {}).get(account.name),
+            readings=ProviderReadings(redis, account.name, key_prefix=key_prefix),
         )
-        entries.append(RouteEntry(account, limiter, client, poller))
+        bound = InputBound(redis, account.name, key_prefix=key_prefix, policy=bound_policy)
+        ledger = ChargeLedger(redis, account.name, key_prefix=key_prefix)
+        entries.append(RouteEntry(account, limiter, client, poller, bound, ledger))
     return Route(
         entries=tuple(entries),
         circuit=circuit or Circuit(redis, key_prefix=key_prefix),
