@@ -15,6 +15,13 @@ from typing import Any, Protocol, TypeVar
 import pytest
 import redis as redis_py
 
+# Every fake GitHub exchange of every test is checked against GitHub's OpenAPI
+# description (tests/github_exchanges.py): an autouse fixture and a closing count.
+from github_exchanges import (  # noqa: F401
+    github_exchanges_match_the_description,
+    pytest_terminal_summary,
+)
+
 from scheduler.sandbox.localredis import (
     LocalRedis,
     RedisServerNotFound,

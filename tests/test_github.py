@@ -11,10 +11,12 @@ import logging
 import pickle
 import time
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import httpx
 import pytest
 
+from scheduler.config.planning import PlanningConfig
 from scheduler.sandbox.github import (
     SECONDARY_RATE_LIMIT_MESSAGE,
     FakeGitHubConfig,
@@ -35,8 +37,12 @@ from workers.forge.github import (
     error_for_response,
     retry_at_ms,
 )
+from workers.forge.github_errors import unadvised_wait_ms
+from workers.forge_retry import RETRYABLE, _github_wait_ms
 from workers.review.changes import ChangedFile
 from workers.review.model import ReviewComment
+from workers.review.planning import plan_review
+from workers.runtime import Runtime
 
 NOW_MS = 1_700_000_000_000
 FILES = "GET /repos/{owner}/{repo}/pulls/{number}/files"
@@ -373,6 +379,14 @@ def test_retry_at_follows_githubs_documented_order() -> None:
         (403, {"message": "Resource not accessible by integration"}, {}, GitHubError),
         (403, {"message": "x"}, {"x-ratelimit-remaining": "0"}, GitHubRateLimited),
         (429, {"message": "Too many"}, {}, GitHubRateLimited),
+        # GitHub's older secondary-limit words: no "rate limit" in them.
+        (
+            403,
+            {"message": "You have triggered an abuse detection mechanism."},
+            {},
+            GitHubRateLimited,
+        ),
+        (403, {"message": "Forbidden"}, {"retry-after": "5"}, GitHubRateLimited),
         (503, {"message": "Unavailable"}, {}, GitHubServerError),
         (409, {"message": "Conflict"}, {}, GitHubError),
     ],
@@ -405,9 +419,66 @@ def test_structured_422_errors_are_flattened() -> None:
 def test_errors_survive_pickling_for_the_job_queue() -> None:
     for error in (
         GitHubRateLimited(403, "slow down", NOW_MS),
+        GitHubRateLimited(403, "slow down", NOW_MS, advised=False),
         GitHubUnprocessable(422, "bad", ("Line could not be resolved",)),
         GitHubTransportError(None, "gone", maybe_sent=False),
         GitHubNotFound(404, "nope"),
     ):
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error) and vars(copy) == vars(error) and str(copy) == str(error)
+
+
+# --- the two gaps GitHub's description showed ----------------------------------------------
+
+
+@pytest.mark.parametrize("retry_after", [30, None])
+def test_an_abuse_detection_403_is_a_rate_limit_not_a_permission_error(
+    fake: FakeGitHubServer, retry_after: int | None
+) -> None:
+    """GitHub's older secondary limit says "abuse detection", not "rate limit"; with a
+    `retry-after` its time is GitHub's, without one the minute is only a floor."""
+    fake.control.add_pr("octo", "app", 1, "sha")
+    fake.control.faults(
+        secondary_rate_limit=1, secondary_wording="abuse", retry_after_s=retry_after
+    )
+    with pytest.raises(GitHubRateLimited) as info:
+        client_for(fake).pull_request("octo", "app", 1)
+    assert info.value.status == 403 and "abuse detection" in info.value.message
+    assert isinstance(info.value, RETRYABLE)  # the plan or the post is rerun, not failed
+    assert info.value.advised is (retry_after is not None)
+    assert info.value.retry_at_ms == NOW_MS + (retry_after or DEFAULT_RETRY_AFTER_S) * 1000
+
+
+def test_a_limit_naming_no_time_waits_longer_at_each_rerun(fake: FakeGitHubServer) -> None:
+    """The plan and finalize reruns carry their attempt number; a GitHub limit that
+    named no time waits a minute, then twice as long each rerun, up to half an hour.
+    One that named its time waits exactly that, whatever the attempt."""
+    fake.control.add_pr("octo", "app", 1, "sha")
+    fake.control.faults(secondary_rate_limit=2, retry_after_s=None, secondary_status=429)
+    client = GitHubClient(fake.token, base_url=fake.url)
+    with pytest.raises(GitHubRateLimited) as unadvised:
+        client.list_reviews("octo", "app", 1)
+    waits = [_github_wait_ms(cast(Runtime, None), n, unadvised.value) for n in range(8)]
+    assert [w // 1000 for w in waits] == [60, 120, 240, 480, 960, 1800, 1800, 1800]
+    assert [unadvised_wait_ms(n) for n in range(8)] == waits
+    fake.control.faults(secondary_rate_limit=1, retry_after_s=7)
+    with pytest.raises(GitHubRateLimited) as advised:
+        client.list_reviews("octo", "app", 1)
+    assert 5_000 <= _github_wait_ms(cast(Runtime, None), 5, advised.value) <= 7_000
+
+
+def test_a_new_file_status_is_kept_and_planned_as_a_change() -> None:
+    """GitHub counts a new enum value as non-breaking: a status this code does not know
+    must not fail the listing, and planning reviews such a file like a modification."""
+    listed = [
+        {"filename": "a.py", "status": "relocated", "changes": 4, "patch": PATCH},
+        {"filename": "b.bin", "status": "mystery", "changes": 1},
+        {"filename": "c.py", "status": "added", "patch": PATCH},
+    ]
+    client = mock_client(lambda request: httpx.Response(200, json=listed))
+    files = client.list_files("octo", "app", 1).files
+    assert [f.status for f in files] == ["relocated", "mystery", "added"]
+    plan = plan_review(files, PlanningConfig())
+    assert [s.path for s in plan.skipped] == ["b.bin"]  # no patch, as any binary
+    planned = "".join(m.text for m in plan.messages)
+    assert "--- a/a.py\n+++ b/a.py" in planned and "--- /dev/null\n+++ b/c.py" in planned

@@ -24,7 +24,7 @@ from scheduler.config.planning import PlanningConfig
 from scheduler.sandbox.github import FakeGitHubServer, serve_fake_github
 from scheduler.state.refs import PullRequestRef
 from workers.forge.github import GitHubClient
-from workers.forge.sinks import GitHubSink, LogSink, review_marker
+from workers.forge.sinks import ForgeSink, GitHubSink, LogSink, review_marker
 from workers.review.changes import ChangedFile
 from workers.review.plan import ReviewPlan
 from workers.review.planning import plan_review
@@ -151,7 +151,9 @@ def test_caps_and_login_reach_the_worker_from_the_review_settings(
     )
     rt = Runtime(dataclasses.replace(spec, env={"GITHUB_TOKEN": fake.token, "RQ_SAFETY_KEY": "k"}))
     try:
-        assert isinstance(rt.sink, GitHubSink) and rt.sink.login() == "Reviewq-Sandbox[bot]"
+        assert isinstance(rt.sink, ForgeSink)  # a GitHub PR's review goes to GitHub's sink
+        sink = rt.sink.for_forge("github")
+        assert isinstance(sink, GitHubSink) and sink.login() == "Reviewq-Sandbox[bot]"
         review = gather(REF, _plan(), {}, {})
         assert rt.sink.post(review, REF).posted and rt.sink.post(review, REF).already_posted
         assert fake.control.requests_to("GET /user") == 0  # the setting wins

@@ -138,11 +138,23 @@ def test_review_on_new_and_old_side_lines_is_accepted(fake: FakeGitHubServer) ->
         ({"comments": [{"path": "a.py", "line": 14, "body": "x"}]}, "Line could not be resolved"),
         ({"comments": [{"path": "a.py", "line": 40, "body": "x"}]}, "Line could not be resolved"),
         (
-            {"comments": [{"path": "a.py", "position": 3, "body": "x"}]},
-            "Line could not be resolved",
+            {"comments": [{"path": "a.py", "position": 10, "body": "x"}]},
+            "Position could not be resolved",
+        ),
+        (
+            {"comments": [{"path": "a.py", "position": 6, "body": "x"}]},
+            "Position could not be resolved",  # the `\\ No newline` line
+        ),
+        (
+            {"comments": [{"path": "a.py", "start_line": 13, "line": 12, "body": "x"}]},
+            "Start line must precede line",
         ),
         ({"event": "MERGE"}, "Event 'MERGE' is not one of APPROVE, REQUEST_CHANGES, COMMENT"),
         ({"body": "", "comments": []}, "Body is required for this event"),
+        (
+            {"body": "", "comments": [{"path": "a.py", "line": 12, "body": "x"}]},
+            "Body is required for this event",
+        ),
         ({"body": "x" * 65_537}, "Body is too long (maximum is 65536 characters)"),
     ],
 )
@@ -155,6 +167,21 @@ def test_invalid_reviews_are_422_in_githubs_shape(
     assert body["message"] == "Unprocessable Entity" and body["errors"] == [error]
     assert body["documentation_url"].startswith("https://docs.github.com/rest/pulls/reviews")
     assert fake.control.reviews() == []
+
+
+def test_comments_anchor_by_position_or_line_range(fake: FakeGitHubServer) -> None:
+    """`position` counts lines below the first hunk header, later headers included."""
+    comments = [
+        {"path": "a.py", "position": 1, "body": "context a"},
+        {"path": "a.py", "position": 8, "body": "the second hunk's -x"},
+        {"path": "a.py", "start_line": 11, "line": 13, "body": "B and C"},
+    ]
+    reply = post_review(
+        fake, {"commit_id": "head1", "body": "b", "event": "COMMENT", "comments": comments}
+    )
+    assert reply.status_code == 200
+    stored = fake.control.reviews()[0]["comments"]
+    assert [c.get("position") or c["line"] for c in stored] == [1, 8, 13]
 
 
 def test_a_file_without_a_patch_takes_no_line_comments(fake: FakeGitHubServer) -> None:
@@ -253,7 +280,7 @@ def test_reviews_carry_their_real_author(fake: FakeGitHubServer) -> None:
     gone = fake.control.add_review(
         "octo", "app", 1, user=None, body="ghost", commit_id="head1", state="APPROVED"
     )
-    assert by_author["user"] == {"login": "octocat", "id": by_author["user"]["id"], "type": "User"}
+    assert (by_author["user"]["login"], by_author["user"]["type"]) == ("octocat", "User")
     assert gone["user"] is None and gone["state"] == "APPROVED"
     listed = get(fake, PR + "/reviews").json()
     assert [(r["user"] and r["user"]["login"], r["body"]) for r in listed] == [

@@ -1,6 +1,6 @@
 """A forge that cannot answer for now: the plan or the review is queued again later.
 
-GitHub rate limits, 5xx and timeouts pass. Raising would leave the PR stuck (`planning`
+GitHub and GitLab rate limits, 5xx and timeouts pass. Raising would leave the PR stuck (`planning`
 until a person ran `retry-failed`), and a job never sleeps, so the job ends and the
 waker queues a fresh one when GitHub said to, or after a jittered backoff (RQ's own
 scheduler is not running). Both reruns are safe: a plan that found nothing did
@@ -15,11 +15,13 @@ from typing import Any
 
 from scheduler.state.refs import PullRequestRef
 from scheduler.waker import schedule_finalize, schedule_plan
-from workers.forge.github import GitHubRateLimited
+from workers.forge.github import GitHubRateLimited, GitHubServerError, GitHubTransportError
+from workers.forge.github_errors import unadvised_wait_ms
+from workers.forge.gitlab_errors import GitLabRateLimited, GitLabServerError, GitLabTransportError
 from workers.providers.attempt import jittered_backoff
 from workers.runtime import Runtime
 
-__all__ = ["FINALIZE_RETRIES", "retry_finalize", "retry_plan"]
+__all__ = ["FINALIZE_RETRIES", "RETRYABLE", "retry_finalize", "retry_plan"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,17 @@ log = logging.getLogger(__name__)
 # this many times, each after GitHub's retry time or a backoff, before the PR is
 # marked done with the error. Listing a plan's files is tried as often.
 FINALIZE_RETRIES = 8
+
+# What a forge answers when it cannot answer for now: the plan or the post is rerun.
+# A 401/403/404 is not among them: retrying cannot help, the job fails for a person.
+RETRYABLE: tuple[type[Exception], ...] = (
+    GitHubRateLimited,
+    GitHubServerError,
+    GitHubTransportError,
+    GitLabRateLimited,
+    GitLabServerError,
+    GitLabTransportError,
+)
 
 
 def retry_plan(
@@ -60,7 +73,11 @@ def retry_finalize(rt: Runtime, pr: str, gen: int, attempt: int, exc: Exception)
 
 
 def _github_wait_ms(rt: Runtime, attempt: int, exc: Exception) -> int:
-    """GitHub's own retry time for a rate limit, else a jittered backoff."""
-    if isinstance(exc, GitHubRateLimited):  # dated by the client's (this host's) clock
+    """The forge's own retry time for a rate limit, else a jittered backoff. A GitHub
+    limit that named no time waits longer at each rerun, as GitHub asks; the rerun's
+    `attempt` (carried by the plan and finalize jobs) is the count, so no state is kept."""
+    if isinstance(exc, GitHubRateLimited) and not exc.advised:
+        return unadvised_wait_ms(attempt)
+    if isinstance(exc, GitHubRateLimited | GitLabRateLimited):  # dated by this host's clock
         return max(0, exc.retry_at_ms - time.time_ns() // 1_000_000)
     return jittered_backoff(attempt + 1, rt.spec.retry)

@@ -22,11 +22,18 @@ __all__ = [
     "error_for_response",
     "json_or_none",
     "redact",
+    "retry_advice",
     "retry_at_ms",
+    "unadvised_wait_ms",
 ]
 
-# GitHub's advice for a secondary limit that names no time: wait at least a minute.
+# GitHub's advice for a secondary limit that names no time: wait at least a minute,
+# and, if the limit is met again, exponentially longer each time.
 DEFAULT_RETRY_AFTER_S = 60
+MAX_UNADVISED_WAIT_S = 30 * 60
+# A 403 is a rate limit in these words too: GitHub's older secondary-limit answer
+# says "abuse detection mechanism" and not "rate limit".
+_LIMIT_WORDS = ("rate limit", "abuse detection")
 
 
 class GitHubError(Exception):
@@ -52,11 +59,17 @@ class GitHubNotFound(GitHubError):
 
 
 class GitHubRateLimited(GitHubError):
-    """403/429 for a primary or secondary rate limit: nothing happened; retry at `retry_at_ms`."""
+    """403/429 for a primary or secondary rate limit: nothing happened; retry at
+    `retry_at_ms`. `advised` False: GitHub named no time and `retry_at_ms` is the
+    one-minute floor, which a caller meeting the limit again should grow
+    (`unadvised_wait_ms`)."""
 
-    def __init__(self, status: int | None, message: str, retry_at_ms: int) -> None:
-        Exception.__init__(self, status, message, retry_at_ms)
+    def __init__(
+        self, status: int | None, message: str, retry_at_ms: int, advised: bool = True
+    ) -> None:
+        Exception.__init__(self, status, message, retry_at_ms, advised)
         self.status, self.message, self.retry_at_ms = status, message, retry_at_ms
+        self.advised = advised
 
 
 class GitHubUnprocessable(GitHubError):
@@ -79,23 +92,37 @@ class GitHubTransportError(GitHubError):
         self.status, self.message, self.maybe_sent = status, message, maybe_sent
 
 
-def retry_at_ms(headers: Mapping[str, str], now_ms: int) -> int:
-    """When a rate-limited request may be retried, in GitHub's documented order.
+def retry_advice(headers: Mapping[str, str], now_ms: int) -> tuple[int, bool]:
+    """When a rate-limited request may be retried, in GitHub's documented order, and
+    whether GitHub named that time.
 
     `retry-after` first; then `x-ratelimit-reset`, but only when `x-ratelimit-remaining`
     is 0 (on a secondary limit the reset is the primary window's end, up to an hour
-    away); else one minute.
+    away); else one minute, unadvised.
     """
     lower = {k.lower(): v for k, v in headers.items()}
     if "retry-after" in lower:
         at = parse_retry_after(lower["retry-after"], now_ms)
         if at is not None:
-            return max(at, now_ms)
+            return max(at, now_ms), True
     if lower.get("x-ratelimit-remaining", "").strip() == "0":
         reset = parse_epoch(lower.get("x-ratelimit-reset"))
         if reset is not None:
-            return max(reset, now_ms)
-    return now_ms + DEFAULT_RETRY_AFTER_S * 1000
+            return max(reset, now_ms), True
+    return now_ms + DEFAULT_RETRY_AFTER_S * 1000, False
+
+
+def retry_at_ms(headers: Mapping[str, str], now_ms: int) -> int:
+    """`retry_advice`'s time alone, for callers that do not grow their waits."""
+    return retry_advice(headers, now_ms)[0]
+
+
+def unadvised_wait_ms(attempt: int) -> int:
+    """The wait before retry `attempt + 1` of a call that met a rate limit naming no
+    time, `attempt` retries in: a minute, doubling each time (GitHub: "wait for an
+    exponentially increasing amount of time between retries"), at most half an hour."""
+    seconds = DEFAULT_RETRY_AFTER_S << min(max(attempt, 0), 16)
+    return min(seconds, MAX_UNADVISED_WAIT_S) * 1000
 
 
 def error_for_response(
@@ -103,9 +130,11 @@ def error_for_response(
 ) -> GitHubError:
     """The exception for a non-2xx answer; `what` (method and path) starts the message.
 
-    A 403 is a rate limit only when GitHub says so (its words or `remaining: 0`); else
-    it is a permission problem and stays a plain `GitHubError`. `secrets` are cut out
-    of GitHub's words, in case a proxy echoes a header back.
+    A 403 is a rate limit only when GitHub says so: its words (today's "rate limit"
+    or the older "abuse detection"), `remaining: 0`, or a `retry-after`, which GitHub
+    sends with no permission error; else it is a permission problem and stays a plain
+    `GitHubError`. `secrets` are cut out of GitHub's words, in case a proxy echoes a
+    header back.
     """
     status = response.status_code
     data = json_or_none(response)
@@ -113,9 +142,9 @@ def error_for_response(
     message = f"{what}: {said}"
     if status == 401:
         return GitHubAuthError(status, message)
-    exhausted = response.headers.get("x-ratelimit-remaining", "").strip() == "0"
-    if status == 429 or (status == 403 and (exhausted or "rate limit" in said.lower())):
-        return GitHubRateLimited(status, message, retry_at_ms(response.headers, now_ms))
+    if status == 429 or (status == 403 and _is_rate_limit(response, said)):
+        at, advised = retry_advice(response.headers, now_ms)
+        return GitHubRateLimited(status, message, at, advised)
     if status == 404:
         return GitHubNotFound(status, message)
     if status == 422:
@@ -125,6 +154,13 @@ def error_for_response(
     if status >= 500:
         return GitHubServerError(status, message)
     return GitHubError(status, message)
+
+
+def _is_rate_limit(response: httpx.Response, said: str) -> bool:
+    headers = response.headers
+    if headers.get("x-ratelimit-remaining", "").strip() == "0" or "retry-after" in headers:
+        return True
+    return any(words in said.lower() for words in _LIMIT_WORDS)
 
 
 def redact(text: str, secrets: Sequence[str]) -> str:

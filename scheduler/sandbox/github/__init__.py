@@ -1,10 +1,13 @@
 """A fake GitHub REST API, served over real HTTP like the provider simulator.
 
-It holds PRs in memory, lists their files and reviews with GitHub's paging, validates
-posted reviews as GitHub does (a comment's line must be in the diff), and injects the
-failures a review bot must survive: secondary rate limits, a 502 before or after the
-review was stored. Tests and `reviewq sandbox github` drive it through `/_gh/*`,
-which can also add reviews by accounts other than the token's.
+It holds PRs in memory and serves them in GitHub's own shapes (its OpenAPI
+description's example responses, overlaid with the fake's state), lists their files
+and reviews with GitHub's paging, refuses what GitHub refuses (headers, review
+bodies, comments not anchored in the diff), and injects the failures a review bot
+must survive: primary and secondary rate limits, a 502 before or after the review was
+stored. Tests and `reviewq sandbox github` drive it through `/_gh/*`, which can also
+add reviews by accounts other than the token's. docs/testing.md says what it still
+simplifies.
 """
 
 from scheduler.sandbox.github.app import (

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from scheduler.sandbox.github.shapes import review_json
 from scheduler.sandbox.github.state import FakeGitHub, FaultsUpdate, PullSpec, ReviewSpec
 from scheduler.sandbox.server import is_loopback
 
@@ -83,7 +84,7 @@ async def reviews(request: Request) -> Response:
     """Every review posted, in order, with the PR it went to and its inline comments."""
     base = str(request.base_url).rstrip("/")
     out = [
-        {**r.as_json(base), "pr": f"{r.owner}/{r.repo}#{r.number}", "comments": r.comments}
+        {**review_json(r, base), "pr": f"{r.owner}/{r.repo}#{r.number}", "comments": r.comments}
         for r in _gh(request).reviews
     ]
     return JSONResponse({"reviews": out})
@@ -98,7 +99,7 @@ async def add_review(request: Request) -> Response:
     review = _gh(request).add_review_by(spec)
     if review is None:
         return JSONResponse({"error": "no such pull request"}, 404)
-    return JSONResponse(review.as_json(str(request.base_url).rstrip("/")))
+    return JSONResponse(review_json(review, str(request.base_url).rstrip("/")))
 
 
 async def stats(request: Request) -> Response:

@@ -45,9 +45,12 @@ class GitHubControl:
         draft: bool = False,
         title: str = "A pull request",
         state: str = "open",
+        head_repo: str | None = None,
+        body: str | None = None,
     ) -> dict[str, Any]:
-        """Create the PR or move it to `head_sha`; returns the fake's summary of it."""
-        body = {
+        """Create the PR or move it to `head_sha`; returns the fake's summary of it.
+        `head_repo` ("owner/name") puts the head in a fork."""
+        spec = {
             "owner": owner,
             "repo": repo,
             "number": number,
@@ -57,8 +60,10 @@ class GitHubControl:
             "draft": draft,
             "title": title,
             "state": state,
+            "head_repo": head_repo,
+            "body": body,
         }
-        result: dict[str, Any] = self._call("POST", "/_gh/prs", body)
+        result: dict[str, Any] = self._call("POST", "/_gh/prs", spec)
         return result
 
     def add_review(
@@ -70,14 +75,15 @@ class GitHubControl:
         user: str | None,
         body: str,
         commit_id: str | None = None,
+        commit_gone: bool = False,
         state: str = "COMMENTED",
     ) -> dict[str, Any]:
         """A review written by `user` (None: a deleted account), not the token's own;
-        `commit_id` None means the PR's head. Returns it as the API lists it."""
+        `commit_id` None means the PR's head, `commit_gone` a null `commit_id` (the
+        commit was garbage collected). Returns it as the API lists it."""
         spec = {"owner": owner, "repo": repo, "number": number, "user": user, "body": body}
-        result: dict[str, Any] = self._call(
-            "POST", "/_gh/reviews", {**spec, "commit_id": commit_id, "state": state}
-        )
+        extra = {"commit_id": commit_id, "commit_gone": commit_gone, "state": state}
+        result: dict[str, Any] = self._call("POST", "/_gh/reviews", {**spec, **extra})
         return result
 
     def faults(self, **changes: object) -> dict[str, Any]:

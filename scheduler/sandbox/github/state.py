@@ -3,13 +3,15 @@
 Like the provider simulator it is its own referee: it parses patches with its own
 code and shares nothing with the client under test but the `ChangedFile` shape.
 Handlers never `await` between reading and changing this state, and uvicorn runs
-them on one event loop, so no lock is needed.
+them on one event loop, so no lock is needed. The JSON it serves is made in
+`shapes.py`, from GitHub's own examples.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
 import time
 from collections import Counter
@@ -18,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from scheduler.sandbox.github.exchanges import ExchangeLog
 from workers.review.changes import ChangedFile
 
 __all__ = [
@@ -30,15 +33,19 @@ __all__ = [
     "PullSpec",
     "ReviewSpec",
     "diff_lines",
+    "repo_id",
     "synthetic_files",
-    "user_json",
 ]
 
 # Not a secret: a fixed token so that scripts and docs can name it.
 DEV_GITHUB_TOKEN = "gh-sandbox-reviewq-dev-token"
+# A directory: when set, every fake appends each API exchange to a file of its own
+# there, as JSON lines, for tests to check against GitHub's OpenAPI description.
+EXCHANGE_LOG_ENV = "REVIEWQ_GITHUB_EXCHANGE_LOG"
 
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _REPO_PART = r"^[A-Za-z0-9._-]+$"
+_FULL_NAME = r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$"
 
 
 class FakeGitHubConfig(BaseModel):
@@ -59,6 +66,10 @@ class FakeGitHubConfig(BaseModel):
     bot_login: str = Field(default="reviewq-sandbox[bot]", min_length=1)
     installation_token: bool = False
     remote_control: bool = False
+    # GitHub leaves `patch` out of a file whose diff is too large (it does not say how
+    # large); the fake does so past this many characters, and still anchors comments.
+    max_patch_chars: int = Field(default=1_000_000, ge=0)
+    exchange_log: str | None = Field(default_factory=lambda: os.environ.get(EXCHANGE_LOG_ENV))
 
     def token_matches(self, header: str | None) -> bool:
         """GitHub takes `Bearer <token>` and the older `token <token>`."""
@@ -72,6 +83,8 @@ class PullSpec(BaseModel):
     """`POST /_gh/prs`: a PR to create, or a new head (with its files) for one that exists.
 
     `synthetic_files` appends that many generated one-line changes after `files`.
+    `head_repo` names a fork the head lives in (`owner/name`); None: the PR's own.
+    `body` None is how GitHub shows a PR opened without a description.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -83,6 +96,9 @@ class PullSpec(BaseModel):
     title: str = "A pull request"
     state: Literal["open", "closed"] = "open"
     draft: bool = False
+    body: str | None = None
+    author: str = Field(default="octocat", pattern=_REPO_PART)
+    head_repo: str | None = Field(default=None, pattern=_FULL_NAME)
     files: tuple[ChangedFile, ...] = ()
     synthetic_files: int = Field(default=0, ge=0, le=20_000)
 
@@ -90,7 +106,8 @@ class PullSpec(BaseModel):
 class ReviewSpec(BaseModel):
     """`POST /_gh/reviews`: a review written by someone other than the token's account,
     as a PR's author or another reviewer would leave one. `user` None is how GitHub
-    lists a review whose author's account was deleted."""
+    lists a review whose author's account was deleted; `commit_gone` lists it with a
+    null `commit_id`, as GitHub does once the commit was garbage collected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -100,21 +117,27 @@ class ReviewSpec(BaseModel):
     user: str | None = Field(min_length=1)
     body: str = ""
     commit_id: str | None = None
+    commit_gone: bool = False
     state: Literal["COMMENTED", "APPROVED", "CHANGES_REQUESTED"] = "COMMENTED"
 
 
 class FaultsUpdate(BaseModel):
     """`POST /_gh/faults`; counts are how many upcoming requests misbehave.
 
-    `retry_after_s` None sends a secondary limit with no `retry-after` at all.
+    `retry_after_s` None sends a secondary limit with no `retry-after` at all;
+    `secondary_wording` "abuse" words it as GitHub's older abuse-detection answer.
+    `primary_status` is how the primary limit (injected or the hourly window) answers:
+    GitHub documents 403 or 429.
     """
 
     model_config = ConfigDict(extra="forbid")
 
     secondary_rate_limit: int | None = Field(default=None, ge=0)
     secondary_status: Literal[403, 429] | None = None
+    secondary_wording: Literal["secondary", "abuse"] | None = None
     retry_after_s: int | None = Field(default=60, ge=0)
     primary_rate_limit: int | None = Field(default=None, ge=0)
+    primary_status: Literal[403, 429] | None = None
     reset_in_s: int | None = Field(default=None, ge=0)
     review_5xx: int | None = Field(default=None, ge=0)
     review_5xx_after_create: int | None = Field(default=None, ge=0)
@@ -124,8 +147,10 @@ class FaultsUpdate(BaseModel):
 class Faults:
     secondary_rate_limit: int = 0
     secondary_status: int = 403
+    secondary_wording: str = "secondary"
     retry_after_s: int | None = 60
     primary_rate_limit: int = 0
+    primary_status: int = 403
     reset_in_s: int = 3600
     review_5xx: int = 0
     review_5xx_after_create: int = 0
@@ -143,53 +168,41 @@ class FakePull:
     draft: bool
     head_sha: str
     files_by_sha: dict[str, tuple[ChangedFile, ...]] = field(default_factory=dict)
+    body: str | None = None
+    author: str = "octocat"
+    head_repo: tuple[str, str] = ("", "")
 
     @property
     def files(self) -> tuple[ChangedFile, ...]:
         return self.files_by_sha[self.head_sha]
 
+    @property
+    def pr_id(self) -> int:
+        """GitHub's numeric id of the PR (not its number), stable per PR."""
+        key = f"{self.owner}/{self.repo}#{self.number}".encode()
+        return int(hashlib.sha1(key).hexdigest()[:8], 16)
+
 
 @dataclass
 class PostedReview:
+    """`commit_id` None: the commit is gone; `submitted_at` None: a PENDING review."""
+
     id: int
     owner: str
     repo: str
     number: int
-    commit_id: str
+    commit_id: str | None
     body: str
     state: str
     comments: list[dict[str, Any]]
     user: str | None
-    submitted_at: str
-
-    def as_json(self, base_url: str) -> dict[str, Any]:
-        """GitHub's review object; `base_url` is where the fake is being reached."""
-        pr = f"{self.owner}/{self.repo}/pull/{self.number}"
-        return {
-            "id": self.id,
-            "node_id": f"PRR_{self.id}",
-            "user": user_json(self.user),
-            "body": self.body,
-            "state": self.state,
-            "html_url": f"{base_url}/{pr}#pullrequestreview-{self.id}",
-            "pull_request_url": f"{base_url}/repos/{self.owner}/{self.repo}/pulls/{self.number}",
-            "commit_id": self.commit_id,
-            "submitted_at": self.submitted_at,
-            "author_association": "NONE",
-        }
+    submitted_at: str | None
 
 
-def user_json(login: str | None) -> dict[str, Any] | None:
-    """GitHub's user object (the few fields reviewq reads, and `type`); None for none."""
-    if login is None:
-        return None
-    kind = "Bot" if login.endswith("[bot]") else "User"
-    return {"login": login, "id": _user_id(login), "type": kind}
-
-
-def _user_id(login: str) -> int:
-    """A stable numeric id per login, as GitHub gives every account one."""
-    return int(hashlib.sha1(login.lower().encode()).hexdigest()[:7], 16)
+def repo_id(owner: str, repo: str) -> int:
+    """GitHub's numeric repository id, which its paging links use
+    (`/repositories/{id}/...`); stable per repository, as GitHub's is."""
+    return int(hashlib.sha1(f"{owner}/{repo}".lower().encode()).hexdigest()[:7], 16)
 
 
 def diff_lines(patch: str) -> tuple[frozenset[int], frozenset[int]]:
@@ -239,6 +252,8 @@ class FakeGitHub:
     def __init__(self, config: FakeGitHubConfig) -> None:
         self.config = config
         self.pulls: dict[tuple[str, str, int], FakePull] = {}
+        self.repos: dict[int, tuple[str, str]] = {}
+        self.exchanges = ExchangeLog.open(config.exchange_log)
         self.reset()
 
     def reset(self) -> None:
@@ -260,12 +275,20 @@ class FakeGitHub:
             )
             self.pulls[key] = pull
         pull.title, pull.state, pull.draft = spec.title, spec.state, spec.draft
+        pull.body, pull.author = spec.body, spec.author
+        head_owner, _, head_name = (spec.head_repo or f"{spec.owner}/{spec.repo}").partition("/")
+        pull.head_repo = (head_owner, head_name)
         pull.head_sha = spec.head_sha
         pull.files_by_sha[spec.head_sha] = files
+        self.repos[repo_id(spec.owner, spec.repo)] = (spec.owner, spec.repo)
         return pull
 
     def pull(self, owner: str, repo: str, number: int) -> FakePull | None:
         return self.pulls.get((owner, repo, number))
+
+    def repo_by_id(self, number: int) -> tuple[str, str] | None:
+        """The repository a `/repositories/{id}/...` URL (a paging link) names."""
+        return self.repos.get(number)
 
     def take(self, fault: Literal["secondary", "primary", "review_5xx", "after_create"]) -> bool:
         """Use up one injected fault of that kind, if any is left."""
@@ -316,13 +339,19 @@ class FakeGitHub:
         pull = self.pull(spec.owner, spec.repo, spec.number)
         if pull is None:
             return None
-        commit = spec.commit_id or pull.head_sha
+        commit = None if spec.commit_gone else spec.commit_id or pull.head_sha
         return self._store(pull, commit, spec.body, spec.state, [], spec.user)
+
+    def pending_review_of(self, pull: FakePull, user: str) -> PostedReview | None:
+        """GitHub lets an account hold one PENDING review per PR."""
+        key = (pull.owner, pull.repo, pull.number, user, "PENDING")
+        found = (r for r in self.reviews if (r.owner, r.repo, r.number, r.user, r.state) == key)
+        return next(found, None)
 
     def _store(
         self,
         pull: FakePull,
-        commit_id: str,
+        commit_id: str | None,
         body: str,
         state: str,
         comments: list[dict[str, Any]],
@@ -338,7 +367,7 @@ class FakeGitHub:
             state,
             comments,
             user,
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            None if state == "PENDING" else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         self._next_id += 1
         self.reviews.append(review)
