@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from scheduler.cli.main import main
+from scheduler.sandbox.localredis import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -39,3 +40,13 @@ def test_demo_reviews_every_pr_once_inside_the_quota(
     hooks = data["webhooks"]
     assert hooks.get("rejected (bad signature)") == 2
     assert sum(n for k, n in hooks.items() if k.startswith("202")) >= 14
+
+
+def test_a_dead_redis_url_is_exit_3_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a 30 s wait for the webhook server and a traceback: the documented exit 3,
+    naming the URL with its password hidden."""
+    monkeypatch.setenv("REDIS_URL", f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+    result = CliRunner().invoke(main, ["demo", "--json"])
+    assert result.exit_code == 3, result.output
+    assert "does not answer" in result.output and "hunter2" not in result.output
+    assert "Traceback" not in result.output

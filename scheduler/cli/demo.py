@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -10,17 +11,23 @@ from collections.abc import Callable
 from typing import Any
 
 import click
+import redis as redis_lib
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from scheduler.config import redact_url
 from scheduler.quota.limiter import Limiter
 from scheduler.sim.demo import WebhookIntake, demo_scenario
+from scheduler.sim.gitlab_intake import GitLabWebhookIntake, gitlab_scenario
 from scheduler.sim.run import SimRun
 from scheduler.sim.simulate import run_scenario
 from scheduler.state.records import read_pr
 
 __all__ = ["demo", "summary"]
+
+# Either intake: both deliver webhooks, count outcomes and read the posted reviews back.
+Intake = WebhookIntake | GitLabWebhookIntake
 
 
 def _bar(used: int, limit: int, reserve_from: int, width: int = 40) -> str:
@@ -69,19 +76,18 @@ def _prs(run: SimRun) -> Table:
     return table
 
 
-def _view(run: SimRun, now_sim: float, intake: WebhookIntake) -> Group:
+def _view(run: SimRun, now_sim: float, intake: Intake, forge: str) -> Group:
     webhooks = ", ".join(f"{k}: {v}" for k, v in sorted(intake.outcomes.items()))
-    posted = len(intake.github.control.reviews()) if intake.github else 0
     return Group(
         _windows(run, now_sim),
         _prs(run),
         f"webhooks: {webhooks}",
-        f"reviews posted on the fake GitHub: {posted}",
+        f"reviews posted on the fake {forge}: {len(intake.reviews())}",
     )
 
 
 def summary(
-    result: dict[str, Any], intake: WebhookIntake, reviews: list[dict[str, Any]]
+    result: dict[str, Any], intake: Intake, reviews: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """The figures that show the promise held: quota as the provider's own referee saw
     it, every PR finished and reviewed once, and how long small PRs waited."""
@@ -131,14 +137,33 @@ def _throttled(
     "--time-scale", default=300.0, show_default=True, help="Simulated seconds per real second."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print only the final summary as JSON.")
-def demo(time_scale: float, as_json: bool) -> None:
-    """Run the whole pipeline for about two minutes on this machine: a private Redis
+@click.option(
+    "--forge",
+    type=click.Choice(["github", "gitlab"]),
+    default="github",
+    show_default=True,
+    help="Which fake forge the PRs (or merge requests) live on and reviews go to.",
+)
+def demo(time_scale: float, as_json: bool, forge: str) -> None:
+    """Run the whole pipeline for about 90 seconds on this machine: a private Redis
     (or REDIS_URL), the webhook server, worker processes, the provider simulator and
-    a fake GitHub. A 140-file PR and 13 small ones arrive as signed webhooks while the
-    Lua limiter shares Synthetic's 5-hour window (compressed 300x) between them."""
+    a fake GitHub (or, with --forge gitlab, a fake GitLab). A 140-file PR and 13 small
+    ones arrive as webhooks while the Lua limiter shares Synthetic's 5-hour window
+    (compressed 300x) between them.
+
+    \b
+    Exit codes:
+      0  the demo ran to its end and printed its summary
+      1  a part failed to start or the run failed
+      3  REDIS_URL is set but that Redis does not answer
+    """
+    _check_redis_url()
     console = Console(stderr=as_json)
-    intake = WebhookIntake()
+    intake: Intake = WebhookIntake() if forge == "github" else GitLabWebhookIntake()
     scenario = demo_scenario(time_scale)
+    if forge == "gitlab":
+        scenario = gitlab_scenario(scenario)
+    label = "GitHub" if forge == "github" else "GitLab"
     if as_json:
         result = run_scenario(scenario, intake=intake)
     else:
@@ -146,7 +171,7 @@ def demo(time_scale: float, as_json: bool) -> None:
         with Live(console=console, refresh_per_second=2) as live:
 
             def on_tick(run: SimRun, now_sim: float) -> None:
-                live.update(_view(run, now_sim, intake))
+                live.update(_view(run, now_sim, intake, label))
 
             result = run_scenario(scenario, intake=intake, on_tick=_throttled(on_tick))
     data = summary(result, intake, intake.last_reviews)
@@ -154,5 +179,75 @@ def demo(time_scale: float, as_json: bool) -> None:
         json.dump(data, sys.stdout)
         sys.stdout.write("\n")
         return
-    console.print("\n[bold]summary[/]")
-    console.print_json(data=data)
+    console.print(_summary_table(data, time_scale))
+
+
+def _check_redis_url() -> None:
+    """A REDIS_URL nobody answers at fails now, as the other commands do (exit 3),
+    rather than after the webhook server waited 30 s for it."""
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        return
+    client = redis_lib.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except redis_lib.ConnectionError as exc:
+        msg = f"REDIS_URL {redact_url(url)} does not answer: {exc}"
+        raise redis_lib.ConnectionError(msg) from None
+    finally:
+        client.close()
+
+
+# The deliveries the demo sends on purpose, as a real endpoint also gets them.
+_ON_PURPOSE = {
+    "rejected (bad signature)": "forged on purpose, refused (bad signature)",
+    "200 duplicate": "redelivered on purpose, answered duplicate",
+    "202 ignored": "ignored (a draft, sent on purpose)",
+    "200 pong": "ping",
+    "202 enqueued": "queued for review",
+}
+
+
+def _summary_table(data: dict[str, Any], time_scale: float) -> Table:
+    """The summary for a person: what each figure means, in words and units. Times are
+    simulated seconds (the run is `time_scale` times faster than real time)."""
+    table = Table(title=f"summary (times are simulated: x{time_scale:g})", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("figure")
+    done, total = data["messages_done"], data["messages_total"]
+    table.add_row(
+        "PRs reviewed", f"{data['prs_done']} of {data['prs']} ({done} of {total} messages)"
+    )
+    table.add_row("provider 429s", str(data["provider_429"]))
+    for w in data["windows"]:
+        table.add_row(
+            f"window {w['name']}",
+            f"at most {w['max_used_in_any_window']:g} of {w['limit']:g} used in any window "
+            "(the provider simulator's own count)",
+        )
+    table.add_row(
+        "small-PR wait",
+        f"p50 {_seconds(data['small_pr_wait_p50_s'])}, p95 {_seconds(data['small_pr_wait_p95_s'])}"
+        " (arrival to first review call)",
+    )
+    big = data["big_pr"]
+    table.add_row(
+        f"big PR {big['id']}",
+        f"{big['files']} files, {big['messages']} messages: first call after "
+        f"{_seconds(big['wait_s'])}, finished at {_hours(big['finished_s'])}",
+    )
+    table.add_row(
+        "reviews posted",
+        f"{data['reviews_posted']}; heads reviewed twice: {data['heads_reviewed_twice']}",
+    )
+    hooks = ", ".join(f"{n} {_ON_PURPOSE.get(k, k)}" for k, n in data["webhooks"].items())
+    table.add_row("webhook deliveries", hooks)
+    return table
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.1f} s"
+
+
+def _hours(value: float | None) -> str:
+    return "n/a" if value is None else f"{value / 3600:.2f} h"

@@ -30,26 +30,53 @@ __all__ = ["simulate"]
     help="Override the scenario's policy; fifo is the baseline without fairness.",
 )
 @click.option(
+    "--no-offpeak",
+    "no_offpeak",
+    is_flag=True,
+    help="Drop the accounts' off-peak policies: the baseline off-peak scheduling is judged by.",
+)
+@click.option(
     "--trace",
     "trace_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Write one JSON line per grant to this file.",
 )
+@click.option(
+    "--report",
+    "report_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write a self-contained HTML page with charts of the run to this file.",
+)
 def simulate(
-    scenario_path: Path, as_json: bool, policy: str | None, trace_path: Path | None
+    scenario_path: Path,
+    as_json: bool,
+    policy: str | None,
+    no_offpeak: bool,
+    trace_path: Path | None,
+    report_path: Path | None,
 ) -> None:
     """Run SCENARIO (YAML or JSON) against the provider simulator with real Redis, RQ
     workers, limiter and admission; time runs `time_scale` times faster.
 
     Uses $REDIS_URL if set, else starts a private local Redis.
+
+    \b
+    Exit codes:
+      0  the run ended and its figures were printed
+      1  the run failed (a part did not start)
+      2  the scenario file is not valid (each mistake is named)
+      3  REDIS_URL is set but that Redis does not answer
     """
     from scheduler.sim.scenario import load_scenario
     from scheduler.sim.simulate import run_scenario
 
     try:
         scenario = load_scenario(scenario_path)
-    except (ValueError, ValidationError) as exc:
+    except ValidationError as exc:
+        raise click.BadParameter(_mistakes(exc), param_hint="SCENARIO") from None
+    except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="SCENARIO") from None
     if not as_json:
         real = scenario.duration / scenario.time_scale
@@ -58,7 +85,16 @@ def simulate(
             f"at most {real:.0f} s of wall time",
             err=True,
         )
-    result = run_scenario(scenario, policy=policy, redis_url=os.environ.get("REDIS_URL") or None)
+    result = run_scenario(
+        scenario,
+        policy=policy,
+        redis_url=os.environ.get("REDIS_URL") or None,
+        offpeak=not no_offpeak,
+    )
+    if report_path is not None:
+        from scheduler.sim.html_report import render_html
+
+        report_path.write_text(render_html(result, title=f"reviewq simulate {scenario_path.name}"))
     trace = result.pop("trace")
     if trace_path is not None:
         _write_trace(trace_path, trace, result)
@@ -116,12 +152,27 @@ def _print(result: dict[str, Any]) -> None:
                 "-" if w["utilization"] is None else f"{w['utilization']:.1%}",
             )
     console.print(table)
+    for account in result["accounts"]:
+        credits = account.get("credits")
+        if credits:
+            console.print(
+                f"{account['name']}: credits billed by the provider {credits['provider_total']:g}, "
+                f"settled by reviewq {credits['reviewq_settled_total']:g} "
+                f"({credits['difference_pct']}%); per message {credits['per_message']}; "
+                f"input bound exceeded {_exceeded(credits)}; deferrals {credits['deferrals']}"
+            )
     done, total = result["messages_done"], result["messages_total"]
     console.print(
         f"messages done: {done}/{total}; small-PR wait p95: {result['small_pr_wait_p95_s']} s; "
         f"reserve violations: {result['reserve_check']['violations']}; "
         f"unfinished PRs: {len(result['not_finished'])}"
     )
+
+
+def _exceeded(credits: dict[str, Any]) -> str:
+    calls = sum(b["calls"] for b in credits["input_bound"])
+    over = sum(b["exceeded"] for b in credits["input_bound"])
+    return f"{over} of {calls} calls"
 
 
 @click.command("soak")
@@ -143,7 +194,9 @@ def soak(scenario_path: Path, max_growth: float) -> None:
 
     try:
         scenario = load_scenario(scenario_path)
-    except (ValueError, ValidationError) as exc:
+    except ValidationError as exc:
+        raise click.BadParameter(_mistakes(exc), param_hint="SCENARIO") from None
+    except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="SCENARIO") from None
     real = scenario.duration / scenario.time_scale
     click.echo(
@@ -162,3 +215,12 @@ def soak(scenario_path: Path, max_growth: float) -> None:
         or figures["prs_ended"] < figures["prs"]
     )
     sys.exit(1 if failed else 0)
+
+
+def _mistakes(exc: ValidationError) -> str:
+    """Each mistake as `where: what`, without pydantic's web links and input dumps."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+    return "the scenario has mistakes:\n" + "\n".join(f"  {line}" for line in lines)
