@@ -1,28 +1,125 @@
 """A pure-Python reference model of the limiter, written from `docs/limiter.md` alone.
 
-It never looks at the Lua scripts: the property test drives it and the real `Limiter`
-with the same operations and demands identical answers, so a bug would have to be made
-twice, in two different ways, to go unnoticed. Clarity over speed: every `used` is a
-fresh sum over the live charges, every wait a walk over future expiry times.
+It never looks at the Lua scripts, nor at what they are generated from: it imports no
+`Policy` or `Window`, calls no `Policy.caps()` or `Window.regen_milli`, and computes the
+caps, the regeneration per tick and the lengthened durations from the doc's formulas
+itself, in exact decimal arithmetic (`caps`, `regen` below; `tests/test_limiter_caps.py`
+checks them against hand-computed rows). The plan and policy it is given are only read
+as data: names, limits, durations, ticks, fractions. The property test drives it and
+the real `Limiter` with the same operations and demands identical answers, so a bug
+would have to be made twice, in two different ways, to go unnoticed. Clarity over
+speed: every `used` is a fresh sum over the live charges, every wait a walk over
+future expiry times.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Protocol
 
-from scheduler.quota.limiter import Denial, Grant
-from scheduler.quota.plans import Plan, Policy, Window
+from scheduler.quota.results import Denial, Grant
 
-__all__ = ["INF", "ModelLimiter", "Snapshot"]
+__all__ = ["INF", "ModelLimiter", "Snapshot", "caps", "exact", "regen"]
 
 INF = math.inf
 Cost = int | Mapping[str, int]
 # The contract's ids (docs/limiter.md, "Ids"): sync books its charges under request ids
 # "~sync:<window>:<n>:<n>", so no request may take one.
 SYNC_ID = re.compile(r"~sync:[A-Za-z0-9_]+:[-+.e0-9]+:[-+.e0-9]+")
+
+
+# ------------------------------------------------------------- the doc's formulas
+
+
+def exact(x: float | int | str) -> Fraction:
+    """The decimal number a person wrote (`0.1` is one tenth, not the binary float
+    nearest to it): the doc's formulas are about those numbers."""
+    return Fraction(repr(x)) if isinstance(x, float) else Fraction(x)
+
+
+def caps(
+    limit: int, headroom: float = 0.0, reserve: float = 0.0, pr_share: float = 1.0
+) -> tuple[int, int, int]:
+    """docs/limiter.md, "Caps": `hi = floor(L * (1 - headroom))`,
+    `lo = floor(L * (1 - headroom - reserve))`, `share = floor(L * pr_share)`."""
+    h, r, s = exact(headroom), exact(reserve), exact(pr_share)
+    return (
+        math.floor(limit * (1 - h)),
+        math.floor(limit * (1 - h - r)),
+        math.floor(limit * s),
+    )
+
+
+def regen(limit: int, tick_percent: float) -> int:
+    """docs/limiter.md, "State of one account": `G = round(L * tick_percent / 100)`,
+    to the nearest integer, a half to the even one, and never below 1."""
+    g = exact(limit) * exact(tick_percent) / 100
+    whole, rest, half = math.floor(g), g - math.floor(g), Fraction(1, 2)
+    up = rest > half or (rest == half and whole % 2 == 1)
+    return max(1, whole + 1 if up else whole)
+
+
+class WindowData(Protocol):
+    """What the model reads of a window: data only."""
+
+    name: str
+    kind: str
+    limit_milli: int
+    duration_ms: int
+    tick_ms: int | None
+    tick_percent: float | None
+
+
+class PlanData(Protocol):
+    name: str
+    concurrency: int | None
+    concurrency_per_model: bool
+
+    @property
+    def windows(self) -> Sequence[WindowData]: ...
+
+
+class PolicyData(Protocol):
+    headroom: float
+    reserve: float
+    pr_share: float
+    arrival_margin_ms: int
+
+
+@dataclass(frozen=True)
+class Win:
+    """One window as the contract enforces it: the duration lengthened by the arrival
+    margin, and its caps and regeneration computed from the doc's formulas."""
+
+    name: str
+    kind: str
+    limit: int
+    duration: int
+    tick: int
+    regen: int
+    hi: int
+    lo: int
+    share: int
+
+    @classmethod
+    def of(cls, w: WindowData, policy: PolicyData) -> Win:
+        hi, lo, share = caps(w.limit_milli, policy.headroom, policy.reserve, policy.pr_share)
+        regenerating = w.kind == "regenerating"
+        return cls(
+            name=w.name,
+            kind=w.kind,
+            limit=w.limit_milli,
+            duration=w.duration_ms + policy.arrival_margin_ms,
+            tick=(w.tick_ms or 0) if regenerating else 0,
+            regen=regen(w.limit_milli, w.tick_percent or 0) if regenerating else 0,
+            hi=hi,
+            lo=lo,
+            share=share,
+        )
 
 
 def _check_ids(pr: str, request_id: str, model: str) -> None:
@@ -66,19 +163,17 @@ class Snapshot:
 class ModelLimiter:
     """Same operations and result shapes as `scheduler.quota.limiter.Limiter`."""
 
-    def __init__(self, plan: Plan, policy: Policy, clock: Callable[[], int]) -> None:
-        self.plan = plan
-        self.policy = policy
+    def __init__(self, plan: PlanData, policy: PolicyData, clock: Callable[[], int]) -> None:
+        self.plan_name = plan.name
+        self.concurrency = plan.concurrency
+        self.per_model = plan.concurrency_per_model
         self.clock = clock
         # A charge counts for its window plus the policy's arrival margin (the contract).
-        margin = policy.arrival_margin_ms
-        self.windows: tuple[Window, ...] = tuple(
-            w.model_copy(update={"duration_ms": w.duration_ms + margin}) for w in plan.windows
-        )
-        self.longest = max((w.duration_ms for w in self.windows), default=0)
+        self.windows: tuple[Win, ...] = tuple(Win.of(w, policy) for w in plan.windows)
+        self.longest = max((w.duration for w in self.windows), default=0)
         self.charges: dict[str, _Charge] = {}
         # PR-less charges added by `sync` to rolling windows: window name -> [(t, cost)].
-        self.sync_charges: dict[str, list[tuple[int, int]]] = {w.name: [] for w in plan.windows}
+        self.sync_charges: dict[str, list[tuple[int, int]]] = {w.name: [] for w in self.windows}
         self.buckets: dict[str, _Bucket] = {}
         self.leases: dict[str, int] = {}
         self.block_state: tuple[int, str] | None = None
@@ -91,20 +186,20 @@ class ModelLimiter:
         self.charges = {rid: c for rid, c in self.charges.items() if now < c.t + self.longest}
         for w in self.windows:
             self.sync_charges[w.name] = [
-                (t, c) for t, c in self.sync_charges[w.name] if now < t + w.duration_ms
+                (t, c) for t, c in self.sync_charges[w.name] if now < t + w.duration
             ]
         return now
 
-    def _bucket(self, w: Window, now: int) -> _Bucket:
+    def _bucket(self, w: Win, now: int) -> _Bucket:
         """The bucket of regenerating window `w`, brought to `now` as the doc says."""
-        b = self.buckets.setdefault(w.name, _Bucket(w.limit_milli, now))
-        limit, tick = w.limit_milli, w.tick_ms or 0
+        b = self.buckets.setdefault(w.name, _Bucket(w.limit, now))
+        limit, tick = w.limit, w.tick
         if b.r >= limit:
             b.r, b.a = limit, now
             return b
         k = (now - b.a) // tick
         if k > 0:
-            b.r = min(limit, b.r + k * w.regen_milli)
+            b.r = min(limit, b.r + k * w.regen)
             b.a = b.a + k * tick
             if b.r >= limit:
                 b.r, b.a = limit, now
@@ -131,11 +226,11 @@ class ModelLimiter:
     def _used(self, i: int, now: int) -> int:
         w = self.windows[i]
         if w.kind == "regenerating":
-            return w.limit_milli - self._bucket(w, now).r
-        return self._sum_at(self._log(i, None), w.duration_ms, now)
+            return w.limit - self._bucket(w, now).r
+        return self._sum_at(self._log(i, None), w.duration, now)
 
     def _pr_used(self, i: int, pr: str, now: int) -> int:
-        return self._sum_at(self._log(i, pr), self.windows[i].duration_ms, now)
+        return self._sum_at(self._log(i, pr), self.windows[i].duration, now)
 
     # ------------------------------------------------------------------------- waits
 
@@ -152,42 +247,42 @@ class ModelLimiter:
                 return when - now
         return INF
 
-    def _bucket_wait(self, w: Window, now: int, after: int, cap: int) -> float:
+    def _bucket_wait(self, w: Win, now: int, after: int, cap: int) -> float:
         b = self._bucket(w, now)
         need = after - cap
         if need <= 0:
             return 0
-        if b.r + need > w.limit_milli:
+        if b.r + need > w.limit:
             return INF
-        return b.a + -(-need // w.regen_milli) * (w.tick_ms or 0) - now
+        return b.a + -(-need // w.regen) * w.tick - now
 
     def _window_waits(
         self, i: int, cost: int, pr: str, now: int
     ) -> list[tuple[str, str | None, float]]:
         w = self.windows[i]
-        hi, lo, share = self.policy.caps(w.limit_milli)
+        hi, lo, share = w.hi, w.lo, w.share
         used, pr_used = self._used(i, now), self._pr_used(i, pr, now)
         after, over = used + cost, pr_used + cost > share
         if not (after > hi or (over and after > lo)):
             return []
-        t_sh = self._walk(self._log(i, pr), w.duration_ms, now, share - cost)
+        t_sh = self._walk(self._log(i, pr), w.duration, now, share - cost)
         if w.kind == "regenerating":
             t_hi = self._bucket_wait(w, now, after, hi)
             t_lo = self._bucket_wait(w, now, after, lo)
         else:
             log = self._log(i, None)
-            t_hi = self._walk(log, w.duration_ms, now, hi - cost)
-            t_lo = self._walk(log, w.duration_ms, now, lo - cost)
+            t_hi = self._walk(log, w.duration, now, hi - cost)
+            t_lo = self._walk(log, w.duration, now, lo - cost)
         out: list[tuple[str, str | None, float]] = [("window", w.name, t_hi)]
         if over:
             out.append(("reserve", w.name, t_lo) if t_lo <= t_sh else ("pr_share", w.name, t_sh))
         return out
 
     def _concurrency_wait(self, lease: str, model: str, now: int) -> float:
-        cap = self.plan.concurrency
+        cap = self.concurrency
         if cap is None or self.leases.get(lease, 0) > now:
             return 0
-        prefix = f"{model}|" if self.plan.concurrency_per_model else ""
+        prefix = f"{model}|" if self.per_model else ""
         live = sorted(d for lid, d in self.leases.items() if d > now and lid.startswith(prefix))
         if len(live) >= cap:
             return live[len(live) - cap] - now
@@ -246,10 +341,7 @@ class ModelLimiter:
             self.charges[request_id] = _Charge(now, pr, costs)
         lease = f"{model}|{request_id}"
         self.leases[lease] = now + lease_ms
-        remaining = {
-            w.name: self.policy.caps(w.limit_milli)[0] - self._used(i, now)
-            for i, w in enumerate(self.windows)
-        }
+        remaining = {w.name: w.hi - self._used(i, now) for i, w in enumerate(self.windows)}
         return Grant(lease, request_id, remaining, replayed, now)
 
     def renew(self, lease_id: str, lease_ms: int) -> bool:
@@ -272,9 +364,9 @@ class ModelLimiter:
             return False
         new = self._costs(actual_cost)
         for i, w in enumerate(self.windows):
-            if w.kind == "regenerating" and now < charge.t + w.duration_ms:
+            if w.kind == "regenerating" and now < charge.t + w.duration:
                 b = self._bucket(w, now)
-                b.r = min(w.limit_milli, b.r - (new[i] - charge.costs[i]))
+                b.r = min(w.limit, b.r - (new[i] - charge.costs[i]))
         # Rolling windows need no bookkeeping: their sums read the new costs.
         charge.costs = new
         return True
@@ -297,21 +389,19 @@ class ModelLimiter:
         now = self._now()
         i = next((i for i, w in enumerate(self.windows) if w.name == window), None)
         if i is None:
-            raise ValueError(f"plan {self.plan.name} has no window {window!r}")
+            raise ValueError(f"plan {self.plan_name} has no window {window!r}")
         if reset_at_ms <= now:
             return False
         w = self.windows[i]
         if w.kind == "regenerating":
             b = self._bucket(w, now)
-            if w.limit_milli - used < b.r:
-                b.r, b.a = w.limit_milli - used, reset_at_ms - (w.tick_ms or 0)
+            if w.limit - used < b.r:
+                b.r, b.a = w.limit - used, reset_at_ms - w.tick
                 return True
             return False
         current = self._used(i, now)
         if used > current:
-            self.sync_charges[w.name].append(
-                (min(now, reset_at_ms - w.duration_ms), used - current)
-            )
+            self.sync_charges[w.name].append((min(now, reset_at_ms - w.duration), used - current))
             return True
         return False
 
@@ -322,11 +412,11 @@ class ModelLimiter:
         now = self._now()
         times: set[int] = set()
         for i, w in enumerate(self.windows):
-            times |= {t + w.duration_ms for t, _ in self._log(i, None)}
-            if w.kind == "regenerating" and w.tick_ms:
+            times |= {t + w.duration for t, _ in self._log(i, None)}
+            if w.kind == "regenerating" and w.tick:
                 b = self._bucket(w, now)
-                if b.r < w.limit_milli:
-                    times.add(b.a + w.tick_ms)  # brought to now: a <= now < a+K, or a > now
+                if b.r < w.limit:
+                    times.add(b.a + w.tick)  # brought to now: a <= now < a+K, or a > now
         times |= set(self.leases.values())
         if self.block_state:
             times.add(self.block_state[0])

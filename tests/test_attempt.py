@@ -407,19 +407,33 @@ def test_jittered_backoff_grows_within_bounds_and_caps() -> None:
     assert len(values) > 10  # jittered, not fixed
 
 
+def _wait_for(done: Callable[[], bool], what: str, seconds: float = 30) -> None:
+    """Until `done()`; the bound only turns a hang into a failure, so it is generous."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, f"still waiting for {what} after {seconds} s"
+        time.sleep(0.005)
+
+
 def test_heartbeat_keeps_a_slow_calls_lease_and_notes_a_lost_one(
     redis: redis_py.Redis, unique: str
 ) -> None:
-    limiter = Limiter(redis, unique, get_preset("synthetic"))  # Redis TIME: leases expire
+    """The limiter's clock is the test's: after each renewal the call "runs" another
+    100 ms, so three renewals carry the 150 ms lease past 300 ms, which it outlives only
+    by being renewed. Nothing depends on how fast this machine runs the beat thread."""
+    clock = [1_800_000_000_000]
+    limiter = Limiter(redis, unique, get_preset("synthetic"), clock=lambda: clock[0])
     grant = limiter.acquire(1000, "pr", "slow", 150)
     assert isinstance(grant, Grant)
     with LeaseHeartbeat(limiter, grant.lease_id, 150) as beat:
-        time.sleep(0.5)
+        for n in range(1, 4):
+            _wait_for(lambda n=n: beat.renewals >= n, f"renewal {n}")
+            clock[0] += 100  # less than the lease, more than it has left after 2 steps
+        assert clock[0] - grant.now_ms == 300 > 150
         assert [lease.lease_id for lease in limiter.status().leases] == [grant.lease_id]
-        assert beat.renewals >= 3 and not beat.lost
+        assert not beat.lost
         limiter.release(grant.lease_id)  # as if it had expired under us
-        time.sleep(0.2)
-    assert beat.lost
+        _wait_for(lambda: beat.lost, "the heartbeat to note the lost lease")
 
 
 def test_a_failed_beat_is_logged_and_the_next_one_tries_again(

@@ -404,3 +404,94 @@ def test_real_httpx_responses_through_mock_transport() -> None:
         with pytest.raises(httpx.ReadTimeout) as caught:
             client.post("/slow")
     assert classify(None, {}, b"", now_ms=NOW, error=caught.value).cls is T
+
+
+# --------------------------------------------------- the status rules, at their edges
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (299, ResponseClass.GARBAGE),  # a 2xx without choices is no answer
+        (300, ResponseClass.GARBAGE),  # not a 2xx: an unexpected status
+        (399, ResponseClass.GARBAGE),
+        (400, ResponseClass.BAD_REQUEST),
+        (499, ResponseClass.BAD_REQUEST),
+        (500, ResponseClass.TRANSIENT),
+        (503, ResponseClass.TRANSIENT),
+    ],
+)
+def test_status_ranges(status: int, cls: ResponseClass) -> None:
+    got = classify(status, {}, b'{"error": {"message": "x"}}', now_ms=0, provider="openai")
+    assert got.cls is cls, got
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "cls"),
+    [
+        (b'{"error": {"message": "Insufficient quota for this key"}}', {}, "credits"),
+        (b'{"error": {"message": "Your token balance is empty"}}', {}, "credits"),
+        (b'{"error": {"message": "Payment required"}}', {}, None),
+    ],
+)
+def test_402_is_credits_only_with_a_credits_signal(
+    body: bytes, headers: dict[str, str], cls: str | None
+) -> None:
+    got = classify(402, headers, body, now_ms=0, provider="openai")
+    if cls is None:
+        assert got.cls is ResponseClass.NEEDS_PERSON, got
+    else:
+        assert got.cls is ResponseClass.WINDOW_EXHAUSTED and got.window_hint == cls, got
+
+
+@pytest.mark.parametrize("remaining", ["0", "0.0", " 0 "])
+def test_429_with_no_requests_remaining_is_exhausted(remaining: str) -> None:
+    headers = {"x-ratelimit-remaining-requests": remaining}
+    got = classify(429, headers, b"{}", now_ms=0, provider="openai")
+    assert got.cls is ResponseClass.WINDOW_EXHAUSTED, got
+    assert classify(429, {}, b"{}", now_ms=0, provider="openai").cls is ResponseClass.TRANSIENT
+
+
+def test_usage_details_are_read_when_they_are_counts() -> None:
+    body = {
+        "choices": [{"message": {"role": "assistant", "content": "ok"}}],
+        "usage": {
+            "prompt_tokens": 10,
+            "completion_tokens": 5,
+            "total_tokens": 15,
+            "prompt_tokens_details": {"cached_tokens": 7},
+            "completion_tokens_details": {"reasoning_tokens": 3},
+        },
+    }
+    got = classify(200, {}, json.dumps(body).encode(), now_ms=0, provider="openai")
+    assert got.usage == Usage(10, 5, 15, cached_tokens=7, reasoning_tokens=3)
+    body["usage"] = {
+        "prompt_tokens": 10,
+        "prompt_tokens_details": {"cached_tokens": True},
+        "completion_tokens_details": [3],
+    }
+    got = classify(200, {}, json.dumps(body).encode(), now_ms=0, provider="openai")
+    assert got.usage == Usage(prompt_tokens=10)
+    body["usage"] = {"prompt_tokens": -1, "completion_tokens": "5"}
+    got = classify(200, {}, json.dumps(body).encode(), now_ms=0, provider="openai")
+    assert got.usage is None
+
+
+def test_nothing_to_classify() -> None:
+    got = classify(None, {}, b"", now_ms=0)
+    assert (got.cls, got.code) == (ResponseClass.GARBAGE, "none")
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("Usage limit reached for 5 hour. Your limit will reset at 2026-09-09 05:38:28", "5h"),
+        ("Weekly usage limit reached. Your limit will reset at 2026-09-09 05:38:28", "weekly"),
+        ("Usage limit reached. Your limit will reset at 2026-09-09 05:38:28", None),
+    ],
+)
+def test_a_plain_text_429_names_its_window_and_reset(text: str, hint: str | None) -> None:
+    got = classify(429, {}, text.encode(), now_ms=1_788_900_000_000, provider="zai")
+    assert got.cls is ResponseClass.WINDOW_EXHAUSTED, got
+    assert got.window_hint == hint
+    assert got.reset_at_ms is not None and got.reset_at_ms >= 1_788_903_508_000

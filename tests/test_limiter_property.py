@@ -97,41 +97,66 @@ def rolling(name: str, durations: list[int], limits: list[int]) -> st.SearchStra
     )
 
 
-def regenerating(name: str) -> st.SearchStrategy[Window]:
+def regenerating(name: str, durations: list[int]) -> st.SearchStrategy[Window]:
     return st.builds(
         Window,
         name=st.just(name),
         kind=st.just("regenerating"),
-        limit_milli=st.sampled_from([1000, 1500, 700]),
-        duration_ms=st.sampled_from([2000, 3000]),
+        # Odd limits and percentages: a floor, or a regeneration that rounds a half
+        # (700 * 7.5 % = 52.5), differs from a careless rounding only there.
+        limit_milli=st.sampled_from([1000, 1500, 700, 999, 333]),
+        duration_ms=st.sampled_from(durations),
         tick_ms=st.sampled_from([250, 400]),
-        tick_percent=st.sampled_from([10.0, 25.0, 7.5]),
+        tick_percent=st.sampled_from([10.0, 25.0, 7.5, 12.5, 4.4, 33.3]),
     )
 
 
-SHORT = rolling("short", [800, 1000], [1000, 700])
-LONG = rolling("long", [3000, 5000], [3000, 2000])
-REGEN = regenerating("regen")
+# Odd limits too: with only even ones, every cap a policy below gives is an integer
+# whose half-up and floor roundings agree, so a share cap of round(x + 0.5) passed.
+SHORT = rolling("short", [800, 1000], [1000, 700, 999, 333])
+MID = rolling("mid", [1500, 2500], [1500, 1001])
+LONG = rolling("long", [3000, 5000], [3000, 2000, 2001])
+REGEN = regenerating("regen", [2000, 3000])
+REGEN2 = regenerating("regen2", [1200, 6000])
 
+# One to four windows in any order (the longest first, too), two buckets, and none.
 WINDOW_SETS = st.one_of(
     st.tuples(SHORT),
     st.tuples(SHORT, LONG),
+    st.tuples(LONG, SHORT),
     st.tuples(REGEN),
     st.tuples(SHORT, REGEN),
     st.tuples(REGEN, LONG),
+    st.tuples(REGEN, REGEN2),
+    st.tuples(SHORT, MID, LONG),
+    st.tuples(LONG, REGEN2, SHORT),
+    st.tuples(REGEN2, SHORT, REGEN, MID),
+    st.just(()),
 )
 CONCURRENCY = st.sampled_from([(None, False), (1, False), (2, False), (1, True), (2, True)])
 PLANS = st.builds(lambda ws, c: _plan(ws, c[0], c[1]), WINDOW_SETS, CONCURRENCY)
+# The arrival margin lengthens every window (docs/limiter.md): none, a little, the
+# default, or longer than a short window's tick.
+MARGINS = st.sampled_from([1000, 1000, 0, 1, 250, 2500])
 POLICIES = st.one_of(
     st.builds(
         Policy,
-        headroom=st.sampled_from([0.0, 0.1, 0.25]),
-        pr_share=st.sampled_from([1.0, 0.8, 0.5, 0.3]),
-        reserve=st.sampled_from([0.0, 0.2, 0.3]),
+        headroom=st.sampled_from([0.0, 0.1, 0.25, 0.15]),
+        pr_share=st.sampled_from([1.0, 0.8, 0.5, 0.3, 0.45]),
+        reserve=st.sampled_from([0.0, 0.2, 0.3, 0.05]),
+        arrival_margin_ms=MARGINS,
     ),
     # lo < share: a PR over its share waits for its own charges (pr_share) first.
-    st.sampled_from(
-        [Policy(pr_share=0.8, reserve=0.3), Policy(headroom=0.1, pr_share=0.6, reserve=0.4)]
+    st.builds(
+        lambda kw, margin: Policy(**kw, arrival_margin_ms=margin),
+        st.sampled_from(
+            [
+                {"pr_share": 0.8, "reserve": 0.3},
+                {"headroom": 0.1, "pr_share": 0.6, "reserve": 0.4},
+                {"headroom": 0.05, "pr_share": 0.55, "reserve": 0.35},
+            ]
+        ),
+        MARGINS,
     ),
 )
 
@@ -141,7 +166,10 @@ AMOUNTS = st.one_of(
     st.sampled_from([0, 1, 100, 250, 299, 300, 301, 500, 699, 700, 701, 999, 1000, 1001]),
     st.integers(0, 3500),
 )
-COSTS = st.one_of(AMOUNTS, AMOUNTS, st.tuples(AMOUNTS, AMOUNTS))
+# One cost for every window, or a dict by window name in plan order: None leaves a
+# window out of the dict (it costs 0 there), and a short list leaves out the rest.
+RawCost = int | list[int | None]
+COSTS = st.one_of(AMOUNTS, AMOUNTS, st.lists(st.one_of(st.none(), AMOUNTS), min_size=1, max_size=4))
 LEASE_MS = st.one_of(st.sampled_from([1, 50, 250, 1000]), st.integers(1, 4000))
 PICK = st.one_of(st.none(), st.integers(0, 40))  # None: a fresh / unknown id
 
@@ -152,7 +180,7 @@ PICK = st.one_of(st.none(), st.integers(0, 40))  # None: a fresh / unknown id
 # in Lua patterns and formats ("%", "[", "(", ".", "*", "^", "$", "-"), in JSON, in C
 # strings (NUL), or it is long: 200 multi-byte characters.
 
-WINDOW_NAMES = ("short", "long", "regen")  # every window name the plans above use
+WINDOW_NAMES = ("short", "mid", "long", "regen", "regen2")  # every window name above
 HOSTILE_TEXT = (
     "=",
     "==1",
@@ -199,7 +227,7 @@ def cost_like(names: list[str] | tuple[str, ...]) -> st.SearchStrategy[str]:
     amounts = st.one_of(
         st.sampled_from([999_999_999, -999_999_999, 0, 1, 500, 3500]), st.integers()
     )
-    return st.builds(lambda n, v: f"{n}={v}", st.sampled_from(names), amounts)
+    return st.builds(lambda n, v: f"{n}={v}", st.sampled_from(names or WINDOW_NAMES), amounts)
 
 
 def hostile_prs(names: list[str] | tuple[str, ...]) -> st.SearchStrategy[str]:
@@ -278,7 +306,7 @@ class LimiterMachine(RuleBasedStateMachine):
         self.real = Limiter(self.client, account, plan, policy, clock=self.clock)
         self.model = ModelLimiter(plan, policy, self.clock)
         note(f"account={account} plan={plan.windows} concurrency={plan.concurrency}")
-        caps = [policy.caps(w.limit_milli) for w in plan.windows]
+        caps = [(w.hi, w.lo, w.share) for w in self.model.windows]  # the doc's, not Policy's
         note(f"per_model={plan.concurrency_per_model} caps={caps}")
         # The run's cast: the plain PRs, then up to three hostile ones, some of which
         # read like a cost for this plan's windows; and texts for fresh request ids.
@@ -294,11 +322,14 @@ class LimiterMachine(RuleBasedStateMachine):
         assert self.real is not None and self.model is not None
         return self.real, self.model
 
-    def _cost(self, raw: int | tuple[int, int]) -> int | dict[str, int]:
+    def _cost(self, raw: RawCost) -> int | dict[str, int]:
         if isinstance(raw, int):
             return raw
         names = [w.name for w in self.pair[0].plan.windows]
-        return dict(zip(names, raw, strict=False))
+        cost = {n: c for n, c in zip(names, raw, strict=False) if c is not None}
+        if len(cost) < len(names):
+            self._saw("partial cost dict")
+        return cost
 
     def _rid(self, pick: int | None, *, fresh_ok: bool = True) -> str:
         """A granted request id, or a fresh one: plain ("r7"), one of the run's hostile
@@ -347,16 +378,50 @@ class LimiterMachine(RuleBasedStateMachine):
     # -- rules
 
     @rule(cost=COSTS, pr=PR_PICK, rid=PICK, lease_ms=LEASE_MS, m=st.integers(0, 2))
-    def acquire(
-        self, cost: int | tuple[int, int], pr: int, rid: int | None, lease_ms: int, m: int
-    ) -> None:
+    def acquire(self, cost: RawCost, pr: int, rid: int | None, lease_ms: int, m: int) -> None:
         args = (self._cost(cost), self._pr(pr), self._rid(rid), lease_ms)
         self._acquire(args, self._model_name(m))
 
-    @rule(cost=COSTS, pr=PR_PICK, count=st.integers(2, 6), lease_ms=LEASE_MS)
-    def acquire_burst(
-        self, cost: int | tuple[int, int], pr: int, count: int, lease_ms: int
+    @rule(
+        window=st.integers(0, 3),
+        cap=st.sampled_from(["hi", "lo", "share"]),
+        off=st.sampled_from([-1, 0, 0, 1]),
+        only_there=st.booleans(),
+        pr=st.one_of(st.none(), PR_PICK),
+        lease_ms=LEASE_MS,
+        m=st.integers(0, 2),
+    )
+    def acquire_at_a_cap(
+        self,
+        window: int,
+        cap: str,
+        off: int,
+        only_there: bool,
+        pr: int | None,
+        lease_ms: int,
+        m: int,
     ) -> None:
+        """A cost that brings one window's use (or the PR's own) exactly to a cap, or 1
+        either side of it: the only place where a cap off by one shows. The caps are
+        the model's, computed from the doc's formulas. With no PR drawn, the PR with
+        the most use in the window asks (over its share: pr_share or reserve)."""
+        ref = self.pair[1]
+        if not ref.windows:
+            return
+        w, view = ref.windows[window % len(ref.windows)], ref.snapshot()
+        own_use = view.pr_used[w.name]
+        if pr is None and own_use:
+            who = max(sorted(own_use), key=lambda p: own_use[p])
+        else:
+            who = self._pr(pr or 0)
+        used, own = view.used[w.name], own_use.get(who, 0)
+        cost = max(0, {"hi": w.hi - used, "lo": w.lo - used, "share": w.share - own}[cap] + off)
+        args = ({w.name: cost} if only_there else cost, who, self._rid(None), lease_ms)
+        self._saw(f"acquired at a cap: {cap}{off:+}")
+        self._acquire_then_retry(args, self._model_name(m))
+
+    @rule(cost=COSTS, pr=PR_PICK, count=st.integers(2, 6), lease_ms=LEASE_MS)
+    def acquire_burst(self, cost: RawCost, pr: int, count: int, lease_ms: int) -> None:
         """One PR asks again and again, as a big PR's messages do: its use reaches its
         share, the state that pr_share and reserve denials need. Left to single
         acquires spread over six PRs, a CI run's fixed seed once reached none."""
@@ -366,12 +431,14 @@ class LimiterMachine(RuleBasedStateMachine):
 
     @rule(cost=COSTS, pr=PR_PICK, rid=PICK, lease_ms=LEASE_MS, m=st.integers(0, 2))
     def acquire_then_retry_exactly(
-        self, cost: int | tuple[int, int], pr: int, rid: int | None, lease_ms: int, m: int
+        self, cost: RawCost, pr: int, rid: int | None, lease_ms: int, m: int
     ) -> None:
         """A denial's retry_after_ms is exact: one ms early is still a denial (of 1 ms),
         on time is a grant."""
         args = (self._cost(cost), self._pr(pr), self._rid(rid), lease_ms)
-        model = self._model_name(m)
+        self._acquire_then_retry(args, self._model_name(m))
+
+    def _acquire_then_retry(self, args: tuple[Any, ...], model: str) -> None:
         ref = self.pair[1]
         record = ref.charges.get(args[2])
         own_lease = ref.leases.get(f"{model}|{args[2]}", 0)
@@ -398,6 +465,25 @@ class LimiterMachine(RuleBasedStateMachine):
             return
         assert isinstance(again, Grant), f"retry after {first} was {again}"
         self._saw(f"retried on time after: {first.reason}")
+
+    @rule(pick=st.integers(0, 40), cost=AMOUNTS, pr=PR_PICK, lease_ms=LEASE_MS)
+    def acquire_as_a_charge_expires(self, pick: int, cost: int, pr: int, lease_ms: int) -> None:
+        """A new request exactly when a charge leaves a window (t + D): the fast path
+        must trim that charge first, as the general path does, or it would count it."""
+        ref = self.pair[1]
+        expiries = sorted(
+            {
+                c.t + w.duration
+                for c in ref.charges.values()
+                for w in ref.windows
+                if c.t + w.duration > self.clock.now
+            }
+        )
+        if not expiries:
+            return
+        self.clock.now = expiries[pick % len(expiries)]
+        self._saw("acquired as a charge expires")
+        self._acquire((cost, self._pr(pr), self._rid(None), lease_ms), self._model_name(0))
 
     @rule(bad=BAD_IDS, sync=PICK)
     def refuse_bad_ids(self, bad: tuple[str, str, str], sync: int | None) -> None:
@@ -438,7 +524,7 @@ class LimiterMachine(RuleBasedStateMachine):
         )
 
     @rule(rid=PICK, cost=COSTS)
-    def settle(self, rid: int | None, cost: int | tuple[int, int]) -> None:
+    def settle(self, rid: int | None, cost: RawCost) -> None:
         real, ref = self.pair
         request_id, amount = self._rid(rid, fresh_ok=False), self._cost(cost)
         got = real.settle(request_id, amount)
@@ -464,13 +550,18 @@ class LimiterMachine(RuleBasedStateMachine):
         self._same(call, real.block(until, reason), ref.block(until, reason))
 
     @rule(
-        window=st.integers(0, 1),
+        window=st.integers(0, 3),
         delta=st.one_of(st.sampled_from([0, 1, -1]), st.integers(-1500, 1500)),
         reset=st.one_of(st.sampled_from([0, 1, -1]), st.integers(-500, 6000)),
     )
     def sync(self, window: int, delta: int, reset: int) -> None:
         """The provider reports `used` = ours + delta (more or less pessimistic)."""
         real, ref = self.pair
+        if not real.plan.windows:  # a plan with no window has nothing to sync
+            for limiter in (real, ref):
+                with pytest.raises(ValueError):
+                    limiter.sync("short", delta, self.clock.now + reset)
+            return
         name = real.plan.windows[window % len(real.plan.windows)].name
         used = max(0, ref.snapshot().used[name] + delta)
         reset_at = self.clock.now + reset
@@ -523,11 +614,29 @@ def run_machine(client: redis_py.Redis, examples: int, steps: int) -> Counter[st
     return seen
 
 
-def assert_reached_every_path(seen: Counter[str]) -> None:
-    """A green run must have exercised every reason and both answers of every call."""
+# The fewest denials of each reason (with or without a retry time), and of exact retries
+# after one, that a run of 600 examples must reach; more examples, proportionally more.
+# A half or less of the least seen over the CI seed and seven random ones (cooldown
+# varied most: 206 to 817 denials, 48 to 125 retries; the CI seed's counts, for
+# 600 x 50: cooldown 497, concurrency 2678, window 4535, reserve 1899, pr_share 61;
+# retries 92, 302, 206, 118, 8). pr_share is the rarest: it needs a
+# PR over its share whose own charges leave before enough of everyone's (a retry after
+# one was seen 4 to 49 times a run), so its retries must only occur.
+MIN_DENIALS = {"cooldown": 100, "concurrency": 1000, "window": 1000, "reserve": 300, "pr_share": 30}
+MIN_RETRIES = {"cooldown": 15, "concurrency": 100, "window": 100, "reserve": 20, "pr_share": 1}
+
+
+def assert_reached_every_path(seen: Counter[str], examples: int = 600) -> None:
+    """A green run must have exercised every reason, often, and both answers of every
+    call: a strategy that stops reaching a denial fails here, not silently."""
+    scale = examples / 600
     for reason in REASONS:
-        assert seen[f"denied: {reason}"], f"no {reason} denial was ever generated"
-        assert seen[f"retried on time after: {reason}"], f"no retry after {reason}"
+        denials = seen[f"denied: {reason}"] + seen[f"denied: {reason} (never)"]
+        least = int(MIN_DENIALS[reason] * scale)
+        assert denials >= least, f"{denials} {reason} denials, fewer than {least}"
+        retries = seen[f"retried on time after: {reason}"]
+        least = max(1, int(MIN_RETRIES[reason] * scale))
+        assert retries >= least, f"{retries} exact retries after {reason}, fewer than {least}"
     for call in ("release", "renew", "settle", "refund", "block", "sync"):
         assert seen[f"{call} -> True"] and seen[f"{call} -> False"], call
     assert seen["granted (replay)"] and seen["denied: window (never)"]
@@ -542,7 +651,7 @@ def test_limiter_matches_model(redis: redis_py.Redis) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not SOAK, reason="soak: set REVIEWQ_SOAK=<factor> to run")
 def test_limiter_matches_model_soak(redis: redis_py.Redis) -> None:
-    assert_reached_every_path(run_machine(redis, examples=600 * SOAK, steps=80))
+    assert_reached_every_path(run_machine(redis, examples=600 * SOAK, steps=80), 600 * SOAK)
 
 
 # ------------------------------------------------- retry exactness, per denial reason
@@ -555,6 +664,7 @@ class Pair:
         self.clock = Clock(T0 + start)
         self.real = Limiter(client, fresh_account(), plan, policy, clock=self.clock)
         self.model = ModelLimiter(plan, policy, self.clock)
+        self.names = [w.name for w in plan.windows]
         self.serial = 0
 
     def fresh(self, prefix: str = "q") -> str:
@@ -577,7 +687,9 @@ class Pair:
         return self.view().used[self.real.plan.windows[0].name]
 
     def caps(self) -> tuple[int, int, int]:
-        return self.real.policy.caps(self.real.plan.windows[0].limit_milli)
+        """The first window's (hi, lo, share), as the model computes them from the doc."""
+        w = self.model.windows[0]
+        return w.hi, w.lo, w.share
 
     def next_event(self) -> None:
         events = self.model.future_events()
@@ -622,7 +734,11 @@ def run_history(h: Pair, ops: list[tuple[Any, ...]]) -> None:
             and rids
             and (charge := h.model.charges.get(rid := rids[a[0] % len(rids)]))
         ):
-            h.call("settle", rid, charge.costs[0] * a[1] // 100)
+            h.call(
+                "settle",
+                rid,
+                {n: c * a[1] // 100 for n, c in zip(h.names, charge.costs, strict=True)},
+            )
         h.view()
 
 
@@ -635,7 +751,7 @@ def _grant(h: Pair, cost: int, pr: str, model: str = "", lease_ms: int = 1000) -
 
 def setup_cooldown(data: st.DataObject, h: Pair) -> tuple[int, str, str]:
     """Any state; then a block longer than every other wait of a request that fits."""
-    cap = min(min(h.real.policy.caps(w.limit_milli)[0::2]) for w in h.real.plan.windows)
+    cap = min((min(w.hi, w.share) for w in h.model.windows), default=1000)
     cost, model = data.draw(st.integers(0, cap), "cost"), ""
     if h.real.plan.concurrency_per_model:
         model = data.draw(st.sampled_from(MODELS), "model")
@@ -650,7 +766,7 @@ def setup_concurrency(data: st.DataObject, h: Pair) -> tuple[int, str, str]:
     """Slots filled by leases that outlive every other wait (ties go to concurrency)."""
     plan = h.real.plan
     assert plan.concurrency is not None
-    cap = min(min(h.real.policy.caps(w.limit_milli)[0::2]) for w in plan.windows)
+    cap = min((min(w.hi, w.share) for w in h.model.windows), default=1000)
     cost = data.draw(st.integers(0, cap), "cost")
     model = data.draw(st.sampled_from(MODELS), "model") if plan.concurrency_per_model else ""
     wait = max(1, int(h.model.decide(cost, "fresh", "final", model=model)[2]))
@@ -748,7 +864,9 @@ def test_retry_at_exactly_retry_after_succeeds(
     h.clock.now = denial.now_ms + wait
     grant = h.call("acquire", *args, model=model)
     assert isinstance(grant, Grant) and not grant.replayed, grant
-    assert h.call("settle", "final", cost) is True, "the grant recorded no charge"
+    # A plan with no window keeps no charge record (it leaves the longest window, of 0
+    # ms, at once): settle finds nothing there, and must elsewhere.
+    assert h.call("settle", "final", cost) is bool(h.names), "the grant recorded no charge"
 
 
 PROBE = st.tuples(AMOUNTS, PR_IDS, LEASE_MS, st.integers(0, 1), st.integers(0, 300))
@@ -776,7 +894,8 @@ def test_a_denial_is_never_charged(
     they were, and records no charge: settling it finds nothing."""
     h = Pair(redis, plan, policy, 0)
     run_history(h, history)
-    h.call("sync", plan.windows[0].name, sync[0], h.clock.now + sync[1])
+    if plan.windows:
+        h.call("sync", plan.windows[0].name, sync[0], h.clock.now + sync[1])
     h.call("block", h.clock.now + block, "429")
     for cost, pr, lease_ms, m, step in probes:
         rid, model = h.fresh("p"), MODELS[m] if plan.concurrency_per_model else ""

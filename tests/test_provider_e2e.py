@@ -598,7 +598,10 @@ def test_quota_429_moves_work_to_the_fallback_at_once(
     assert by_account == {main.name: main_stats["by_status"]["200"], fb.name: n - LIMIT // 2}
     assert main_stats["by_status"]["200"] == LIMIT // 2
     assert fb_stats["by_status"] == {"200": n - LIMIT // 2}
-    assert 0 <= fb_first - first_429["wall"] < 1.0  # the fallback took over at once
+    # "At once" by events, not by a figure a busy machine may miss: the fallback saw
+    # nothing before main's first 429, the attempt that met it was served by the
+    # fallback within that same attempt, and nobody parked to wait (below).
+    assert fb_first >= first_429["wall"], "the fallback was used before main refused"
     assert moved, "the attempt that met the 429 should be served by the fallback"
     assert all(e["account"] == fb.name for e in moved)
     # Main saw nothing after the requests already on the wire when the block landed.

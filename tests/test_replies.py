@@ -371,3 +371,48 @@ def test_comments_that_are_equal_once_cut_are_posted_once() -> None:
     same_start = (_c("a.py", 1, "y" * 5000 + "1"), _c("a.py", 1, "y" * 5000 + "2"))
     review = gather(REF, _plan(), {0: Reply(summary="", comments=same_start)}, {})
     assert len(review.comments) == 1 and "more line comment" not in review.summary
+
+
+# ----------------------------------------------- reply parsing at its edges (mutants)
+
+
+@pytest.mark.parametrize(
+    ("content", "summary", "comments"),
+    [
+        # a dict with only one of the two keys is still a review
+        ('{"summary": "Only a summary."}', "Only a summary.", ()),
+        ('{"comments": [{"path": "lib.py", "line": 1, "body": "x"}]}', "", (("lib.py", 1),)),
+        # a dict with neither is prose; so is a list of anything but objects
+        ('{"verdict": "fine"}', '{"verdict": "fine"}', ()),
+        ("[1, 2, 3]", "[1, 2, 3]", ()),
+        ("[]", "[]", ()),
+        # a bare list of objects is the comments
+        ('[{"path": "lib.py", "line": 2, "body": "y"}]', "", (("lib.py", 2),)),
+    ],
+)
+def test_what_counts_as_a_review(
+    content: str, summary: str, comments: tuple[tuple[str, int], ...]
+) -> None:
+    reply = parse_reply(content, _message())
+    assert reply.summary == summary
+    assert tuple((c.path, c.line) for c in reply.comments) == comments
+
+
+@pytest.mark.parametrize("key", ["body", "comment", "message"])
+def test_a_comment_body_under_any_of_its_names(key: str) -> None:
+    reply = parse_reply(_reply([{"path": "lib.py", "line": 1, key: " Said so. "}]), _message())
+    assert reply.comments == (ReviewComment(path="lib.py", line=1, body="Said so."),)
+
+
+@pytest.mark.parametrize(
+    ("path", "where"),
+    [("lib.py", "lib.py"), ("b/lib.py", "lib.py"), ("./lib.py", "lib.py"), ("//lib.py", "lib.py")],
+)
+def test_a_comment_path_with_a_stray_prefix(path: str, where: str) -> None:
+    reply = parse_reply(_reply([{"path": path, "line": 2, "body": "z"}]), _message())
+    assert reply.comments == (ReviewComment(path=where, line=2, body="z"),)
+
+
+def test_a_comment_without_a_path_is_kept_unanchored_as_is() -> None:
+    reply = parse_reply(_reply([{"line": 2, "body": "no path"}]), _message())
+    assert reply.comments == () and reply.unanchored == ("no path",)

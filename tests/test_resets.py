@@ -261,3 +261,61 @@ def test_margin_is_configurable() -> None:
     body = _zai_body(EN_1308)
     assert reset_from_response(429, {}, body, NOW, margin_ms=0) == RESET_0909
     assert reset_from_response(429, {}, body, NOW, margin_ms=10_000) == RESET_0909 + 10_000
+
+
+# ------------------------------------------------ the parsing rules, at their edges
+
+
+@pytest.mark.parametrize(
+    ("value", "want"),
+    [
+        (0, None),  # not a time
+        (-5, None),
+        (0.5, 500),  # seconds, however small
+        (1, 1000),
+        (99_999_999_999, 99_999_999_999_000),  # below 1e11: seconds
+        (100_000_000_000, 100_000_000_000),  # from 1e11: milliseconds
+        ("1788903508", RESET_0909),
+        (True, None),
+    ],
+)
+def test_parse_epoch_edges(value: object, want: int | None) -> None:
+    assert parse_epoch(value) == want
+
+
+def test_retry_after_http_date_is_gmt_even_when_it_says_minus_zero() -> None:
+    # RFC 9110's example form with "-0000", which parses to a naive time
+    got = parse_retry_after("Tue, 08 Sep 2026 20:40:10 -0000", NOW)
+    assert got == NOW + 10_000
+
+
+@pytest.mark.parametrize(("remaining", "counts"), [("0", True), ("0.0", True), ("1", False)])
+def test_a_bucket_reset_counts_only_when_the_bucket_is_empty(remaining: str, counts: bool) -> None:
+    headers = {"x-ratelimit-reset-requests": "30s", "x-ratelimit-remaining-requests": remaining}
+    got = reset_from_response(429, headers, b"", NOW, margin_ms=0)
+    assert got == (NOW + 30_000 if counts else None)
+
+
+@pytest.mark.parametrize(("remaining", "counts"), [("0", True), ("1", False), (None, True)])
+def test_an_anthropic_reset_counts_only_when_its_bucket_is_empty(
+    remaining: str | None, counts: bool
+) -> None:
+    headers = {"anthropic-ratelimit-requests-reset": "2026-09-08T20:41:00Z"}
+    if remaining is not None:
+        headers["anthropic-ratelimit-requests-remaining"] = remaining
+    got = reset_from_response(429, headers, b"", NOW, margin_ms=0)
+    assert got == (NOW + 60_000 if counts else None)
+
+
+def test_the_horizon_is_inclusive() -> None:
+    headers = {"retry-after": "60"}
+    assert reset_from_response(429, headers, b"", NOW, margin_ms=0, max_horizon_ms=60_000) == (
+        NOW + 60_000
+    )
+    assert reset_from_response(429, headers, b"", NOW, margin_ms=0, max_horizon_ms=59_999) is None
+
+
+def test_a_body_that_is_not_utf8_is_still_read() -> None:
+    body = b"\xff\xfe usage limit reached, reset at 2026-09-09 05:38:28 \xff"
+    got = reset_from_response(429, {}, body, NOW, margin_ms=0)
+    assert got == RESET_0909

@@ -482,15 +482,20 @@ def test_garbage_bodies_are_classified_as_garbage(serve: Callable[..., Sim]) -> 
 
 
 def test_cold_start_after_idle(serve: Callable[..., Sim]) -> None:
+    """The first request and the first after the idle time wait out the cold start;
+    the one between is warm. Which calls were cold is read from the simulator's own
+    count, not from a round trip under some figure (a busy machine makes any slow);
+    a cold call's duration is only bounded from below."""
     sim = serve("zai", "zai-lite", faults=Faults(cold_start_s=0.5, idle_s=100))
-    durations = []
+    cold, durations = [], []
     for skip in (0, 0, 100):
         sim.advance(skip)
         started = time.monotonic()
         assert sim.chat(GLM).status_code == 200
         durations.append(time.monotonic() - started)
-    assert durations[0] >= 0.5 and durations[1] < 0.3 and durations[2] >= 0.5
-    assert sim.stats()["faults"]["cold_start"] == 2
+        cold.append(sim.stats()["faults"].get("cold_start", 0))
+    assert cold == [1, 1, 2]
+    assert durations[0] >= 0.5 and durations[2] >= 0.5
 
 
 def test_latency_follows_median_and_p95() -> None:

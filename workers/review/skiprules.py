@@ -176,6 +176,8 @@ def _physical_reason(file: ChangedFile) -> str | None:
     """Files with nothing reviewable in them, whatever the config says."""
     if file.status == "removed":
         return "deleted"
+    if file.withheld:
+        return file.withheld
     if file.patch is None:
         if file.status in ("renamed", "copied", "unchanged") and file.changes == 0:
             return f"{file.status} without changes"
