@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -237,3 +238,29 @@ def test_a_worker_leaves_its_command_channel_within_a_poll(
     worker.unsubscribe()
     thread.join(5 * PUBSUB_POLL_S)
     assert not thread.is_alive()
+
+
+def test_a_stopping_worker_leaves_the_pubsub_close_to_its_thread(
+    redis: redis_py.Redis, unique: str
+) -> None:
+    """RQ closes the pubsub after a 1 s join while the thread, still in its last poll on
+    a busy machine, closes it too: the two resets raced and a worker died in teardown
+    ("'NoneType' object has no attribute 'deregister_connect_callback'", seen in CI).
+    Only the thread may close it."""
+    worker = review_worker([review_queue(f"q-{unique}", redis)], redis)
+    worker.subscribe()
+    thread, pubsub = worker.pubsub_thread, worker.pubsub
+    assert thread is not None and pubsub is not None
+    closers: list[str] = []
+    close = pubsub.close
+
+    def recorded_close() -> None:
+        closers.append(threading.current_thread().name)
+        close()
+
+    pubsub.close = recorded_close  # type: ignore[method-assign]
+    worker.unsubscribe()
+    thread.join(5 * PUBSUB_POLL_S)
+    assert not thread.is_alive()
+    assert closers == [thread.name], closers
+    assert pubsub.connection is None

@@ -11,6 +11,7 @@ and two more round trips per grant, for lines nobody reads.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import cast
 
 from scheduler.admission import Claimed
@@ -22,10 +23,16 @@ __all__ = ["write_grant_trace"]
 
 
 def write_grant_trace(
-    rt: Runtime, claimed: Claimed, grants: list[Choice], released_ms: int
+    rt: Runtime,
+    claimed: Claimed,
+    grants: list[Choice],
+    released: Mapping[str, int],
+    fallback_ms: int,
 ) -> None:
     """The lines of one run's grants, once their leases are released; a release notes
-    how many messages stood in the account's line at that moment."""
+    how many messages stood in the account's line at that moment, and its time is the
+    limiter's own (`released`, by lease id; `fallback_ms` for a call that raised before
+    its release was timed)."""
     if not rt.spec.trace or not grants:
         return
     keys = rt.admission.keys
@@ -43,7 +50,7 @@ def write_grant_trace(
         waiting = cast(int, rt.redis.zcard(keys.line(choice.entry.name)))
         release = {
             "event": "release",
-            "t_ms": released_ms,
+            "t_ms": released.get(choice.grant.lease_id, fallback_ms),
             "account": choice.entry.name,
             "waiting": waiting,
         }

@@ -118,11 +118,15 @@ def review_message(prefix: str, member: str, dispatch: int) -> str:
         message, model=rt.spec.model, max_tokens=rt.spec.max_tokens, thinking=rt.spec.thinking
     )
     grants: list[Choice] = []
+    released: dict[str, int] = {}  # lease id -> the limiter's time of its release
     state = claimed.state
 
     def on_grant(choice: Choice) -> None:
         grants.append(choice)
         rt.admission.note_started(member)
+
+    def on_release(choice: Choice, at_ms: int) -> None:
+        released[choice.grant.lease_id] = at_ms
 
     started_ms = rt.admission.now_ms()
     try:
@@ -136,6 +140,7 @@ def review_message(prefix: str, member: str, dispatch: int) -> str:
                 retries=state.retries,
                 policy=rt.spec.retry,
                 on_grant=on_grant,
+                on_release=on_release,
             )
     except Exception as exc:
         _park_error(rt, claimed, dispatch, exc)
@@ -144,7 +149,7 @@ def review_message(prefix: str, member: str, dispatch: int) -> str:
         released_ms = rt.admission.now_ms()
         for choice in grants:  # each grant's lease is released by now: wake the next
             rt.admission.signal(choice.entry.name, released_ms)
-        write_grant_trace(rt, claimed, grants, released_ms)
+        write_grant_trace(rt, claimed, grants, released, released_ms)
     return _settle(rt, claimed, dispatch, message, outcome, grants, started_ms)
 
 

@@ -215,8 +215,14 @@ class Limiter:
 
     def release(self, lease_id: str) -> bool:
         """Free the slot. False means the lease had already expired."""
+        return self.release_at(lease_id)[0]
+
+    def release_at(self, lease_id: str) -> tuple[bool, int]:
+        """`release`, and the limiter's time of it: the trace's hand-off gap is measured
+        from the moment the slot was free, not from a clock read after."""
         args: list[_Arg] = [self._now_arg(), lease_id]
-        return int(self._run("release", [self._keys[2]], args)) == 1
+        live, now = cast(list[int], self._run("release", [self._keys[2]], args))
+        return int(live) == 1, int(now)
 
     def settle(self, request_id: str, actual_cost: Cost) -> bool:
         """Replace the estimated charge with the real one. False if unknown (expired)."""

@@ -153,6 +153,11 @@ def fetch_job(job_id: str, connection: redis_lib.Redis) -> Job:
 # timeout: a worker then took up to a minute to exit after SIGTERM, or after `--burst`
 # found the queue empty. A second costs one idle round trip a second.
 PUBSUB_POLL_S = 1.0
+# How long a stopping worker waits for that thread to leave its poll. RQ waits 1 s and
+# then closes the pubsub itself, while the thread, still in its last poll on a busy
+# machine, closes it too: two `reset`s race, and the worker dies in teardown with
+# "'NoneType' object has no attribute 'deregister_connect_callback'".
+PUBSUB_STOP_WAIT_S = 5 * PUBSUB_POLL_S
 
 
 class ReviewWorker(SimpleWorker):
@@ -166,6 +171,18 @@ class ReviewWorker(SimpleWorker):
         self.pubsub_thread = pubsub.run_in_thread(
             sleep_time=PUBSUB_POLL_S, daemon=True, exception_handler=self._pubsub_exception_handler
         )
+
+    def unsubscribe(self) -> None:
+        """RQ's `unsubscribe`, leaving the pubsub's close to its thread, which closes it
+        on the way out (redis-py's `PubSubWorkerThread.run`): closing it here as well
+        races that close. A thread still polling after the wait is a daemon, and closes
+        the pubsub when its poll ends."""
+        thread = self.pubsub_thread
+        if thread is None:
+            return
+        self.log.info("Worker %s: unsubscribing from %s", self.name, self.pubsub_channel_name)
+        thread.stop()
+        thread.join(timeout=PUBSUB_STOP_WAIT_S)
 
 
 def review_worker(

@@ -189,6 +189,7 @@ class _Call:
     lease_lost: bool
     charged: dict[str, int]
     bound: CallBound | None
+    released_ms: int  # the limiter's time of the lease's release
 
     @property
     def c(self) -> Classified:
@@ -206,13 +207,15 @@ def attempt(
     policy: RetryPolicy = DEFAULT_RETRY,
     rng: random.Random | None = None,
     on_grant: Callable[[Choice], None] | None = None,
+    on_release: Callable[[Choice, int], None] | None = None,
 ) -> Outcome:
     """Serve `message` on the first account of `route` that can, or say when to retry.
 
     `retries` is how many `Retry` outcomes this message already had (the caller counts);
     `request_id` must stay the same across them, so a replayed acquire is not charged
     twice. `on_grant` sees every grant before its call is made (for traces, and for
-    waking the next waiter once the slot is released).
+    waking the next waiter once the slot is released); `on_release` sees each grant
+    again with the limiter's time of its release.
     """
     charges = Charges(message, route, now_ms)
     for _ in range(len(route.entries) + 1):
@@ -222,6 +225,8 @@ def attempt(
         if on_grant is not None:
             on_grant(choice)
         call = _call(choice, message, route, request_id, now_ms, policy, charges)
+        if on_release is not None:
+            on_release(choice, call.released_ms)
         route.circuit.tally(call.entry.name, f"response:{call.c.cls.value}:{call.c.code}")
         outcome = _handle(call, route, retries, policy, rng)
         _log(pr, request_id, call, outcome)
@@ -255,10 +260,12 @@ def _call(
         with LeaseHeartbeat(entry.limiter, lease_id, route.lease_ms) as beat:
             result = entry.client.complete(message, now_ms=now)
     finally:
-        entry.limiter.release(lease_id)
+        released_ms = entry.limiter.release_at(lease_id)[1]
     now += result.elapsed_ms
     limiter_now = choice.grant.now_ms + result.elapsed_ms
-    call = _Call(entry, result, request_id, now, limiter_now, beat.lost, charged, bound)
+    call = _Call(
+        entry, result, request_id, now, limiter_now, beat.lost, charged, bound, released_ms
+    )
     if call.c.concurrency_refusal:
         # Next thing after the release: until the hold lands the refused slot looks
         # free, and a worker that takes it meanwhile meets a refusal of its own.
