@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import pickle
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import cast
@@ -117,8 +118,11 @@ def test_a_file_without_a_patch_and_a_rename_come_through(fake: FakeGitHubServer
     ]
     fake.control.add_pr("octo", "app", 4, "sha4", files=files)
     listing = client_for(fake).list_files("octo", "app", 4)
-    assert listing.files == tuple(files) and not listing.truncated
+    # The fake gives each file the blob `sha` GitHub sends (incremental review reads it).
+    unblobbed = tuple(f.model_copy(update={"sha": None}) for f in listing.files)
+    assert unblobbed == tuple(files) and not listing.truncated
     assert listing.files[0].patch is None
+    assert re.fullmatch(r"[0-9a-f]{40}", listing.files[1].sha or "")
 
 
 def test_list_reviews_pages_and_create_review_sends_comments() -> None:

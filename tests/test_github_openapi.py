@@ -21,7 +21,7 @@ from github_exchanges import check_exchange
 from github_openapi import SUBSET, description, to_json_schema
 
 from scheduler.sandbox.github import FakeGitHubConfig, FakeGitHubServer, serve_fake_github
-from workers.forge.github import GitHubClient
+from workers.forge.github import GitHubClient, GitHubNotFound, GitHubServerError
 from workers.review.changes import ChangedFile
 
 CLIENT_HEADERS = {
@@ -114,6 +114,27 @@ def _drive_client(fake: FakeGitHubServer) -> None:
     assert call(fake, "POST", PR + "/reviews", json=pending).status_code == 200
     assert call(fake, "POST", PR + "/reviews", json=pending).status_code == 422  # one pending
     assert call(fake, "GET", PR + "/reviews", params={"per_page": 1, "page": 2}).status_code == 200
+    _drive_history(fake, client)
+
+
+def _drive_history(fake: FakeGitHubServer, client: GitHubClient) -> None:
+    """The calls an incremental review makes: compare two heads, read a file at one."""
+    one = [ChangedFile(filename="a.py", patch=PATCH), ChangedFile(filename="b.py", patch=PATCH)]
+    fake.control.add_pr("octo", "app", 4, "a1" * 20, files=one, contents={".gitattributes": "x"})
+    two = [one[0], ChangedFile(filename="b.py", patch=PATCH + "\n+e = 6")]
+    fake.control.add_pr("octo", "app", 4, "b2" * 20, files=two)
+    found = client.compare("octo", "app", "a1" * 20, "b2" * 20)
+    assert found.status == "ahead" and [f.filename for f in found.files] == ["b.py"]
+    assert client.compare("octo", "app", "b2" * 20, "a1" * 20).status == "behind"
+    fake.control.add_pr("octo", "app", 4, "c3" * 20, files=one, force=True)
+    assert client.compare("octo", "app", "b2" * 20, "c3" * 20).status == "diverged"
+    with pytest.raises(GitHubNotFound):
+        client.compare("octo", "app", "d4" * 20, "c3" * 20)
+    assert client.file_text("octo", "app", ".gitattributes", "a1" * 20, max_bytes=99) == "x"
+    assert client.file_text("octo", "app", ".gitattributes", "b2" * 20, max_bytes=99) is None
+    fake.control.faults(contents_5xx=1)
+    with pytest.raises(GitHubServerError):
+        client.file_text("octo", "app", ".gitattributes", "a1" * 20, max_bytes=99)
 
 
 def test_every_route_and_fault_answers_as_github_documents(
@@ -132,6 +153,11 @@ def test_every_route_and_fault_answers_as_github_documents(
     expected |= {("GET", files, s) for s in (200, 403, 404, 429)}
     expected |= {("GET", reviews, s) for s in (200, 403, 429)}
     expected |= {("POST", reviews, s) for s in (200, 400, 403, 422, 502)}
+    compare, contents = (
+        f"/repos/{{owner}}/{{repo}}/{t}" for t in ("compare/{basehead}", "contents/{path}")
+    )
+    expected |= {("GET", compare, s) for s in (200, 404)}
+    expected |= {("GET", contents, s) for s in (200, 404, 502)}
     assert expected <= pairs, sorted(expected - pairs)
     asked = {
         (r["method"], r["operation"])
@@ -144,6 +170,8 @@ def test_every_route_and_fault_answers_as_github_documents(
         ("GET", files),
         ("GET", reviews),
         ("POST", reviews),
+        ("GET", compare),
+        ("GET", contents),
     }
     print(f"\n{len(seen)} exchanges, {len(pairs)} distinct operation and status pairs, all valid")
 
@@ -263,6 +291,11 @@ def test_githubs_examples_meet_its_schemas_but_one() -> None:
         "pull-request-review": ("POST", OPERATION + "/reviews"),
         "private-user-response-with-public-profile-information": ("GET", "/user"),
         "private-user-response-with-public-and-private-profile-information": ("GET", "/user"),
+        "commit-comparison": ("GET", "/repos/{owner}/{repo}/compare/{basehead}"),
+        "content-file-response-if-content-is-a-file": (
+            "GET",
+            "/repos/{owner}/{repo}/contents/{path}",
+        ),
     }
     found = {
         name: description().response_errors(method, path, 200, examples[name]["value"])

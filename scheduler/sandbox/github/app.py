@@ -31,7 +31,14 @@ from scheduler.sandbox.github.checks import (
 )
 from scheduler.sandbox.github.control import control_routes
 from scheduler.sandbox.github.exchanges import ExchangeLog
-from scheduler.sandbox.github.shapes import file_json, pull_json, review_json, viewer_json
+from scheduler.sandbox.github.shapes import (
+    compare_json,
+    content_json,
+    file_json,
+    pull_json,
+    review_json,
+    viewer_json,
+)
 from scheduler.sandbox.github.state import FakeGitHub, FakeGitHubConfig, FakePull, repo_id
 
 __all__ = ["MAX_REVIEW_BODY", "SECONDARY_RATE_LIMIT_MESSAGE", "create_github_app"]
@@ -63,6 +70,8 @@ _BY_NAME = "/repos/{owner}/{repo}"
 _BY_ID = "/repositories/{repo_id:int}"
 _INTEGRATION = "Resource not accessible by integration"
 _USER_DOCS = "https://docs.github.com/rest/users/users#get-the-authenticated-user"
+_COMPARE_DOCS = "https://docs.github.com/rest/commits/commits#compare-two-commits"
+_CONTENTS_DOCS = "https://docs.github.com/rest/repos/contents#get-repository-content"
 
 
 def _error(
@@ -270,6 +279,51 @@ def _stored_comment(comment: dict[str, Any]) -> dict[str, Any]:
     return {**stored, "side": comment.get("side", "RIGHT")}
 
 
+def _on_repo(handler: Callable[[FakeGitHub, Request, tuple[str, str]], Response]) -> Endpoint:
+    """Screen the request, find the repository (one the fake holds a PR of)."""
+
+    async def endpoint(request: Request) -> Response:
+        gh: FakeGitHub = request.app.state.github
+        refused, limits = _gate(gh, request)
+        if refused is not None:
+            return refused
+        repo = (request.path_params["owner"], request.path_params["repo"])
+        known = repo in gh.history.commits
+        response = handler(gh, request, repo) if known else _error(404, "Not Found")
+        response.headers.update(limits)
+        return response
+
+    return endpoint
+
+
+def compare(gh: FakeGitHub, request: Request, repo: tuple[str, str]) -> Response:
+    """`base...head`; a commit the fake does not know (or `compare_gone`) is GitHub's 404."""
+    basehead = request.path_params["basehead"]
+    old, sep, new = basehead.partition("...")
+    found = gh.history.compare(repo, old, new) if sep else None
+    if found is None or gh.take("compare_gone"):
+        return _error(404, f"No commit found for SHA: {new if found else old}", _COMPARE_DOCS)
+    head = gh.history.get(repo, new)
+    assert head is not None
+    base, cap = _base(request), gh.config.max_patch_chars
+    return JSONResponse(compare_json(repo, found, basehead, head.sha, base, cap))
+
+
+def get_content(gh: FakeGitHub, request: Request, repo: tuple[str, str]) -> Response:
+    """A file the test put in the head's `contents`, at `?ref=` (default: the newest
+    head pushed); anything else is GitHub's 404."""
+    if gh.take("contents_5xx"):
+        return JSONResponse({"message": "Server Error"}, 502)
+    commits = gh.history.commits[repo]
+    ref = request.query_params.get("ref") or next(reversed(commits))
+    commit = gh.history.get(repo, ref)
+    path = request.path_params["path"]
+    text = None if commit is None else commit.contents.get(path)
+    if text is None:
+        return _error(404, "Not Found", _CONTENTS_DOCS)
+    return JSONResponse(content_json(repo, path, ref, text, _base(request)))
+
+
 def _api_routes() -> list[BaseRoute]:
     table: list[tuple[str, str, Handler]] = [
         ("GET", "", get_pull),
@@ -280,6 +334,14 @@ def _api_routes() -> list[BaseRoute]:
     routes: list[BaseRoute] = [
         Route("/user", _recorded("GET /user", "/user", get_user), methods=["GET"])
     ]
+    for tail, template, on_repo in (
+        ("/compare/{basehead}", "/compare/{basehead}", compare),
+        ("/contents/{path:path}", "/contents/{path}", get_content),
+    ):
+        label = f"GET /repos/{{owner}}/{{repo}}{template}"
+        operation = f"/repos/{{owner}}/{{repo}}{template}"
+        endpoint = _recorded(label, operation, _on_repo(on_repo))
+        routes.append(Route(_BY_NAME + tail, endpoint, methods=["GET"]))
     for method, tail, handler in table:
         label = f"{method} /repos/{{owner}}/{{repo}}/pulls/{{number}}{tail}"
         operation = f"/repos/{{owner}}/{{repo}}/pulls/{{pull_number}}{tail}"

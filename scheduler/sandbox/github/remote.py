@@ -6,7 +6,7 @@ sees the fake exactly as a separate process (`reviewq sandbox github`) would sho
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -47,9 +47,12 @@ class GitHubControl:
         state: str = "open",
         head_repo: str | None = None,
         body: str | None = None,
+        force: bool = False,
+        contents: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Create the PR or move it to `head_sha`; returns the fake's summary of it.
-        `head_repo` ("owner/name") puts the head in a fork."""
+        `head_repo` ("owner/name") puts the head in a fork; `force`: the new head does
+        not descend from the previous one; `contents`: other files at this head."""
         spec = {
             "owner": owner,
             "repo": repo,
@@ -62,6 +65,8 @@ class GitHubControl:
             "state": state,
             "head_repo": head_repo,
             "body": body,
+            "force": force,
+            "contents": dict(contents or {}),
         }
         result: dict[str, Any] = self._call("POST", "/_gh/prs", spec)
         return result

@@ -21,10 +21,21 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
+from scheduler.sandbox.github.history import Comparison, blob_of
 from scheduler.sandbox.github.state import FakePull, PostedReview, repo_id
 from workers.review.changes import ChangedFile
 
-__all__ = ["file_json", "pull_json", "review_json", "user_json", "viewer_json"]
+__all__ = [
+    "compare_json",
+    "content_json",
+    "diff_entry",
+    "file_json",
+    "pull_json",
+    "repo_json",
+    "review_json",
+    "user_json",
+    "viewer_json",
+]
 
 _EXAMPLE_HEAD = "6dcb09b5b57875f334f61aebed695e2e4193db5e"
 _EXAMPLE_USER = re.compile(r"/octocat(?=$|[/{])")
@@ -162,15 +173,21 @@ def pull_json(pull: FakePull, base: str) -> dict[str, Any]:
 def file_json(pull: FakePull, f: ChangedFile, base: str, max_patch_chars: int) -> dict[str, Any]:
     """GitHub's diff-entry; `patch` is left out, as GitHub does, for a binary file and
     for one whose diff is larger than `max_patch_chars`."""
+    return diff_entry((pull.owner, pull.repo), pull.head_sha, f, base, max_patch_chars)
+
+
+def diff_entry(
+    repo: tuple[str, str], sha: str, f: ChangedFile, base: str, max_patch_chars: int
+) -> dict[str, Any]:
+    """A file as GitHub lists it at commit `sha`, in a PR's files or a comparison."""
+    owner, name = repo
     data: dict[str, Any] = {k: v for k, v in _example("diff-entry").items() if k != "patch"}
     path = quote(f.filename, safe="/")
-    blob = f"{base}/{pull.owner}/{pull.repo}/blob/{pull.head_sha}/{path}"
+    blob = f"{base}/{owner}/{name}/blob/{sha}/{path}"
     data.update(f.model_dump(include=_DIFF_ENTRY_FIELDS, exclude_none=True))
-    data["sha"] = hashlib.sha1(f"{f.filename}\0{f.patch}".encode()).hexdigest()
+    data["sha"] = blob_of(f)
     data["blob_url"], data["raw_url"] = blob, blob.replace("/blob/", "/raw/", 1)
-    data["contents_url"] = (
-        f"{base}/repos/{pull.owner}/{pull.repo}/contents/{path}?ref={pull.head_sha}"
-    )
+    data["contents_url"] = f"{base}/repos/{owner}/{name}/contents/{path}?ref={sha}"
     if f.patch is not None and len(f.patch) <= max_patch_chars:
         data["patch"] = f.patch
     return data
@@ -192,4 +209,55 @@ def review_json(review: PostedReview, base: str) -> dict[str, Any]:
         del data["submitted_at"]
     else:
         data["submitted_at"] = review.submitted_at
+    return data
+
+
+def _commit_json(repo: tuple[str, str], sha: str, base: str) -> dict[str, Any]:
+    """GitHub's commit object from the comparison example's base commit, at `sha`."""
+    owner, name = repo
+    example = _example("commit-comparison", "base_commit")
+    subs = [*_hosts(base), ("octocat/Hello-World", f"{owner}/{name}"), (example["sha"], sha)]
+    data: dict[str, Any] = _replaced(example, subs)
+    data["node_id"] = base64.b64encode(f"06:Commit{sha}".encode()).decode()
+    data["author"] = data["committer"] = user_json(owner, base)
+    data["files"] = []
+    return data
+
+
+def compare_json(
+    repo: tuple[str, str], found: Comparison, basehead: str, head: str, base: str, cap: int
+) -> dict[str, Any]:
+    """GitHub's commit-comparison of `basehead` (`base...head` as asked)."""
+    owner, name = repo
+    data: dict[str, Any] = _example("commit-comparison")
+    site, api = f"{base}/{owner}/{name}", f"{base}/repos/{owner}/{name}"
+    data.update(url=f"{api}/compare/{basehead}", html_url=f"{site}/compare/{basehead}")
+    data.update(permalink_url=f"{site}/compare/{owner}:{basehead.replace('...', f'...{owner}:')}")
+    data.update(diff_url=f"{site}/compare/{basehead}.diff")
+    data.update(patch_url=f"{site}/compare/{basehead}.patch")
+    data["base_commit"] = _commit_json(repo, basehead.split("...")[0], base)
+    data["merge_base_commit"] = _commit_json(repo, found.merge_base or _BASE_SHA, base)
+    data.update(status=found.status, ahead_by=found.ahead_by, behind_by=found.behind_by)
+    data["total_commits"] = len(found.commits)
+    data["commits"] = [_commit_json(repo, sha, base) for sha in found.commits]
+    data["files"] = [diff_entry(repo, head, f, base, cap) for f in found.files]
+    return data
+
+
+def content_json(
+    repo: tuple[str, str], path: str, ref: str, text: str, base: str
+) -> dict[str, Any]:
+    """GitHub's content-file: the text as base64 in lines of 60, as GitHub wraps it."""
+    owner, name = repo
+    raw = text.encode()
+    encoded = base64.b64encode(raw).decode()
+    blob = hashlib.sha1(b"blob %d\0" % len(raw) + raw).hexdigest()
+    quoted = quote(path, safe="/")
+    api, site = f"{base}/repos/{owner}/{name}", f"{base}/{owner}/{name}"
+    data: dict[str, Any] = _example("content-file")
+    data.update(name=path.rsplit("/", 1)[-1], path=path, sha=blob, size=len(raw))
+    data["content"] = "".join(encoded[i : i + 60] + "\n" for i in range(0, len(encoded), 60))
+    data.update(url=f"{api}/contents/{quoted}?ref={ref}", git_url=f"{api}/git/blobs/{blob}")
+    data.update(html_url=f"{site}/blob/{ref}/{quoted}", download_url=f"{site}/raw/{ref}/{quoted}")
+    data["_links"] = {"git": data["git_url"], "self": data["url"], "html": data["html_url"]}
     return data

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.sandbox.github.exchanges import ExchangeLog
+from scheduler.sandbox.github.history import History
+from scheduler.sandbox.github.patches import diff_lines, synthetic_files
 from workers.review.changes import ChangedFile
 
 __all__ = [
@@ -43,7 +44,9 @@ DEV_GITHUB_TOKEN = "gh-sandbox-reviewq-dev-token"
 # there, as JSON lines, for tests to check against GitHub's OpenAPI description.
 EXCHANGE_LOG_ENV = "REVIEWQ_GITHUB_EXCHANGE_LOG"
 
-_HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+_Fault = Literal[
+    "secondary", "primary", "review_5xx", "after_create", "compare_gone", "contents_5xx"
+]
 _REPO_PART = r"^[A-Za-z0-9._-]+$"
 _FULL_NAME = r"^[A-Za-z0-9._-]+/[A-Za-z0-9._-]+$"
 
@@ -101,6 +104,11 @@ class PullSpec(BaseModel):
     head_repo: str | None = Field(default=None, pattern=_FULL_NAME)
     files: tuple[ChangedFile, ...] = ()
     synthetic_files: int = Field(default=0, ge=0, le=20_000)
+    # A new head normally descends from the PR's previous one; `force` makes it a
+    # force push (a history that diverged). `contents`: other files of the repository
+    # at this head, as `GET .../contents/{path}` serves them (a `.gitattributes`).
+    force: bool = False
+    contents: dict[str, str] = Field(default_factory=dict)
 
 
 class ReviewSpec(BaseModel):
@@ -141,6 +149,10 @@ class FaultsUpdate(BaseModel):
     reset_in_s: int | None = Field(default=None, ge=0)
     review_5xx: int | None = Field(default=None, ge=0)
     review_5xx_after_create: int | None = Field(default=None, ge=0)
+    # Comparisons answered 404 (the old commit is gone, as after a force push and a
+    # garbage collection); content requests answered 502.
+    compare_gone: int | None = Field(default=None, ge=0)
+    contents_5xx: int | None = Field(default=None, ge=0)
 
 
 @dataclass
@@ -154,6 +166,8 @@ class Faults:
     reset_in_s: int = 3600
     review_5xx: int = 0
     review_5xx_after_create: int = 0
+    compare_gone: int = 0
+    contents_5xx: int = 0
 
 
 @dataclass
@@ -205,47 +219,6 @@ def repo_id(owner: str, repo: str) -> int:
     return int(hashlib.sha1(f"{owner}/{repo}".lower().encode()).hexdigest()[:7], 16)
 
 
-def diff_lines(patch: str) -> tuple[frozenset[int], frozenset[int]]:
-    """Lines a review comment can anchor to: (LEFT: old side, RIGHT: new side).
-
-    Context lines are on both sides; `-` lines only on the left, `+` only on the right.
-    """
-    left: set[int] = set()
-    right: set[int] = set()
-    old = new = 0
-    in_hunk = False
-    for line in patch.splitlines():
-        header = _HUNK.match(line)
-        if header:
-            old, new, in_hunk = int(header[1]), int(header[3]), True
-        elif not in_hunk or line.startswith("\\"):
-            continue
-        elif line.startswith("-"):
-            left.add(old)
-            old += 1
-        elif line.startswith("+"):
-            right.add(new)
-            new += 1
-        else:
-            left.add(old)
-            right.add(new)
-            old, new = old + 1, new + 1
-    return frozenset(left), frozenset(right)
-
-
-def synthetic_files(count: int, start: int = 0) -> tuple[ChangedFile, ...]:
-    """`count` small modified files, each adding line 2 between two context lines."""
-    return tuple(
-        ChangedFile(
-            filename=f"src/module_{i:05d}.py",
-            additions=1,
-            changes=1,
-            patch=f"@@ -1,2 +1,3 @@\n import os\n+VALUE = {i}\n print(os.sep)",
-        )
-        for i in range(start, start + count)
-    )
-
-
 class FakeGitHub:
     """All the fake's state; `app.state.github` holds one per app."""
 
@@ -254,6 +227,7 @@ class FakeGitHub:
         self.pulls: dict[tuple[str, str, int], FakePull] = {}
         self.repos: dict[int, tuple[str, str]] = {}
         self.exchanges = ExchangeLog.open(config.exchange_log)
+        self.history = History()
         self.reset()
 
     def reset(self) -> None:
@@ -278,6 +252,8 @@ class FakeGitHub:
         pull.body, pull.author = spec.body, spec.author
         head_owner, _, head_name = (spec.head_repo or f"{spec.owner}/{spec.repo}").partition("/")
         pull.head_repo = (head_owner, head_name)
+        parent = None if spec.force or pull.head_sha == spec.head_sha else pull.head_sha
+        self.history.push((spec.owner, spec.repo), spec.head_sha, parent, files, spec.contents)
         pull.head_sha = spec.head_sha
         pull.files_by_sha[spec.head_sha] = files
         self.repos[repo_id(spec.owner, spec.repo)] = (spec.owner, spec.repo)
@@ -290,13 +266,15 @@ class FakeGitHub:
         """The repository a `/repositories/{id}/...` URL (a paging link) names."""
         return self.repos.get(number)
 
-    def take(self, fault: Literal["secondary", "primary", "review_5xx", "after_create"]) -> bool:
+    def take(self, fault: _Fault) -> bool:
         """Use up one injected fault of that kind, if any is left."""
         names = {
             "secondary": "secondary_rate_limit",
             "primary": "primary_rate_limit",
             "review_5xx": "review_5xx",
             "after_create": "review_5xx_after_create",
+            "compare_gone": "compare_gone",
+            "contents_5xx": "contents_5xx",
         }
         left: int = getattr(self.faults, names[fault])
         if left <= 0:

@@ -13,7 +13,6 @@ gets GitLab's own 400 words.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -24,8 +23,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from scheduler.sandbox.gitlab import shapes
+from scheduler.sandbox.gitlab.compare import compare_json
 from scheduler.sandbox.gitlab.control import control_routes
-from scheduler.sandbox.gitlab.state import FakeGitLab, FakeGitLabConfig, FakeMr, MrFile
+from scheduler.sandbox.gitlab.exchanges import ExchangeLog, record_exchange
+from scheduler.sandbox.gitlab.paging import page
+from scheduler.sandbox.gitlab.state import FakeGitLab, FakeGitLabConfig, FakeMr
 
 __all__ = ["LINE_CODE_MESSAGE", "create_gitlab_app"]
 
@@ -55,18 +58,30 @@ async def api(request: Request) -> Response:
     parts = _segments(request)[2:]  # after api/v4
     label, response = await _route(gl, request, parts)
     gl.stats[(f"{request.method} {label}", response.status_code)] += 1
+    await record_exchange(request, f"{request.method} {label}", response)
     return response
 
 
 async def _route(gl: FakeGitLab, request: Request, parts: list[str]) -> tuple[str, Response]:
     refused = await _gate(gl, request)
     if parts == ["user"] and request.method == "GET":
-        return "/user", refused or _user(gl)
+        return "/user", refused or _user(gl, request)
     if len(parts) == 6 and parts[:1] == ["projects"] and parts[2:4] == ["repository", "files"]:
         label = "/projects/:id/repository/files/:file_path/raw"
         if parts[5] != "raw" or request.method != "GET":
             return label, _error(404, "404 Not Found")
         return label, refused or _raw_file(gl, request, parts[1], parts[4])
+    if len(parts) == 4 and parts[0] == "projects" and parts[2:] == ["repository", "compare"]:
+        label = "/projects/:id/repository/compare"
+        if request.method != "GET":
+            return label, _error(404, "404 Not Found")
+        return label, refused or _compare(gl, request, parts[1])
+    if len(parts) == 6 and parts[0] == "projects" and parts[2::2] == ["merge_requests", "versions"]:
+        label = "/projects/:id/merge_requests/:iid/versions/:version_id"
+        if request.method != "GET":
+            return label, _error(404, "404 Not Found")
+        tail = "versions/:version_id"
+        return label, refused or await _mr_route(gl, request, parts[1], parts[3], tail)
     if len(parts) in (4, 5) and parts[0] == "projects" and parts[2] == "merge_requests":
         tail = parts[4] if len(parts) == 5 else ""
         label = "/projects/:id/merge_requests/:iid" + (f"/{tail}" if tail else "")
@@ -109,9 +124,12 @@ def _rate_limited(gl: FakeGitLab) -> Response:
     return PlainTextResponse("Retry later\n", 429, headers=headers)
 
 
-def _user(gl: FakeGitLab) -> Response:
-    name = gl.config.bot_username
-    return JSONResponse({"id": 7, "username": name, "name": name, "state": "active", "bot": True})
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _user(gl: FakeGitLab, request: Request) -> Response:
+    return JSONResponse(shapes.current_user_json(gl.config.bot_username, _base(request)))
 
 
 def _raw_file(gl: FakeGitLab, request: Request, project: str, path: str) -> Response:
@@ -121,6 +139,16 @@ def _raw_file(gl: FakeGitLab, request: Request, project: str, path: str) -> Resp
     if content is None:
         return _error(404, "404 File Not Found")
     return PlainTextResponse(content)
+
+
+def _compare(gl: FakeGitLab, request: Request, project: str) -> Response:
+    if not gl.project_known(project):
+        return _error(404, "404 Project Not Found")
+    query = request.query_params
+    straight = query.get("straight", "false").lower() == "true"
+    args = (gl, project, _base(request), query.get("from", ""), query.get("to", ""))
+    found = compare_json(*args, straight=straight)
+    return _error(404, "404 Not found") if found is None else JSONResponse(found)
 
 
 async def _mr_route(
@@ -134,6 +162,7 @@ async def _mr_route(
     handlers: dict[tuple[str, str], Handler] = {
         ("GET", ""): get_mr,
         ("GET", "versions"): list_versions,
+        ("GET", "versions/:version_id"): get_version,
         ("GET", "diffs"): list_diffs,
         ("GET", "discussions"): list_discussions,
         ("POST", "discussions"): create_discussion,
@@ -146,112 +175,58 @@ async def _mr_route(
     return await handler(gl, request, mr)
 
 
-def _int_param(request: Request, name: str, default: int) -> int:
-    try:
-        value = int(request.query_params.get(name, default))
-    except ValueError:
-        return default
-    return value if value >= 1 else default
-
-
 def _page(request: Request, items: Sequence[T], gl: FakeGitLab) -> tuple[list[T], dict[str, str]]:
-    """One page, with GitLab's `X-*` paging headers and its `Link` header."""
-    per_page = min(_int_param(request, "per_page", gl.config.default_per_page), 100)
-    page = _int_param(request, "page", 1)
-    last = max(1, math.ceil(len(items) / per_page))
-    headers = {
-        "X-Page": str(page),
-        "X-Per-Page": str(per_page),
-        "X-Total": str(len(items)),
-        "X-Total-Pages": str(last),
-        "X-Next-Page": str(page + 1) if page < last else "",
-        "X-Prev-Page": str(page - 1) if page > 1 else "",
-    }
-    links = [f'<{request.url.include_query_params(page=1, per_page=per_page)}>; rel="first"']
-    if page < last:
-        nxt = request.url.include_query_params(page=page + 1, per_page=per_page)
-        links.insert(0, f'<{nxt}>; rel="next"')
-    headers["Link"] = ", ".join(links)
-    return list(items[(page - 1) * per_page : page * per_page]), headers
-
-
-def _mr_json(mr: FakeMr, base: str) -> dict[str, Any]:
-    head = mr.latest
-    refs = {"base_sha": head.base_sha, "head_sha": head.head_sha, "start_sha": head.base_sha}
-    return {
-        "id": mr.project_id * 1000 + mr.iid,
-        "iid": mr.iid,
-        "project_id": mr.project_id,
-        "title": mr.title,
-        "state": mr.state,
-        "draft": mr.draft,
-        "work_in_progress": mr.draft,
-        "sha": head.head_sha,
-        "diff_refs": refs,
-        "source_project_id": mr.project_id,
-        "target_project_id": mr.project_id,
-        "web_url": f"{base}/{mr.project}/-/merge_requests/{mr.iid}",
-        "author": {"id": 1, "username": "author", "name": "Author"},
-    }
+    """One page, with GitLab's `x-*` paging headers and its `Link` header."""
+    cfg = gl.config
+    return page(
+        request, items, default_per_page=cfg.default_per_page, max_per_page=cfg.max_per_page
+    )
 
 
 async def get_mr(gl: FakeGitLab, request: Request, mr: FakeMr) -> Response:
-    return JSONResponse(_mr_json(mr, str(request.base_url).rstrip("/")))
+    threads = gl.discussions.get((mr.project, mr.iid), [])
+    user_notes = sum(not n.system for d in threads for n in d.notes)
+    diverged = request.query_params.get("include_diverged_commits_count") == "true"
+    data = shapes.merge_request_json(mr, _base(request), user_notes=user_notes, diverged=diverged)
+    return JSONResponse(data)
 
 
 async def list_versions(gl: FakeGitLab, request: Request, mr: FakeMr) -> Response:
-    newest_first = [
-        {
-            "id": v.id,
-            "head_commit_sha": v.head_sha,
-            "base_commit_sha": v.base_sha,
-            "start_commit_sha": v.base_sha,
-            "created_at": v.created_at,
-            "merge_request_id": mr.project_id * 1000 + mr.iid,
-            "state": "collected",
-            "real_size": str(len(v.files)),
-        }
-        for v in reversed(mr.versions)
-    ]
-    chunk, headers = _page(request, newest_first, gl)
-    return JSONResponse(chunk, headers=headers)
+    chunk, headers = _page(request, list(reversed(mr.versions)), gl)
+    return JSONResponse([shapes.version_json(mr, v) for v in chunk], headers=headers)
 
 
-def _diff_json(f: MrFile, gl: FakeGitLab) -> dict[str, Any]:
-    too_large = len(f.diff) > gl.config.too_large_chars
-    collapsed = too_large or len(f.diff) > gl.config.collapse_chars
-    return {
-        "old_path": f.old_path,
-        "new_path": f.new_path,
-        "a_mode": "0" if f.new_file else "100644",
-        "b_mode": "0" if f.deleted_file else "100644",
-        "diff": "" if collapsed else f.diff,
-        "new_file": f.new_file,
-        "renamed_file": f.renamed_file,
-        "deleted_file": f.deleted_file,
-        "generated_file": f.generated_file,
-        "collapsed": collapsed,
-        "too_large": too_large,
-    }
+async def get_version(gl: FakeGitLab, request: Request, mr: FakeMr) -> Response:
+    """One version with its commits and its diffs, which GitLab does not collapse here."""
+    wanted = _segments(request)[-1]
+    version = next((v for v in mr.versions if str(v.id) == wanted), None)
+    if version is None:
+        return _error(404, "404 Not found")
+    limit = gl.config.too_large_chars
+    data = shapes.version_detail_json(mr, version, _base(request), too_large_chars=limit)
+    return JSONResponse(data)
 
 
 async def list_diffs(gl: FakeGitLab, request: Request, mr: FakeMr) -> Response:
     chunk, headers = _page(request, mr.latest.files, gl)
-    return JSONResponse([_diff_json(f, gl) for f in chunk], headers=headers)
+    limits = {"collapse_chars": gl.config.collapse_chars}
+    limits["too_large_chars"] = gl.config.too_large_chars
+    return JSONResponse([shapes.diff_json(f, **limits) for f in chunk], headers=headers)
 
 
 async def list_discussions(gl: FakeGitLab, request: Request, mr: FakeMr) -> Response:
     threads = gl.discussions.get((mr.project, mr.iid), [])
     chunk, headers = _page(request, threads, gl)
-    return JSONResponse([d.as_json(mr) for d in chunk], headers=headers)
+    base = _base(request)
+    return JSONResponse([shapes.discussion_json(d, mr, base) for d in chunk], headers=headers)
 
 
 async def list_notes(gl: FakeGitLab, request: Request, mr: FakeMr) -> Response:
     """Newest first, as GitLab sorts notes by default."""
     threads = gl.discussions.get((mr.project, mr.iid), [])
-    notes = sorted((n for d in threads for n in d.notes), key=lambda n: -n.id)
-    chunk, headers = _page(request, notes, gl)
-    return JSONResponse([n.as_json(mr) for n in chunk], headers=headers)
+    chunk, headers = _page(request, shapes.notes_newest_first(threads), gl)
+    base = _base(request)
+    return JSONResponse([shapes.note_json(n, d, mr, base) for n, d in chunk], headers=headers)
 
 
 async def _body(request: Request) -> dict[str, Any] | Response:
@@ -280,9 +255,10 @@ async def create_discussion(gl: FakeGitLab, request: Request, mr: FakeMr) -> Res
             return _error(400, message)
     author = gl.config.bot_username
     discussion = gl.add_note(mr, data["body"], author, position=position)
+    discussion.individual_note = False  # a thread, even without a position
     if gl.take("after_create"):
         return PlainTextResponse("GitLab is not responding", 502)
-    return JSONResponse(discussion.as_json(mr), 201)
+    return JSONResponse(shapes.discussion_json(discussion, mr, _base(request)), 201)
 
 
 async def create_note(gl: FakeGitLab, request: Request, mr: FakeMr) -> Response:
@@ -292,7 +268,8 @@ async def create_note(gl: FakeGitLab, request: Request, mr: FakeMr) -> Response:
     discussion = gl.add_note(mr, data["body"], gl.config.bot_username)
     if gl.take("note_after_create") or gl.take("after_create"):
         return PlainTextResponse("GitLab is not responding", 502)
-    return JSONResponse(discussion.notes[0].as_json(mr), 201)
+    note = shapes.note_json(discussion.notes[0], discussion, mr, _base(request))
+    return JSONResponse(note, 201)
 
 
 def create_gitlab_app(config: FakeGitLabConfig | None = None) -> Starlette:
@@ -300,4 +277,5 @@ def create_gitlab_app(config: FakeGitLabConfig | None = None) -> Starlette:
     routes = [Route("/api/v4/{rest:path}", api, methods=["GET", "POST"]), *control_routes()]
     app = Starlette(routes=routes)
     app.state.gitlab = FakeGitLab(config or FakeGitLabConfig())
+    app.state.gitlab_exchanges = ExchangeLog.open(app.state.gitlab.config.exchange_log)
     return app

@@ -3,7 +3,7 @@ suite do: everything goes through `/_gl/*` over HTTP, never into `app.state`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -40,8 +40,10 @@ class GitLabControl:
         state: str = "opened",
         draft: bool = False,
         title: str = "A merge request",
+        repo_files: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Create the MR or move it to `head_sha`; returns the fake's summary of it."""
+        """Create the MR or move it to `head_sha`; returns the fake's summary of it.
+        `repo_files`: other files of the repository at this head (a `.gitattributes`)."""
         body = {
             "project": project,
             "iid": iid,
@@ -51,6 +53,7 @@ class GitLabControl:
             "state": state,
             "draft": draft,
             "title": title,
+            "repo_files": dict(repo_files or {}),
         }
         result: dict[str, Any] = self._call("POST", "/_gl/mrs", body)
         return result

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
+import os
 import re
 import time
 from collections import Counter
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from scheduler.sandbox.gitlab.exchanges import EXCHANGE_LOG_ENV
 
 __all__ = [
     "DEV_GITLAB_TOKEN",
@@ -40,7 +43,9 @@ DEV_GITLAB_TOKEN = "glpat-sandbox-reviewq-dev-token"
 
 _HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@")
 _PROJECT = r"^[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)+$"
-_Fault = Literal["rate_limit", "server_error", "after_create", "note_after_create", "slow"]
+_Fault = Literal[
+    "rate_limit", "server_error", "after_create", "note_after_create", "slow", "compare_timeout"
+]
 
 
 class FakeGitLabConfig(BaseModel):
@@ -60,10 +65,13 @@ class FakeGitLabConfig(BaseModel):
     collapse_chars: int = Field(default=20_000, ge=1)
     too_large_chars: int = Field(default=200_000, ge=1)
     remote_control: bool = False
+    # Where to record every API exchange (`exchanges.py`); off unless the env var is set.
+    exchange_log: str | None = Field(default_factory=lambda: os.environ.get(EXCHANGE_LOG_ENV))
 
     def token_matches(self, private: str | None, authorization: str | None) -> bool:
-        """`PRIVATE-TOKEN: <token>` or `Authorization: Bearer <token>`."""
-        given = private
+        """`PRIVATE-TOKEN: <token>` or `Authorization: Bearer <token>`. A blank
+        `PRIVATE-TOKEN` counts as none, as GitLab reads it (`.presence`)."""
+        given = private if private and private.strip() else None
         if given is None and authorization:
             scheme, _, value = authorization.strip().partition(" ")
             given = value.strip() if scheme.lower() == "bearer" else None
@@ -100,6 +108,9 @@ class MrSpec(BaseModel):
     state: Literal["opened", "closed", "merged", "locked"] = "opened"
     draft: bool = False
     files: tuple[MrFile, ...] = ()
+    # Other files of the repository at this head, as `repository/files/:path/raw`
+    # serves them (a `.gitattributes`).
+    repo_files: dict[str, str] = Field(default_factory=dict)
 
 
 class NoteSpec(BaseModel):
@@ -134,6 +145,8 @@ class FaultsUpdate(BaseModel):
     note_after_create: int | None = Field(default=None, ge=0)
     slow: int | None = Field(default=None, ge=0)
     slow_s: float | None = Field(default=None, ge=0, le=60)
+    # Comparisons answered with `compare_timeout` set and no diffs.
+    compare_timeout: int | None = Field(default=None, ge=0)
 
 
 @dataclass
@@ -145,6 +158,7 @@ class Faults:
     after_create: int = 0
     note_after_create: int = 0
     slow: int = 0
+    compare_timeout: int = 0
     slow_s: float = 5.0
 
 
@@ -155,6 +169,7 @@ class FakeVersion:
     base_sha: str
     files: tuple[MrFile, ...]
     created_at: str
+    repo_files: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -267,7 +282,9 @@ class FakeGitLab:
             mr = FakeMr(spec.project, project_id, spec.iid, spec.title, spec.state, spec.draft)
             self.mrs[key] = mr
         mr.title, mr.state, mr.draft = spec.title, spec.state, spec.draft
-        version = FakeVersion(next(self._ids), spec.head_sha, spec.base_sha, spec.files, _now())
+        version = FakeVersion(
+            next(self._ids), spec.head_sha, spec.base_sha, spec.files, _now(), spec.repo_files
+        )
         if mr.versions and mr.latest.head_sha == spec.head_sha:
             mr.versions[-1] = version  # the same head: its files replaced
         else:
@@ -312,6 +329,8 @@ class FakeGitLab:
             if name != project:
                 continue
             for version in mr.versions:
+                if ref == version.head_sha and path in version.repo_files:
+                    return version.repo_files[path]
                 for f in version.files:
                     if ref == version.head_sha and f.new_path == path and not f.deleted_file:
                         return f.new_content
