@@ -24,7 +24,7 @@ from scheduler.config.planning import PlanningConfig, RepoOverride
 from scheduler.quota.plans import Account, get_preset
 from scheduler.sandbox.provider.review import completion, parse_diff
 from workers.review.changes import ChangedFile
-from workers.review.diff import parse_unified_diff
+from workers.review.diff import new_side_lines, numbered_view, parse_unified_diff
 from workers.review.plan import PlannedMessage, ReviewPlan
 from workers.review.planning import (
     DIFF_SYSTEM_PROMPT,
@@ -169,7 +169,7 @@ def config(**kwargs: object) -> PlanningConfig:
         ("go.sum", "lockfile"),
         ("ios/Podfile.lock", "lockfile"),
         ("vendor/github.com/x/y.go", "vendored"),
-        ("lib/third_party/z.c", "vendored"),
+        ("third_party/z/z.c", "vendored"),
         ("web/node_modules/left-pad/index.js", "vendored"),
         ("dist/app.js", "generated"),
         ("pkg/build/out.js", "generated"),
@@ -327,7 +327,9 @@ def test_tokens_match_the_request_and_the_simulators_count() -> None:
     assert body["usage"]["prompt_tokens"] == message.tokens == plan.estimated_tokens
     assert request.max_tokens == 512
     assert request.messages[0].content == DIFF_SYSTEM_PROMPT
-    assert request.messages[1].content == message.text
+    # The diff is sent with its rows numbered, and the estimate is of that text.
+    assert request.messages[1].content == numbered_view(message.text)
+    assert new_side_lines(request.messages[1].content) == new_side_lines(message.text)
     assert '"comments"' in DIFF_SYSTEM_PROMPT and '"summary"' in DIFF_SYSTEM_PROMPT
 
 
@@ -341,7 +343,7 @@ def test_model_budgets_and_chars_per_token() -> None:
     assert all(m.tokens <= 700 for m in tiny.messages)
     dense = plan_review(files, config(max_message_tokens=20_000, chars_per_token=2.0))
     assert dense.messages[0].tokens == estimate_tokens(DIFF_SYSTEM_PROMPT, 2.0) + estimate_tokens(
-        dense.messages[0].text, 2.0
+        numbered_view(dense.messages[0].text), 2.0
     )
     with pytest.raises(ValueError, match="max_message_tokens"):
         plan_review(files, cfg.model_copy(update={"max_message_tokens": 200}))
@@ -436,19 +438,30 @@ _LOCKFILE = st.one_of(
         st.sampled_from([".lock", ".lockfile"]),
     ),
 )
+# Vendored directories, like build output, count only outside source trees.
 _VENDORED = st.builds(
     lambda d, v, n: f"{d}{v}/{n}",
-    _PLAIN_DIR,
+    st.sampled_from(["", "web/", "services/api/"]),
     st.sampled_from(["vendor", "third_party", "node_modules", "Vendor", "pods"]),
-    _PLAIN,
+    st.builds(lambda d, s: f"{d}{s}.go", st.sampled_from(["", "x/", "web/y/"]), _STEM),
 )
+# `build/` and `dist/` are build output only outside source trees (src/, lib/, ...):
+# `packages/astro/src/core/build/` is hand-written (issue 16). `__generated__` is
+# generated wherever it sits.
+_OUTSIDE_SOURCE = st.sampled_from(["", "web/", "services/api/"])
 _GENERATED = st.one_of(
     st.builds(
         lambda d, g, n: f"{d}{g}/{n}",
-        _PLAIN_DIR,
-        st.sampled_from(["dist", "build", "__generated__"]),
-        _PLAIN,
+        _OUTSIDE_SOURCE,
+        st.sampled_from(["dist", "build"]),
+        st.builds(
+            lambda d, stem, ext: f"{d}{stem}{ext}",
+            _OUTSIDE_SOURCE,
+            _STEM,
+            st.sampled_from([".py", ".go", ".ts", ".rs", ""]),
+        ),
     ),
+    st.builds(lambda d, n: f"{d}__generated__/{n}", _PLAIN_DIR, _PLAIN),
     st.builds(
         lambda d, stem, ext: f"{d}{stem}{ext}",
         _PLAIN_DIR,
@@ -702,8 +715,8 @@ def test_parse_git_diff_with_every_kind_of_file() -> None:
     assert reasons == {
         "gone.py": "deleted",
         "logo.png": "binary (no patch)",
-        "c d.txt": "no content changes (no diff hunks)",
-        "café menu.py": "no content changes (no diff hunks)",
+        "c d.txt": "renamed without changes",
+        "café menu.py": "renamed without changes",
         "run.sh": "no content changes (no diff hunks)",
     }
 

@@ -9,11 +9,15 @@ dropped clause or a changed constant in the rule shows as a wrong value by name.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
+from workers.review import datafiles
 from workers.review.changes import ChangedFile
-from workers.review.skiprules import headline, matches_glob, risk, skip_reason
+from workers.review.diff import parse_unified_diff
+from workers.review.gitattributes import parse_gitattributes
+from workers.review.skiprules import headline, matches_glob, risk, skip_reason, triage
 
 
 def added(*lines: str, start: int = 10) -> ChangedFile:
@@ -147,3 +151,205 @@ def test_headline_names_at_most_three_sections() -> None:
     line = headline(file)
     assert "in 4 hunk(s); touches def f1(): | def f10(): | def f20():\n" in line
     assert "f30" not in line
+
+
+# ------------------------------------------------- issue 16: the rules on real diffs
+# Each diff is a real change from a public repository (tests/fixtures/diffs/SOURCES.md).
+
+DIFFS = Path(__file__).parent / "fixtures" / "diffs"
+
+
+def real(name: str) -> dict[str, ChangedFile]:
+    return {f.filename: f for f in parse_unified_diff((DIFFS / name).read_text())}
+
+
+def test_build_folders_under_src_and_test_are_reviewed() -> None:
+    """withastro/astro#17316: the fix and its test, once both skipped as generated."""
+    files = real("astro-ed92e316-plugin-scripts.diff")
+    kept, skipped, summarised = triage(list(files.values()))
+    assert (skipped, summarised) == ([], [])
+    assert {f.filename for f in kept} == {
+        ".changeset/quiet-eagles-call.md",
+        "packages/astro/src/core/build/plugins/plugin-scripts.ts",
+        "packages/astro/test/units/build/plugin-scripts.test.ts",
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        # A folder name alone never skips code in a source or test tree...
+        ("packages/astro/src/core/build/static-build.ts", None),
+        ("packages/astro/src/assets/build/remote.ts", None),
+        ("lib/build/index.js", None),
+        ("tests/build/test_x.py", None),
+        ("src/dist/x.js", None),
+        ("packages/astro/src/assets/utils/vendor/image-size/types/jxl.ts", None),
+        ("playground/nested-deps/test-package-b/node_modules/x/index.js", None),
+        ("test/fixtures/vendor/lib.js", None),
+        # ...but outside them it still marks build output and third-party code,
+        ("build/bundle.js", "generated"),
+        ("packages/ui/dist/index.js", "generated"),
+        ("vendor/github.com/x/y.go", "vendored"),
+        ("web/node_modules/left-pad/index.js", "vendored"),
+        # and names only tools write stay generated anywhere (Linguist generated.rb).
+        ("src/__generated__/Query.graphql.ts", "generated"),
+        ("src/components/__snapshots__/App.test.tsx.snap", "generated"),
+        ("src/Form1.Designer.cs", "generated"),
+        ("src/web/.pnp.cjs", "generated"),
+        ("infra/.terraform.lock.hcl", "lockfile"),
+        ("bun.lock", "lockfile"),
+    ],
+)
+def test_folder_names_and_tool_names(path: str, reason: str | None) -> None:
+    file = ChangedFile(filename=path, additions=1, changes=1, patch="@@ -1 +1 @@\n-a\n+b")
+    assert skip_reason(file) == reason
+
+
+def test_a_test_with_long_inline_sourcemap_lines_is_reviewed() -> None:
+    """vitejs/vite#21608: snapshots of 2,500-character lines in a spec of 200+ lines."""
+    spec = real("vite-5a4f6924-js-sourcemap-spec.diff")[
+        "playground/js-sourcemap/__tests__/js-sourcemap.spec.ts"
+    ]
+    assert max(len(line) for line in (spec.patch or "").split("\n")) > 2000
+    assert skip_reason(spec) is None
+    # The same added text in a short .js file outside any test tree is minified.
+    added = [line for line in (spec.patch or "").split("\n") if line.startswith("+")]
+    long = [line for line in added if len(line) > 1000]
+    body = "\n".join(long)
+    bundle = ChangedFile(
+        filename="static/app.js", additions=len(long), patch=f"@@ -0,0 +1,{len(long)} @@\n{body}"
+    )
+    assert skip_reason(bundle) == "minified"
+
+
+def test_changelogs_are_treated_alike() -> None:
+    """withastro/astro#14383: two changelogs were "minified", two reviewed."""
+    files = real("astro-955edb9f-changelogs.diff")
+    assert len(files) == 4
+    assert {path: skip_reason(f) for path, f in files.items()} == dict.fromkeys(files)
+
+
+def test_a_pure_rename_says_so() -> None:
+    """withastro/astro#17670: `rename from/to` and no hunks."""
+    (moved,) = real("astro-955ed3d8-rename.diff").values()
+    assert (moved.status, moved.previous_filename) == ("renamed", ".github/astro-review.yaml")
+    assert skip_reason(moved) == "renamed without changes"
+
+
+@pytest.mark.parametrize(
+    "name", ["flask-11c45eeb-requirements.diff", "flask-470e2b8d-tests-min.diff"]
+)
+def test_pip_compile_output_is_found_beyond_the_first_lines(name: str) -> None:
+    """pallets/flask: hunks start at lines 4, 6 and 18, never at the banner's line 2."""
+    files = real(name)
+    assert all(not (f.patch or "").startswith("@@ -1,") for f in files.values())
+    assert {p: skip_reason(f) for p, f in files.items()} == dict.fromkeys(
+        files, "generated (pip-compile output)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("patch", "generated"),
+    [
+        # The banner on line 3, shown as context by a hunk that starts at line 2.
+        ("@@ -2,4 +2,4 @@\n #\n # @generated by relay-compiler\n-a\n+b", True),
+        ("@@ -3,3 +3,3 @@\n # DO NOT EDIT.\n-a\n+b", True),
+        # pip-compile's command line, line 5 of its banner (flask's tests-min.txt).
+        ("@@ -4,3 +4,3 @@\n #\n #    pip-compile tests-min.in\n-x==1\n+x==2", True),
+        # A hunk far down the file, with a "do not edit" remark: not a banner.
+        ("@@ -80,3 +80,3 @@\n # do not edit this by hand\n-a\n+b", False),
+        # Line numbering counts removed lines out: the marker is line 6 here.
+        ("@@ -1,6 +1,6 @@\n a\n b\n-c\n+c2\n d\n e\n # DO NOT EDIT", False),
+    ],
+)
+def test_banners_anywhere_in_the_first_lines(patch: str, generated: bool) -> None:
+    file = ChangedFile(filename="requirements/x.txt", additions=1, deletions=1, patch=patch)
+    assert (skip_reason(file) is not None and "generated" in (skip_reason(file) or "")) is (
+        generated
+    )
+
+
+def test_go_code_generated_banner_after_a_licence_header() -> None:
+    """Linguist's generated_go?: `// Code generated` within the first 40 lines."""
+    patch = "@@ -30,3 +30,3 @@\n // Code generated by mockery v2. DO NOT EDIT.\n-a\n+b"
+    go = ChangedFile(filename="internal/mocks/x.go", additions=1, deletions=1, patch=patch)
+    ts = go.model_copy(update={"filename": "src/x.ts"})
+    assert (skip_reason(go), skip_reason(ts)) == ("generated", None)
+
+
+def test_fixture_data_written_by_a_script_is_summarised() -> None:
+    """python-poetry/poetry#10791: 49 fixtures refreshed together, 748 lines."""
+    files = list(real("poetry-689ac7b2-fixtures.diff").values())
+    kept, skipped, summarised = triage(files)
+    assert (kept, skipped) == ([], [])
+    assert len(summarised) == 49
+    reasons = {f.filename: why for f, why in summarised}
+    assert reasons["tests/repositories/fixtures/pypi.org/json/attrs/17.4.0.json"] == (
+        "JSON fixture, one of 49 data fixtures changed together (748 changed lines)"
+    )
+    assert reasons["tests/repositories/fixtures/legacy/black.html"].startswith("HTML fixture")
+
+
+def test_a_few_fixtures_or_code_beside_them_are_reviewed() -> None:
+    files = list(real("poetry-689ac7b2-fixtures.diff").values())
+    few = files[: datafiles.BATCH_FILES - 1]  # under the batch size: cheap to review
+    assert triage(few).summarised == []
+    code = ChangedFile(
+        filename="tests/repositories/fixtures/pypi.py",
+        additions=400,
+        changes=400,
+        patch="@@ -1 +1 @@",
+    )
+    assert triage([*files, code]).kept == [code]
+
+
+@pytest.mark.parametrize(
+    ("path", "lines", "summarised"),
+    [
+        ("schemas/openapi.json", 300, True),  # large data anywhere
+        ("schemas/openapi.json", 299, False),
+        ("config/app.yaml", 5000, False),  # YAML outside fixtures: configuration
+        (".github/workflows/ci.json", 900, False),
+        ("package.json", 900, False),
+        ("tsconfig.base.json", 900, False),
+        ("tests/fixtures/recorded.yaml", 300, True),
+        ("src/big.py", 5000, False),
+    ],
+)
+def test_large_data_files(path: str, lines: int, summarised: bool) -> None:
+    file = ChangedFile(filename=path, additions=lines, changes=lines, patch="@@ -1 +1 @@\n+x")
+    assert bool(triage([file]).summarised) is summarised
+
+
+def test_keep_globs_and_attributes_rescue_data_from_summaries() -> None:
+    files = list(real("poetry-689ac7b2-fixtures.diff").values())
+    assert len(triage(files, keep=("tests/**",)).kept) == 49
+    hand = parse_gitattributes("tests/repositories/fixtures/** linguist-generated=false\n")
+    assert len(triage(files, attributes=hand).kept) == 49
+
+
+def test_lockfiles_in_a_test_tree_are_test_inputs() -> None:
+    """python-poetry/poetry#6753: two fixture lockfiles written by hand to be wrong
+    ("This lock file is broken!") were skipped as lockfiles in the corpus."""
+    files = real("poetry-7d414af6-fixture-locks.diff")
+    assert len(files) == 2
+    assert {p: skip_reason(f) for p, f in files.items()} == dict.fromkeys(files)
+    root = files["tests/fixtures/invalid_lock/poetry.lock"].model_copy(
+        update={"filename": "poetry.lock"}
+    )
+    assert skip_reason(root) == "lockfile"
+
+
+def test_a_regenerated_batch_of_fixture_lockfiles_is_summarised() -> None:
+    """Fixture lockfiles a script rewrote together are data, as fixture JSON is."""
+    patch = "@@ -1,15 +1,15 @@\n" + "\n".join(f"-a{i}\n+b{i}" for i in range(15))
+    files = [
+        ChangedFile(
+            filename=f"tests/fixtures/case{i}/poetry.lock", additions=15, deletions=15, patch=patch
+        )
+        for i in range(datafiles.BATCH_FILES)
+    ]
+    kept, skipped, summarised = triage(files)
+    assert (kept, skipped) == ([], [])
+    assert [why.split(",")[0] for _, why in summarised] == ["LOCK fixture"] * len(files)

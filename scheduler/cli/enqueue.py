@@ -127,6 +127,11 @@ _HELP_PR = "owner/repo#N, a GitHub PR URL or a GitLab merge request URL (head lo
     is_flag=True,
     help="Review it at once: never deferred to off-peak prices (wakes it if it waits).",
 )
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Review every file, not only those changed since the last review (implies --again).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def enqueue_command(
@@ -137,12 +142,15 @@ def enqueue_command(
     sha: str | None,
     again: bool,
     now: bool,
+    full: bool,
     as_json: bool,
 ) -> None:
     """Queue a PR for review: PR is owner/repo#N, a GitHub PR URL or a GitLab merge
     request URL (https://gitlab.example.com/group/sub/project/-/merge_requests/12),
     or use --diff FILE --pr ID for a local diff. A PR already queued or reviewed at the same
     head is left as it is (and says so); --again reviews a reviewed head once more;
+    --full reviews every file of the PR, where a push after a review would otherwise
+    review only the files changed since ([planning] incremental);
     --now has it reviewed at once, even in peak hours on a credit plan with off-peak
     scheduling, and wakes it if its messages already wait for off-peak.
 
@@ -176,8 +184,10 @@ def enqueue_command(
             source = {"kind": "diff", "text": text}
         if now:
             source["now"] = True
+        if full:
+            source["full"] = True
         try:
-            queued = enqueue_pr(dep.admission, ref, source, again=again)
+            queued = enqueue_pr(dep.admission, ref, source, again=again or full)
         except ForgeConflict as exc:
             raise _fail(str(exc)) from None
         woken = dep.admission.expedite(ref.id) if now else None

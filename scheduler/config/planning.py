@@ -45,6 +45,12 @@ class PlanningConfig(_Frozen):
     large_pr_full_files: int = Field(default=50, ge=0)
     max_messages: int | None = Field(default=100, ge=1)
     max_diff_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    # A push after a review plans only the files whose content changed since the
+    # reviewed head (docs/incremental.md); `reviewq enqueue --full` overrides it once.
+    incremental: bool = True
+    # The repository's `.gitattributes` is read from the head once per plan, up to this
+    # size (git itself reads at most 100 MB of it; a real one is a few kB).
+    gitattributes_max_bytes: int = Field(default=256 * 1024, ge=0, le=100 * 1024 * 1024)
 
     def budget_for(self, model: str) -> int:
         """Token bound for one message to `model`: exact name first, then patterns."""

@@ -36,3 +36,6 @@ class ChangedFile(BaseModel):
     # Why the forge held this file's diff back, or flagged it (GitLab's `too_large`,
     # `generated_file`): planning skips the file and lists it with this reason.
     withheld: str | None = None
+    # The blob id of the file's new side, as GitHub's file listings give it (`sha`):
+    # incremental review (`workers.incremental`) skips a file whose blob it reviewed.
+    sha: str | None = Field(default=None, max_length=64, pattern=r"^[0-9a-fA-F]*$")

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 
 from workers.review.changes import ChangedFile, FileStatus
 
-__all__ = ["new_side_lines", "parse_unified_diff"]
+__all__ = [
+    "gutter_width",
+    "new_side_lines",
+    "new_side_text",
+    "numbered_view",
+    "parse_unified_diff",
+]
+
 
 _HUNK = re.compile(r"^@@ -\d+(?:,(?P<old>\d+))? \+(?P<start>\d+)(?:,(?P<new>\d+))? @@")
 _BINARY = re.compile(r"^Binary files (?P<old>.+) and (?P<new>.+) differ$")
@@ -45,7 +52,22 @@ def _counts(match: re.Match[str]) -> tuple[int, int]:
 def new_side_lines(text: str) -> dict[str, frozenset[int]]:
     """New-side numbers of every added or context line of every hunk in `text`, by the
     path of its `+++` header: the lines a review comment may be anchored to."""
-    found: dict[str, set[int]] = {}
+    return {p: frozenset(rows) for p, rows in new_side_text(text).items()}
+
+
+def new_side_text(text: str) -> dict[str, dict[int, str]]:
+    """Each added or context line of every hunk in `text` by its new-side number (its
+    text without the tag), by the path of its `+++` header."""
+    found: dict[str, dict[int, str]] = {}
+    for path, rows in _hunk_rows(text):
+        found.setdefault(path, {}).update((n, row[1:]) for n, row in rows if n is not None)
+    return found
+
+
+def _hunk_rows(text: str) -> list[tuple[str, list[tuple[int | None, str]]]]:
+    """Every hunk of `text` with its path, each body row with its new-side number
+    (None for a removed line or a `\\ No newline` marker)."""
+    hunks: list[tuple[str, list[tuple[int | None, str]]]] = []
     path: str | None = None
     lines = text.split("\n")
     i = 0
@@ -56,11 +78,60 @@ def new_side_lines(text: str) -> dict[str, frozenset[int]]:
         elif path is not None and (match := _HUNK.match(line)):
             body, i = _read_counted(lines, i, *_counts(match))
             number = int(match["start"]) + (_counts(match)[1] == 0)
+            rows: list[tuple[int | None, str]] = []
             for row in body:
                 if row[:1] in (" ", "", "+"):
-                    found.setdefault(path, set()).add(number)
+                    rows.append((number, row))
                     number += 1
-    return {p: frozenset(numbers) for p, numbers in found.items()}
+                else:
+                    rows.append((None, row))
+            hunks.append((path, rows))
+    return hunks
+
+
+def numbered_view(text: str) -> str:
+    """`text` with the new-side number printed before every line a comment may name.
+
+    Each hunk body row becomes `<tag><number>| <code>`, the number right-aligned to the
+    width of the hunk's largest (blank for a removed line), so the model reads the
+    line number instead of counting from the `@@` header: counting is where answers
+    went wrong, by using the old side or counting the header as line 1. The tag stays
+    in column one and the header counts still hold, so the text is still read as a
+    diff (the provider simulator reads it so). Every other line is kept as it is."""
+    numbers: dict[int, tuple[int | None, int]] = {}
+    lines = text.split("\n")
+    path: str | None = None
+    i = 0
+    while i < len(lines):
+        line, i = lines[i], i + 1
+        if line.startswith("+++ "):
+            path = _path(line[4:], "b/")
+        elif path is not None and (match := _HUNK.match(line)):
+            first = i
+            body, i = _read_counted(lines, i, *_counts(match))
+            number = int(match["start"]) + (_counts(match)[1] == 0)
+            width = gutter_width(number, len(body)) - 2
+            for k, row in enumerate(body):
+                on_new = row[:1] in (" ", "", "+")
+                numbers[first + k] = (number if on_new else None, width)
+                number += on_new
+    return "\n".join(
+        _numbered(row, *numbers[k]) if k in numbers else row for k, row in enumerate(lines)
+    )
+
+
+def gutter_width(start: int, rows: int) -> int:
+    """Characters `numbered_view` adds to each row of a hunk whose new side starts at
+    `start` and has at most `rows` rows: the largest number's digits, `|` and a space."""
+    return len(str(max(start + rows - 1, 1))) + 2
+
+
+def _numbered(row: str, number: int | None, width: int) -> str:
+    """`+    11| code`: the tag stays in column one, so the text is still a diff."""
+    if row[:1] == "\\":
+        return row
+    gutter = f"{number:>{width}}| " if number is not None else " " * width + "| "
+    return (row[:1] or " ") + gutter + row[1:]
 
 
 def _path(raw: str, prefix: str) -> str | None:

@@ -2,10 +2,12 @@
 
 Every message sent to a provider spends a request out of a window the whole team
 shares, so files no reviewer reads (lockfiles, generated code, vendored trees,
-minified bundles) are left out before packing, each with the reason shown in the
-review. When a PR is too large to review in full, `risk` decides which files still get
-a full review. Both are plain path and size heuristics: cheap, deterministic and easy
-to override with globs in config.
+minified bundles) are left out before packing, and large machine-formatted data is
+only summarised, each with the reason shown in the review. The rules are GitHub
+Linguist's (`workers.review.linguist`), overruled by the repository's own
+`.gitattributes` (`workers.review.gitattributes`) and by config globs. When a PR is
+too large to review in full, `risk` decides which files still get a full review. All
+of it is cheap and deterministic; docs/skiprules.md measures it on real PRs.
 """
 
 from __future__ import annotations
@@ -15,12 +17,18 @@ import math
 import posixpath
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
+from workers.review import linguist
 from workers.review.changes import ChangedFile
+from workers.review.datafiles import summarised_data
+from workers.review.gitattributes import GitAttributes, linguist_flag
+from workers.review.linguist import LOCKFILES
 
 __all__ = [
     "HEADLINE_CHARS",
     "LOCKFILES",
+    "Triage",
     "degraded_note",
     "headline",
     "matches_glob",
@@ -29,66 +37,6 @@ __all__ = [
     "skip_reason",
     "triage",
 ]
-
-LOCKFILES = frozenset(
-    {
-        "package-lock.json",
-        "npm-shrinkwrap.json",
-        "yarn.lock",
-        "pnpm-lock.yaml",
-        "bun.lockb",
-        "deno.lock",
-        "poetry.lock",
-        "Pipfile.lock",
-        "pdm.lock",
-        "uv.lock",
-        "Cargo.lock",
-        "Gemfile.lock",
-        "composer.lock",
-        "go.sum",
-        "go.work.sum",
-        "flake.lock",
-        "packages.lock.json",
-        "paket.lock",
-        "mix.lock",
-        "pubspec.lock",
-        "Podfile.lock",
-        "Package.resolved",
-        "gradle.lockfile",
-        "conan.lock",
-        "MODULE.bazel.lock",
-    }
-)
-_LOCK_GLOBS = ("*.lock", "*.lockfile")
-_VENDORED_DIRS = frozenset(
-    {"vendor", "vendors", "third_party", "third-party", "thirdparty", "node_modules"}
-    | {"bower_components", "jspm_packages", "pods"}
-)
-_GENERATED_DIRS = frozenset({"dist", "build", "__snapshots__", "__generated__", ".next"})
-_GENERATED_GLOBS = (
-    "*_pb2.py",
-    "*_pb2.pyi",
-    "*_pb2_grpc.py",
-    "*.pb.go",
-    "*.pb.cc",
-    "*.pb.h",
-    "*.pb.swift",
-    "*.generated.*",
-    "*.gen.go",
-    "zz_generated*.go",
-    "*.g.dart",
-    "*.freezed.dart",
-    "*.designer.cs",
-    "*.snap",
-    "*.map",
-)
-_MINIFIED_GLOBS = ("*.min.js", "*.min.mjs", "*.min.css", "*-min.js", "*.bundle.js")
-# Go's "Code generated ... DO NOT EDIT.", Facebook's @generated, and the usual banners.
-_GENERATED_MARKER = re.compile(r"@generated|\bdo not edit\b|\bauto-?generated\b", re.IGNORECASE)
-# A minified file is one long line (or a few): most of what it adds sits on lines far
-# longer than anyone writes by hand. A single long line in source code stays reviewable.
-_LONG_LINE = 500
-_MINIFIED_LONGEST = 1000
 
 HEADLINE_CHARS = 300
 _SECTION = re.compile(r"^@@ -\d+(?:,\d+)? \+\d+(?:,\d+)? @@ ?(.*)$", re.MULTILINE)
@@ -104,19 +52,45 @@ _SENSITIVE = re.compile(
 )
 
 
+class Triage(NamedTuple):
+    """A PR's files sorted three ways: reviewed (in their given order), skipped (path,
+    reason) and summarised (file, reason), the last two by path."""
+
+    kept: list[ChangedFile]
+    skipped: list[tuple[str, str]]
+    summarised: list[tuple[ChangedFile, str]]
+
+
 def triage(
-    files: Sequence[ChangedFile], *, skip: Sequence[str] = (), keep: Sequence[str] = ()
-) -> tuple[list[ChangedFile], list[tuple[str, str]]]:
-    """(files to review in their given order, (path, reason) of the rest by path)."""
+    files: Sequence[ChangedFile],
+    *,
+    skip: Sequence[str] = (),
+    keep: Sequence[str] = (),
+    attributes: GitAttributes | None = None,
+) -> Triage:
+    """Skip what is not worth a request (`skip_reason`), then summarise large
+    machine-formatted data (`workers.review.datafiles`) among what is left."""
     kept: list[ChangedFile] = []
     skipped: list[tuple[str, str]] = []
     for file in files:
-        reason = skip_reason(file, skip=skip, keep=keep)
+        reason = skip_reason(file, skip=skip, keep=keep, attributes=attributes)
         if reason is None:
             kept.append(file)
         else:
             skipped.append((file.filename, reason))
-    return kept, sorted(skipped)
+    rescued = {
+        f.filename
+        for f in kept
+        if any(matches_glob(f.filename, p) for p in keep)
+        or _attribute(attributes, f.filename, "linguist-generated") is False
+    }
+    data = summarised_data([f for f in kept if f.filename not in rescued])
+    kept = [f for f in kept if f.filename not in data]
+    summarised = sorted(
+        ((f, data[f.filename]) for f in files if f.filename in data),
+        key=lambda pair: pair[0].filename,
+    )
+    return Triage(kept, sorted(skipped), summarised)
 
 
 def rank_by_risk(
@@ -152,13 +126,20 @@ def matches_glob(path: str, pattern: str) -> bool:
 
 
 def skip_reason(
-    file: ChangedFile, *, skip: Sequence[str] = (), keep: Sequence[str] = ()
+    file: ChangedFile,
+    *,
+    skip: Sequence[str] = (),
+    keep: Sequence[str] = (),
+    attributes: GitAttributes | None = None,
 ) -> str | None:
     """Why `file` gets no review budget, or None to review it.
 
-    Order matters: what cannot be reviewed (deleted, binary, no patch) goes first; then
-    explicit `skip` globs; `keep` globs only overrule the default name and content
-    rules below them, so a repo can keep its hand-written `build/` scripts.
+    Order matters: what cannot be reviewed (deleted, binary, no patch) goes first;
+    then explicit `skip` globs; `keep` globs overrule everything below them. Next the
+    repository's own word in `.gitattributes` (parsed from the PR's head commit, when
+    the caller has it): `-diff`, then `linguist-generated` and `linguist-vendored`,
+    which also switch the matching heuristics off when false, as in Linguist. Last,
+    Linguist's heuristics by name, directory and content (`workers.review.linguist`).
     """
     physical = _physical_reason(file)
     if physical is not None:
@@ -169,7 +150,20 @@ def skip_reason(
             return f"matched skip glob {pattern!r}"
     if any(matches_glob(path, pattern) for pattern in keep):
         return None
-    return _default_reason(path, file.patch or "")
+    attrs = attributes.lookup(path) if attributes is not None else {}
+    if attrs.get("diff") in (False, "false"):
+        return "marked -diff in .gitattributes"
+    generated = linguist_flag(attrs, "linguist-generated")
+    vendored = linguist_flag(attrs, "linguist-vendored")
+    if generated:
+        return "generated (linguist-generated in .gitattributes)"
+    if vendored:
+        return "vendored (linguist-vendored in .gitattributes)"
+    return _default_reason(path, file.patch or "", generated is None, vendored is None)
+
+
+def _attribute(attributes: GitAttributes | None, path: str, name: str) -> bool | None:
+    return None if attributes is None else linguist_flag(attributes.lookup(path), name)
 
 
 def _physical_reason(file: ChangedFile) -> str | None:
@@ -178,50 +172,38 @@ def _physical_reason(file: ChangedFile) -> str | None:
         return "deleted"
     if file.withheld:
         return file.withheld
-    if file.patch is None:
+    if file.patch is None or not _SECTION.search(file.patch):
         if file.status in ("renamed", "copied", "unchanged") and file.changes == 0:
             return f"{file.status} without changes"
+        if file.patch is not None:
+            return "no content changes (no diff hunks)"
         if file.additions + file.deletions == 0:
             return "binary (no patch)"
         return "patch too large for the API (no patch)"
-    if not _SECTION.search(file.patch):
-        return "no content changes (no diff hunks)"
     return None
 
 
-def _default_reason(path: str, patch: str) -> str | None:
-    name = posixpath.basename(path)
-    dirs = {part.lower() for part in path.split("/")[:-1]}
-    if name in LOCKFILES or any(fnmatch.fnmatchcase(name, g) for g in _LOCK_GLOBS):
+def _default_reason(path: str, patch: str, generated: bool, vendored: bool) -> str | None:
+    """Linguist's heuristics; `generated`/`vendored` False when .gitattributes has
+    turned that family off for this file."""
+    # A lockfile in a test tree is a test's input, often written by hand to be wrong
+    # (python-poetry/poetry#6753's `tests/fixtures/invalid_lock/poetry.lock`).
+    if generated and linguist.is_lockfile(path) and not linguist.in_test_tree(path):
         return "lockfile"
-    if dirs & _VENDORED_DIRS:
+    if vendored and linguist.vendored_path(path):
         return "vendored"
-    if dirs & _GENERATED_DIRS or any(fnmatch.fnmatchcase(name, g) for g in _GENERATED_GLOBS):
+    if not generated:
+        return None
+    if linguist.generated_path(path):
         return "generated"
-    if any(fnmatch.fnmatchcase(name, g) for g in _MINIFIED_GLOBS) or _looks_minified(patch):
+    view = linguist.PatchView.of(patch)
+    if linguist.minified(path, view):
         return "minified"
-    if _has_generated_marker(patch):
+    if linguist.generated_banner(path, view):
         return "generated"
+    if linguist.pip_compile_output(path, view):
+        return "generated (pip-compile output)"
     return None
-
-
-def _looks_minified(patch: str) -> bool:
-    """Half or more of the added characters sit on lines of 500+ characters, one 1000+."""
-    added = [line for line in patch.split("\n") if line.startswith("+")]
-    total = sum(len(line) for line in added)
-    long = sum(len(line) for line in added if len(line) > _LONG_LINE)
-    longest = max((len(line) for line in added), default=0)
-    return longest > _MINIFIED_LONGEST and 2 * long >= total
-
-
-def _has_generated_marker(patch: str) -> bool:
-    """A generator's banner in the first lines of a hunk that starts the file."""
-    lines = patch.split("\n")
-    for i, line in enumerate(lines):
-        if re.match(r"@@ -\d+(?:,\d+)? \+1(?:,\d+)? @@", line):
-            head = [body[1:] for body in lines[i + 1 : i + 6] if body[:1] in ("+", " ")]
-            return any(_GENERATED_MARKER.search(text) for text in head)
-    return False
 
 
 def risk(file: ChangedFile) -> float:
