@@ -79,7 +79,7 @@ MODEL = DEFAULT_MODELS["synthetic"][0]
 MARGIN_MS = 200
 # One file of `file_patch` fills most of a message of this budget, so each file gets
 # a message of its own: a PR's message count is its file count.
-PLANNING = PlanningConfig(max_message_tokens=400)
+PLANNING = PlanningConfig(max_message_tokens=480)
 CTX = mp.get_context("spawn")
 
 

@@ -79,14 +79,17 @@ def test_prose_with_braces_before_the_json_still_finds_it() -> None:
     )
 
 
-def test_garbage_becomes_the_summary_and_nothing_is_anchored() -> None:
-    reply = parse_reply("  The model rambled instead of answering in JSON.\n", _message())
-    assert reply == Reply(summary="The model rambled instead of answering in JSON.", comments=())
-    assert parse_reply("", _message()) == Reply(summary="", comments=())
-    long = parse_reply("x " * 5000, _message())
-    assert len(long.summary) == 4000 and long.summary.endswith("…")
-    not_a_review = parse_reply('{"answer": 42}', _message())
-    assert not_a_review.summary == '{"answer": 42}' and not_a_review.comments == ()
+def test_garbage_is_unusable_and_none_of_its_text_is_kept() -> None:
+    """Issue 20: raw model text is never posted; an answer without a review in it is
+    unusable (the job retries it once, then fails the message)."""
+    unusable = Reply(summary="", comments=(), usable=False)
+    for content in (
+        "  The model rambled instead of answering in JSON.\n",
+        "",
+        "x " * 5000,
+        '{"answer": 42}',
+    ):
+        assert parse_reply(content, _message()) == unusable
 
 
 def test_a_bare_list_is_taken_as_the_comments() -> None:
@@ -123,8 +126,8 @@ def test_only_lines_the_model_saw_are_anchored() -> None:
         "`src/app.py:14`: past the hunk",
         "`src/app.py:9`: before the hunk",
         "`src/other.py:3`: a file not in this message",
-        "a boolean is no line",
-        "no line at all",
+        "`lib.py`: a boolean is no line",
+        "`lib.py`: no line at all",
         "no path either",
     )
 
@@ -214,15 +217,21 @@ def test_gather_body_says_what_was_and_was_not_reviewed() -> None:
     }
     body = gather(REF, _plan(), replies, {3: "HTTP 400: context too long"}).summary
     assert "> **Large pull request.** Only the riskiest files were reviewed in full." in body
-    assert "- **`a.py`, `b.py`, `c.py` and 1 more**: Four files look fine." in body
+    # four files are named, never "and 1 more" where a name fits
+    assert "- **`a.py`, `b.py`, `c.py`, `d.py`**: Four files look fine." in body
     assert "- **`big.py`, part 2 of 2**: Second half ok." in body
     assert (
         "**Remarks not tied to a changed line (2)**\n\n- `a.py:99`: odd\n- general remark" in body
     )
     assert "**Only summarised (2)**\n\n- `x.md`\n- `y.md`" in body
     assert "**Skipped (1)**\n\n- `yarn.lock`: lockfile" in body
-    assert "- message 2 (`big.py`, part 1 of 2): no reply was recorded" in body
-    assert "- message 4 (summary of 2 file(s)): HTTP 400: context too long" in body
+    assert "- message 2 (`big.py`, part 1 of 2): no answer was recorded for it" in body
+    # the author reads what happened, not the operator's reason (`reviewq inspect` has it)
+    assert (
+        "- message 4 (summary of 2 file(s)): this part is too large for the model to read "
+        "in one request" in body
+    )
+    assert "HTTP 400" not in body
     order = ["Large pull request", "Four files", "Remarks", "Only summarised", "Skipped", "Not"]
     positions = [body.index(marker) for marker in order]
     assert positions == sorted(positions)
@@ -265,7 +274,8 @@ def test_a_plan_stored_without_its_messages_still_reports_everything() -> None:
     }
     review = gather(REF, stored, replies, {1: "quota"})
     assert "- **message 1**: first\n- **message 3**: third" in review.summary
-    assert "- message 2: quota" in review.summary
+    assert "- message 2: the model could not be asked for a review" in review.summary
+    assert "quota" not in review.summary
     assert review.comments == (_c("a.py", 1),) and review.messages_failed == 1
 
 
@@ -321,9 +331,10 @@ def test_every_piece_of_model_text_is_made_safe() -> None:
     assert "Remarks not tied to a changed line (1)" in review.summary
 
 
-def test_a_failure_reason_is_made_safe_too() -> None:
+def test_a_failure_reason_never_reaches_the_author() -> None:
+    """A provider's words may echo the diff: the author reads a fixed phrase instead."""
     body = gather(REF, _plan(), {}, {3: "HTTP 400: echoed @octocat <img src=x>"}).summary
-    assert hazards(body) == [] and "echoed @\u200boctocat" in body
+    assert hazards(body) == [] and "octocat" not in body and "echoed" not in body
 
 
 def test_comments_over_the_cap_are_counted_and_taken_in_turns() -> None:
@@ -382,10 +393,8 @@ def test_comments_that_are_equal_once_cut_are_posted_once() -> None:
         # a dict with only one of the two keys is still a review
         ('{"summary": "Only a summary."}', "Only a summary.", ()),
         ('{"comments": [{"path": "lib.py", "line": 1, "body": "x"}]}', "", (("lib.py", 1),)),
-        # a dict with neither is prose; so is a list of anything but objects
-        ('{"verdict": "fine"}', '{"verdict": "fine"}', ()),
-        ("[1, 2, 3]", "[1, 2, 3]", ()),
-        ("[]", "[]", ()),
+        # a verdict is a summary by another name
+        ('{"verdict": "fine"}', "fine", ()),
         # a bare list of objects is the comments
         ('[{"path": "lib.py", "line": 2, "body": "y"}]', "", (("lib.py", 2),)),
     ],
@@ -396,6 +405,11 @@ def test_what_counts_as_a_review(
     reply = parse_reply(content, _message())
     assert reply.summary == summary
     assert tuple((c.path, c.line) for c in reply.comments) == comments
+
+
+@pytest.mark.parametrize("content", ["[1, 2, 3]", "[]", "{}", '{"verdict": 3}', "null"])
+def test_json_that_holds_no_review_is_unusable(content: str) -> None:
+    assert parse_reply(content, _message()) == Reply(summary="", comments=(), usable=False)
 
 
 @pytest.mark.parametrize("key", ["body", "comment", "message"])

@@ -23,13 +23,17 @@ from scheduler.state.refs import PullRequestRef
 from workers.forge_retry import RETRYABLE, retry_finalize, retry_plan
 from workers.grant_trace import write_grant_trace
 from workers.heartbeat import Heartbeat
-from workers.plan_source import HEAD_CHECKS, HeadMoved, changed_files
+from workers.incremental import Selection, select
+from workers.plan_source import HEAD_CHECKS, Fetched, HeadMoved, fetch
 from workers.providers.attempt import Failed, Outcome, Parked, Retry, Served, Wait, attempt
-from workers.providers.client import output_bound, request_cost
+from workers.providers.client import ChatRequest, ResponseFormat, output_bound, request_cost
 from workers.providers.failover import Choice
+from workers.review.gitattributes import parse_gitattributes
 from workers.review.plan import PlannedMessage, ReviewPlan
-from workers.review.planning import build_request, estimate, plan_review
-from workers.review.replies import Reply, gather, parse_reply
+from workers.review.planning import PullContext, build_request, estimate, plan_review
+from workers.review.replies import UNREADABLE, Reply, gather, parse_reply
+from workers.review_memory import code_at, new_only, remember
+from workers.review_record import read_seen, record_plan, record_review
 from workers.runtime import Runtime, runtime
 
 __all__ = ["finalize_pr", "plan_pr", "review_message"]
@@ -51,13 +55,17 @@ def plan_pr(prefix: str, ref_json: str, source: dict[str, Any], attempt: int = 0
     meta = rt.admission.read_meta(ref.id)
     if meta is None or meta.head_sha != ref.head_sha or meta.status != "planning":
         return "stale: the PR is not being planned at this head"
+    whole = not rt.spec.planning.incremental or bool(source.get("full"))
+    seen = None if whole else read_seen(rt.redis, rt.admission.keys, ref.id)
     try:
-        files = changed_files(rt, ref, source)
+        fetched = fetch(rt, ref, source, seen.heads() if seen else ())
     except RETRYABLE as exc:
         return retry_plan(rt, ref, source, attempt, exc)
     except HeadMoved as exc:
         return _head_moved(rt, ref, source, attempt, exc)
-    plan = plan_review(files, rt.spec.planning, repo=_repo(ref), model=rt.spec.model)
+    files = fetched.files
+    local = source.get("kind") == "diff"
+    plan = _plan(rt, ref, fetched, select(files, seen, fetched.compared, local=local))
     bodies = [m.model_dump_json() for m in plan.messages]
     info = plan.model_dump(mode="json", exclude={"messages"})
     output = output_bound(rt.spec.max_tokens, rt.spec.thinking)
@@ -73,6 +81,28 @@ def plan_pr(prefix: str, ref_json: str, source: dict[str, Any], attempt: int = 0
         len(plan.skipped),
     )
     return f"gen {gen}: {len(bodies)} messages"
+
+
+def _plan(rt: Runtime, ref: PullRequestRef, fetched: Fetched, chosen: Selection) -> ReviewPlan:
+    """The plan of the files `chosen` for review, under the head's `.gitattributes`;
+    the content of every file is kept until the review is posted (`review_record`)."""
+    pull = PullContext(
+        title=fetched.title,
+        description=fetched.description,
+        max_comments=rt.spec.max_comments,
+        description_chars=rt.spec.description_chars,
+    )
+    attributes = parse_gitattributes(text) if (text := fetched.gitattributes) else None
+    plan = plan_review(
+        chosen.review,
+        rt.spec.planning,
+        repo=_repo(ref),
+        model=rt.spec.model,
+        pull=pull,
+        attributes=attributes,
+    )
+    record_plan(rt.redis, rt.admission.keys, ref.id, ref.head_sha, chosen.content)
+    return plan if chosen.scope is None else plan.model_copy(update={"scope": chosen.scope})
 
 
 def _repo(ref: PullRequestRef) -> str | None:
@@ -114,9 +144,7 @@ def review_message(prefix: str, member: str, dispatch: int) -> str:
     if (deferred := _deferred(rt, claimed, dispatch)) is not None:
         return deferred
     message = PlannedMessage.model_validate_json(claimed.body)
-    request = build_request(
-        message, model=rt.spec.model, max_tokens=rt.spec.max_tokens, thinking=rt.spec.thinking
-    )
+    request = _request(rt, message, stricter=False)
     grants: list[Choice] = []
     released: dict[str, int] = {}  # lease id -> the limiter's time of its release
     state = claimed.state
@@ -129,19 +157,30 @@ def review_message(prefix: str, member: str, dispatch: int) -> str:
         released[choice.grant.lease_id] = at_ms
 
     started_ms = rt.admission.now_ms()
+    first: Served | None = None
     try:
         with _claim_heartbeat(rt, member, dispatch):
-            outcome = attempt(
-                request,
-                pr=claimed.pr,
-                request_id=f"{member}.r{state.retries}",
-                route=rt.route,
-                now_ms=started_ms,
-                retries=state.retries,
-                policy=rt.spec.retry,
-                on_grant=on_grant,
-                on_release=on_release,
-            )
+            rid = f"{member}.r{state.retries}"
+
+            def call(req: ChatRequest, request_id: str) -> Outcome:
+                return attempt(
+                    req,
+                    pr=claimed.pr,
+                    request_id=request_id,
+                    route=rt.route,
+                    now_ms=rt.admission.now_ms() if first else started_ms,
+                    retries=state.retries,
+                    policy=rt.spec.retry,
+                    on_grant=on_grant,
+                    on_release=on_release,
+                )
+
+            outcome = call(request, rid)
+            if isinstance(outcome, Served) and not _reply(outcome, message).usable:
+                # Unreadable: once more with the stricter instruction, charged as a call
+                # of its own (its own request id), never posted as it is.
+                first = outcome
+                outcome = call(_request(rt, message, stricter=True), f"{rid}.strict")
     except Exception as exc:
         _park_error(rt, claimed, dispatch, exc)
         raise
@@ -150,7 +189,26 @@ def review_message(prefix: str, member: str, dispatch: int) -> str:
         for choice in grants:  # each grant's lease is released by now: wake the next
             rt.admission.signal(choice.entry.name, released_ms)
         write_grant_trace(rt, claimed, grants, released, released_ms)
-    return _settle(rt, claimed, dispatch, message, outcome, grants, started_ms)
+    return _settle(rt, claimed, dispatch, message, outcome, grants, started_ms, first)
+
+
+def _reply(outcome: Served, message: PlannedMessage) -> Reply:
+    """The answer read; one cut off at the length limit counts only for the complete
+    comments it holds, since its partial text is not the review the model meant."""
+    return parse_reply(outcome.content, message, cut=outcome.cut)
+
+
+def _request(rt: Runtime, message: PlannedMessage, *, stricter: bool) -> ChatRequest:
+    spec = rt.spec
+    return build_request(
+        message,
+        model=spec.model,
+        max_tokens=spec.max_tokens,
+        thinking=spec.thinking,
+        temperature=spec.temperature,
+        response_format=ResponseFormat() if spec.response_format == "json_object" else None,
+        stricter=stricter,
+    )
 
 
 def _settle(
@@ -161,22 +219,30 @@ def _settle(
     outcome: Outcome,
     grants: list[Choice],
     started_ms: int,
+    first: Served | None = None,
 ) -> str:
+    """Record how the run ended. `first` is an unreadable answer that was retried with
+    the stricter instruction: both calls' costs are recorded, once each; a second
+    unreadable answer fails the message, and neither answer's text is kept."""
     member = f"{claimed.pr}|{claimed.mid}"
     adm, now = rt.admission, rt.admission.now_ms()
     if isinstance(outcome, Served):
-        reply = parse_reply(outcome.content, message)
+        reply = _reply(outcome, message)
         cost = outcome.cost or _cost(rt, grants, outcome.account)
+        if first is not None:
+            earlier = first.cost or _cost(rt, grants, first.account)
+            cost = {w: cost.get(w, 0) + earlier.get(w, 0) for w in {*cost, *earlier}}
+        ok = reply.usable
         adm.finish(
             member,
             dispatch,
-            ok=True,
-            reason=None,
+            ok=ok,
+            reason=None if ok else UNREADABLE,
             account=outcome.account,
             cost=cost,
-            reply=reply.model_dump_json(),
+            reply=reply.model_dump_json() if ok else None,
         )
-        return f"done on {outcome.account}"
+        return f"done on {outcome.account}" if ok else f"failed: {UNREADABLE}"
     if isinstance(outcome, Wait):
         line = outcome.account if outcome.account_wide else None
         adm.park(
@@ -292,10 +358,16 @@ def finalize_pr(prefix: str, pr: str, gen: int, attempt: int = 0) -> str:
         max_comments=rt.spec.max_comments,
         max_comment_chars=rt.spec.max_comment_chars,
     )
+    if plan.scope is not None:
+        review = review.model_copy(update={"scope": plan.scope})
+    code = code_at(plan)
+    review, _repeats = new_only(redis, keys, review, code)
     try:
         result = rt.sink.post(review, ref)
     except RETRYABLE as exc:
         return retry_finalize(rt, pr, gen, attempt, exc)
+    remember(redis, keys, review, code, result.location, rt.spec.retention.review_s)
+    record_review(rt.redis, rt.admission.keys, review, plan, replies, result.location)
     rt.admission.mark_finished(pr, gen)
     return "review posted" if result.posted else "review was already there"
 

@@ -23,6 +23,9 @@ __all__ = [
 # and `max_comment_chars`).
 DEFAULT_MAX_COMMENTS = 30
 DEFAULT_MAX_COMMENT_CHARS = 4000
+# Review calls' temperature, and the characters of a PR description the prompt quotes.
+DEFAULT_TEMPERATURE = 0.2
+DEFAULT_DESCRIPTION_CHARS = 2000
 
 
 class Fairness(BaseModel):
@@ -68,8 +71,6 @@ class ReviewSettings(BaseModel):
     github_login: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}(\[bot\])?$"
     )
-    # What one review may carry of a model's output: line comments, and characters per
-    # comment (comments over the cap are counted in the review body, not posted).
     # GitLab: the instance (its API is under `/api/v4`), the token's variable, how the
     # token is sent (a personal, project or group access token as `PRIVATE-TOKEN`; an
     # OAuth token as `Bearer`), and the account reviewq posts as (default: `GET /user`).
@@ -79,8 +80,19 @@ class ReviewSettings(BaseModel):
     gitlab_username: str | None = Field(
         default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$"
     )
+    # What one review may carry of a model's output: line comments (the prompt names the
+    # cap; those over it are counted in the review body, not posted), and characters
+    # per comment (docs/prompt.md).
     max_comments: int = Field(default=DEFAULT_MAX_COMMENTS, ge=0, le=1000)
     max_comment_chars: int = Field(default=DEFAULT_MAX_COMMENT_CHARS, ge=200, le=60_000)
+    # Sampling for review calls: low, so the same diff gets the same findings and the
+    # JSON format holds (None: send none, the provider's default). `response_format`
+    # `json_object` asks the provider for one JSON object (OpenAI's field); set it only
+    # where the provider accepts it, since an endpoint that does not may refuse the call.
+    temperature: float | None = Field(default=DEFAULT_TEMPERATURE, ge=0, le=2)
+    response_format: Literal["none", "json_object"] = "none"
+    # How much of a PR's description every message quotes to the model (docs/prompt.md).
+    description_chars: int = Field(default=DEFAULT_DESCRIPTION_CHARS, ge=0, le=20_000)
     fairness: Fairness = Fairness()
 
     def model_for(self, accounts: list[Account]) -> str:

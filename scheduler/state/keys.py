@@ -6,6 +6,10 @@ Keys, for a prefix `P` (one per deployment, `reviewq:<queue>` by default):
 - `P:pr:<pr>:body`     HASH  message id -> the planned message (text and files);
 - `P:pr:<pr>:reply`    HASH  message id -> the parsed reply of a done message;
 - `P:pr:<pr>:backlog`  LIST  ids of pending messages, in the order they will run;
+- `P:pr:<pr>:seen`     HASH  what reviews of the PR covered: `f:<path>` -> the file's
+                             content and the review that saw it, `plan:<sha>` -> the
+                             content of each file a head's plan holds (incremental
+                             review, `workers.incremental`);
 - `P:prs`              ZSET  PR -> arrival ms: every PR the deployment knows;
 - `P:line:<account>`   ZSET  member -> place in line: messages waiting for an account;
 - `P:line-due`         ZSET  account -> when its line's head should be tried again;
@@ -99,11 +103,21 @@ class Keys:
     def backlog(self, pr: str) -> str:
         return f"{self.prefix}:pr:{key_part(pr)}:backlog"
 
+    def seen(self, pr: str) -> str:
+        return f"{self.prefix}:pr:{key_part(pr)}:seen"
+
     def line(self, account: str) -> str:
         return f"{self.prefix}:line:{key_part(account)}"
 
     def pr_keys(self, pr: str) -> list[str]:
-        return [self.meta(pr), self.msgs(pr), self.body(pr), self.reply(pr), self.backlog(pr)]
+        return [
+            self.meta(pr),
+            self.msgs(pr),
+            self.body(pr),
+            self.reply(pr),
+            self.backlog(pr),
+            self.seen(pr),
+        ]
 
 
 def queued_entry(member: str, dispatch: int) -> str:

@@ -10,6 +10,7 @@ scrubbed from every message and repr this module produces.
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import time
@@ -39,10 +40,12 @@ from workers.review.changes import ChangedFile
 from workers.review.model import ReviewComment
 
 __all__ = [
+    "COMPARE_FILES_CAP",
     "DEFAULT_BASE_URL",
     "DEFAULT_RETRY_AFTER_S",
     "DEFAULT_TIMEOUT",
     "GITHUB_FILES_CAP",
+    "Comparison",
     "FileListing",
     "GitHubAuthError",
     "GitHubClient",
@@ -66,6 +69,9 @@ DEFAULT_BASE_URL = "https://api.github.com"
 GITHUB_FILES_CAP = 3000
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=10.0)
 _PER_PAGE = 100
+# GitHub's compare lists at most 300 files ("Compare two commits", REST docs, 2022-11-28):
+# a listing that long may be cut short.
+COMPARE_FILES_CAP = 300
 # A bound on any listing, so a server that always links a next page cannot loop us.
 _MAX_PAGES = 200
 _HEADERS = {
@@ -92,6 +98,7 @@ class PullRequestInfo(BaseModel):
     state: str
     draft: bool = False
     title: str = ""
+    body: str | None = None  # the description; None when the PR has none
     changed_files: int | None = None
 
 
@@ -105,6 +112,33 @@ class FileListing:
 
     files: tuple[ChangedFile, ...]
     truncated: bool
+
+
+class Comparison(BaseModel):
+    """`GET /repos/{o}/{r}/compare/{base}...{head}`: `status` is `ahead` when base is an
+    ancestor of head (`identical`, `behind`, `diverged` otherwise); `files` are the
+    changes from the merge base, which GitHub cuts at `COMPARE_FILES_CAP`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: str
+    ahead_by: int = 0
+    behind_by: int = 0
+    files: tuple[ChangedFile, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        return len(self.files) < COMPARE_FILES_CAP
+
+
+class _ContentFile(BaseModel):
+    """`GET /repos/{o}/{r}/contents/{path}` for a file: base64 content, or `none`
+    (empty) for one over GitHub's 1 MB limit of this endpoint."""
+
+    type: str
+    encoding: str = ""
+    content: str = ""
+    size: int = 0
 
 
 class _Viewer(BaseModel):
@@ -125,6 +159,15 @@ class GitHubReview(BaseModel):
     state: str = ""
     html_url: str | None = None
     user: str | None = Field(default=None, validation_alias=AliasPath("user", "login"))
+
+
+def _review_comment(c: ReviewComment) -> dict[str, Any]:
+    """A draft review comment; a range names its first line as `start_line` (on the
+    same side), as GitHub's multi-line comments do."""
+    draft: dict[str, Any] = {"path": c.path, "line": c.line, "side": c.side, "body": c.body}
+    if c.start_line is not None and c.start_line < c.line:
+        draft |= {"start_line": c.start_line, "start_side": c.side}
+    return draft
 
 
 def _origin(url: str) -> tuple[str, str, int | None] | None:
@@ -201,6 +244,36 @@ class GitHubClient:
         truncated = len(files) > max_files or more or len(files) >= GITHUB_FILES_CAP
         return FileListing(tuple(files[:max_files]), truncated)
 
+    def compare(self, owner: str, repo: str, base: str, head: str) -> Comparison:
+        """How `head` relates to `base` and the files it changed since their merge base
+        (first page: the file list is not paged). Unknown commits: `GitHubNotFound`."""
+        for sha in (base, head):
+            if not re.fullmatch(r"[0-9a-fA-F]{7,64}", sha):
+                raise ValueError(f"not a commit id: {sha!r}")
+        path = f"/repos/{quote(owner, safe='')}/{quote(repo, safe='')}/compare/{base}...{head}"
+        return self._call("GET", path, Comparison)
+
+    def file_text(
+        self, owner: str, repo: str, path: str, ref: str, *, max_bytes: int
+    ) -> str | None:
+        """A file's text at commit `ref`; None when there is none (404), it is not a
+        file, or it is larger than `max_bytes` or not UTF-8."""
+        url = f"/repos/{quote(owner, safe='')}/{quote(repo, safe='')}/contents/{quote(path)}"
+        try:
+            response = self._send("GET", url, params={"ref": ref})
+        except GitHubNotFound:
+            return None
+        data = json_or_none(response)
+        if not isinstance(data, dict) or data.get("type") != "file":
+            return None
+        found = self._parse(_ContentFile, data, response, f"GET {httpx.URL(url).path}")
+        if found.encoding != "base64" or found.size > max_bytes:
+            return None
+        try:
+            return base64.b64decode(found.content, validate=False).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+
     def list_reviews(self, owner: str, repo: str, number: int) -> list[GitHubReview]:
         """All reviews, oldest first, as GitHub orders them."""
         path = _pr_path(owner, repo, number) + "/reviews"
@@ -220,9 +293,7 @@ class GitHubClient:
         """One submitted review. Not idempotent by itself: see `GitHubSink` for that."""
         path = _pr_path(owner, repo, number) + "/reviews"
         payload: dict[str, Any] = {"commit_id": commit_id, "body": body, "event": event}
-        payload["comments"] = [
-            {"path": c.path, "line": c.line, "side": c.side, "body": c.body} for c in comments
-        ]
+        payload["comments"] = [_review_comment(c) for c in comments]
         return self._call("POST", path, GitHubReview, json=payload)
 
     def _pages(self, path: str, model: type[M]) -> Iterator[tuple[list[M], bool]]:
@@ -254,7 +325,7 @@ class GitHubClient:
         method: str,
         url: str,
         *,
-        params: Mapping[str, int] | None = None,
+        params: Mapping[str, int | str] | None = None,
         json: object = None,
     ) -> httpx.Response:
         """One request; a non-2xx answer or a transport failure comes back as a raise."""

@@ -48,6 +48,7 @@ __all__ = [
     "GitLabAuthError",
     "GitLabBadRequest",
     "GitLabClient",
+    "GitLabComparison",
     "GitLabDiff",
     "GitLabDiscussion",
     "GitLabError",
@@ -87,6 +88,7 @@ class MergeRequestInfo(_Model):
     state: str
     sha: str | None = None
     title: str = ""
+    description: str | None = None
     draft: bool = False
     work_in_progress: bool = False
 
@@ -118,6 +120,15 @@ class GitLabDiff(_Model):
     too_large: bool | None = None
     collapsed: bool | None = None
     generated_file: bool | None = None
+
+
+class GitLabComparison(_Model):
+    """`GET /projects/:id/repository/compare`: the files whose content differs between
+    two commits. `compare_timeout`: GitLab gave up and the list is not the whole."""
+
+    diffs: tuple[GitLabDiff, ...] = ()
+    compare_timeout: bool = False
+    compare_same_ref: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +263,17 @@ class GitLabClient:
                 return _capped(got.iter_bytes(), max_bytes)
         except httpx.HTTPError as exc:
             raise self._transport_error(what, exc) from None
+
+    def compare(self, project: str, old: str, new: str) -> GitLabComparison:
+        """The trees of commits `old` and `new` compared directly (`straight=true`, no
+        merge base), so a rewritten history still shows exactly the files whose content
+        differs. An unknown commit is a `GitLabNotFound`."""
+        for sha in (old, new):
+            if not re.fullmatch(r"[0-9a-fA-F]{7,64}", sha):
+                raise ValueError(f"not a commit id: {sha!r}")
+        path = f"/projects/{_encoded(project)}/repository/compare"
+        response = self._send("GET", path, params={"from": old, "to": new, "straight": "true"})
+        return self._parse(GitLabComparison, _json(response), response, f"GET {path}")
 
     def list_discussions(self, project: str, iid: int) -> list[GitLabDiscussion]:
         """Every thread of the MR, plain notes included (as `individual_note`s)."""

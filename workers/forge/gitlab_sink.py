@@ -182,7 +182,47 @@ def _position(
     old = pairs[comment.line]
     if old is not None:
         position["old_line"] = old
+    start = comment.start_line
+    if start is not None and start < comment.line and start in pairs:
+        position["line_range"] = _line_range(file, start, comment.line)
     return position
+
+
+def _line_range(file: ChangedFile, start: int, end: int) -> dict[str, Any]:
+    """A range position's ends as GitLab names them: each by its `line_code`
+    (`sha1(path)_<old>_<new>`), its type (`new` for an added line, None for context)
+    and its line numbers. An added line's old number is where it sits on the old side."""
+    rows = _rows(file.patch or "")
+    digest = hashlib.sha1(file.filename.encode()).hexdigest()
+
+    def end_of(new: int) -> dict[str, Any]:
+        old, added = rows[new]
+        return {
+            "line_code": f"{digest}_{old}_{new}",
+            "type": "new" if added else None,
+            "old_line": None if added else old,
+            "new_line": new,
+        }
+
+    return {"start": end_of(start), "end": end_of(end)}
+
+
+def _rows(patch: str) -> dict[int, tuple[int, bool]]:
+    """Each new-side line: the old-side counter at it, and whether it was added."""
+    rows: dict[int, tuple[int, bool]] = {}
+    old = new = 0
+    for line in patch.split("\n"):
+        if header := _HUNK.match(line):
+            old, new = int(header[1]), int(header[2])
+        elif line.startswith("+"):
+            rows[new] = (old, True)
+            new += 1
+        elif line.startswith("-"):
+            old += 1
+        elif line.startswith(" ") or line == "":
+            rows[new] = (old, False)
+            old, new = old + 1, new + 1
+    return rows
 
 
 def _gitlab_target(ref: PullRequestRef) -> tuple[str, int]:

@@ -32,6 +32,7 @@ from workers.forge.github import (
 )
 from workers.review.model import Review, ReviewComment
 from workers.review.safe_markdown import code_span
+from workers.review.scope import EarlierReview, ReviewScope
 
 __all__ = [
     "MAX_BODY_CHARS",
@@ -42,6 +43,7 @@ __all__ = [
     "Sink",
     "render_body",
     "review_marker",
+    "scope_line",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ log = logging.getLogger(__name__)
 MAX_BODY_CHARS = 65_536
 _TRUNCATED = "\n\n_(truncated: the review is longer than GitHub accepts)_"
 _DEFAULT_TTL_S = 30 * 86_400
+# An incremental review names the files it covers when there are at most this many.
+_NAMED_FILES = 5
 
 # Stores a review only if this head commit has none yet, and only then moves `latest`:
 # a late redelivery of an older commit's review must not hide the newer one.
@@ -200,14 +204,50 @@ def render_body(
             f"> **Stale:** this review is of commit `{review.head_sha[:12]}`; the pull "
             "request has moved on since, and its newer commits are not covered."
         )
+    if review.scope is not None:
+        parts.append(scope_line(review.scope))
     parts.append(review.summary.strip() or "_No general remarks._")
     if folded:
         parts.append(f"#### Comments {forge} could not place on the diff")
-        parts += [f"**{code_span(c.path)}, line {c.line}**\n\n{c.body.strip()}" for c in folded]
+        parts += [f"**{code_span(c.path)}, {_lines(c)}**\n\n{c.body.strip()}" for c in folded]
     body = "\n\n".join(parts)
     if len(body) > MAX_BODY_CHARS:
         body = body[: MAX_BODY_CHARS - len(_TRUNCATED)] + _TRUNCATED
     return body
+
+
+def _lines(comment: ReviewComment) -> str:
+    """`line 12`, or `lines 10-12` (an en dash) for a range, as a folded comment's heading says."""
+    start = comment.start_line
+    if start is not None and start < comment.line:
+        return f"lines {start}\u2013{comment.line}"
+    return f"line {comment.line}"
+
+
+def scope_line(scope: ReviewScope) -> str:
+    """One line on what an incremental review covers and where the rest was reviewed."""
+    n, since = len(scope.covered), scope.since[:12]
+    how = "whose content changed" if scope.diverged else "changed"
+    files = "file" if n == 1 else "files"
+    line = f"This review covers {n} {files} {how} since `{since}`"
+    if 0 < n <= _NAMED_FILES:
+        line += " (" + ", ".join(code_span(p) for p in scope.covered) + ")"
+    if scope.diverged:
+        line += " (the history was rewritten: files were matched by content)"
+    if not scope.carried:
+        return line + "."
+    links = ", ".join(_earlier_link(e) for e in scope.earlier[:3])
+    which = "reviews {} cover" if len(scope.earlier) > 1 else "review {} covers"
+    earlier = f"the earlier {which.format(links)}" if links else "an earlier review covers"
+    return f"{line}; {earlier} the other {len(scope.carried)}."
+
+
+def _earlier_link(earlier: EarlierReview) -> str:
+    """A link only to an http(s) URL with nothing that could end the markdown link."""
+    where = earlier.location or ""
+    plain = where.startswith(("https://", "http://")) and not any(c in where for c in " ()<>[]\n")
+    label = f"at `{earlier.head[:12]}`"
+    return f"[{label}]({where})" if plain else f"{label} ({code_span(where)})" if where else label
 
 
 class GitHubSink:

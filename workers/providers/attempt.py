@@ -30,7 +30,7 @@ from scheduler.quota.limiter import Denial, DenialReason, Limiter
 from workers.heartbeat import Heartbeat
 from workers.providers.charging import Charges, learn
 from workers.providers.classify import Classified, ResponseClass, Usage
-from workers.providers.client import CallBound, ChatRequest, ProviderResult
+from workers.providers.client import MISSING_KEY, CallBound, ChatRequest, ProviderResult
 from workers.providers.failover import Choice, NoAccount, Route, RouteEntry, choose
 
 __all__ = [
@@ -74,6 +74,7 @@ class Served:
     usage: Usage | None
     lease_lost: bool = False
     cost: dict[str, int] | None = None
+    cut: bool = False  # stopped at the length limit: `content` is partial
 
 
 # Denials no other PR's message could get past either: the account itself is busy.
@@ -291,7 +292,9 @@ def _handle(
         learn(call.entry, call.result.model, call.request_id, call.c.usage, call.bound)
         if call.entry.poller.polls_while_busy:
             call.entry.poller.maybe_poll(call.now_ms)
-        return Served(c.content or "", name, c.usage, call.lease_lost, cost or call.charged)
+        return Served(
+            c.content or "", name, c.usage, call.lease_lost, cost or call.charged, cut=c.cut
+        )
     if c.cls is ResponseClass.WINDOW_EXHAUSTED:
         until = c.reset_at_ms or call.limiter_now_ms + DEFAULT_BLOCK_MS
         # Never a block already over by the limiter's clock: that would invite a
@@ -300,6 +303,11 @@ def _handle(
         limiter.block(until, f"{c.code}: {c.message}"[:300])
         call.entry.poller.request_poll()
         call.entry.poller.maybe_poll(call.now_ms)
+        return None
+    if c.cls is ResponseClass.NEEDS_PERSON and c.code == MISSING_KEY:
+        # A configuration fact, checked again when `reviewq worker` starts (it refuses
+        # to start without every key): no circuit, so setting the key is the whole fix.
+        log.error("account %s skipped: %s", name, c.message)
         return None
     if c.cls is ResponseClass.NEEDS_PERSON:
         route.circuit.open(name, c.code, c.message, now_ms=call.now_ms)

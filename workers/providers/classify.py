@@ -69,6 +69,7 @@ class Classified:
     usage: Usage | None = None
     # Model output can be long: keep reprs (and so log lines) short.
     content: str | None = field(default=None, repr=False)
+    cut: bool = False  # `finish_reason: length`: `content` is partial (docs/prompt.md)
 
 
 _T, _W = ResponseClass.TRANSIENT, ResponseClass.WINDOW_EXHAUSTED
@@ -253,13 +254,12 @@ def _from_ok(ctx: _Ctx) -> Classified:
     first = choices[0] if isinstance(choices[0], Mapping) else {}
     message = first.get("message")
     content = _content(message.get("content")) if isinstance(message, Mapping) else None
+    cut = first.get("finish_reason") == "length"
     if not content:
-        cut = first.get("finish_reason") == "length"
         why = " (finish_reason=length: raise max_tokens)" if cut else ""
         return _garbage(ctx, f"the first choice has no message content{why}")
-    return Classified(
-        ResponseClass.OK, str(ctx.status), "ok", usage=_usage(ctx.data), content=content
-    )
+    ok, usage = ResponseClass.OK, _usage(ctx.data)
+    return Classified(ok, str(ctx.status), "ok", usage=usage, content=content, cut=cut)
 
 
 def _exhausted(ctx: _Ctx, hint: WindowHint | None, what: str) -> Classified:

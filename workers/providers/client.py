@@ -32,6 +32,7 @@ from workers.providers.redact import SECRET_HEADERS
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "MISSING_KEY",
     "MONEY_CHARGE_MILLI",
     "CallBound",
     "ChatMessage",
@@ -39,6 +40,7 @@ __all__ = [
     "JsonFetch",
     "ProviderClient",
     "ProviderResult",
+    "ResponseFormat",
     "estimate_prompt_tokens",
     "output_bound",
     "request_cost",
@@ -50,6 +52,8 @@ log = logging.getLogger(__name__)
 # Large models cold-start: the first call after idle can take minutes to answer.
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=30.0, pool=10.0)
 _QUOTA_TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=10.0, pool=10.0)
+# The code of a call never sent because the account's key variable is unset.
+MISSING_KEY = "missing_key"
 # Errors raised before a single byte reached the provider: nothing can have been spent.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 
@@ -59,6 +63,16 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant"]
     content: str
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`: `json_object` asks for an answer that is one JSON
+    object. Sent only when `[review] response_format` says the provider supports it;
+    an endpoint that does not may refuse the whole request."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["json_object", "text"] = "json_object"
 
 
 class ChatRequest(BaseModel):
@@ -74,6 +88,7 @@ class ChatRequest(BaseModel):
     # Z.AI's reasoning switch, as the seeds show it: `{"type": "disabled"}`, or
     # `{"type": "enabled", "budget_tokens": N}` to bound what reasoning may bill.
     thinking: dict[str, str | int] | None = None
+    response_format: ResponseFormat | None = None
 
     def payload(self) -> dict[str, Any]:
         return {"stream": False, **self.model_dump(mode="json", exclude_none=True)}
@@ -260,11 +275,16 @@ class ProviderClient:
             return JsonFetch(response.status_code, data, f"HTTP {response.status_code}")
         return JsonFetch(response.status_code, data)
 
+    def key_missing(self) -> str | None:
+        """Why this account cannot be called now (its key variable is unset), or None.
+        Checked before budget is taken: a missing key is configuration, not an outage."""
+        return None if self._key() is not None else self._missing_key().message
+
     def _missing_key(self) -> Classified:
         """Names the variable, never a value: the message may reach a PR comment."""
         var, name = self.account.api_key_env, self.account.name
-        msg = f"environment variable {var} is not set; export it with account {name!r}'s API key"
-        return Classified(ResponseClass.NEEDS_PERSON, "missing_key", msg)
+        msg = f"environment variable {var} is not set; set it to the API key of account {name!r}"
+        return Classified(ResponseClass.NEEDS_PERSON, MISSING_KEY, msg)
 
     def _unsendable(self, exc: Exception) -> Classified:
         """The request could not even be built: a config problem, not a network one.

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workers.review.scope import ReviewScope
+
 __all__ = ["DEFAULT_MAX_COMMENTS", "DEFAULT_MAX_COMMENT_CHARS", "Review", "ReviewComment"]
 
 # What one review carries at most unless `[review]` says otherwise: model output is
@@ -14,7 +16,8 @@ from scheduler.config.review import DEFAULT_MAX_COMMENT_CHARS, DEFAULT_MAX_COMME
 
 
 class ReviewComment(BaseModel):
-    """A comment anchored to a line on the new side of the diff (GitHub's `RIGHT`)."""
+    """A comment anchored to a line (or a range of lines) on the new side of the diff
+    (GitHub's `RIGHT`)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -22,6 +25,9 @@ class ReviewComment(BaseModel):
     line: int = Field(ge=1)
     body: str = Field(min_length=1)
     side: Literal["LEFT", "RIGHT"] = "RIGHT"
+    # The first line of a multi-line comment (GitHub's `start_line`, a GitLab range's
+    # start), below `line` and in the same hunk; None for a one-line comment.
+    start_line: int | None = Field(default=None, ge=1)
 
 
 class Review(BaseModel):
@@ -41,3 +47,5 @@ class Review(BaseModel):
     messages_done: int = 0
     messages_failed: int = 0
     stale: bool = False
+    # An incremental review's coverage (see `workers.review.scope`), rendered by the sink.
+    scope: ReviewScope | None = None

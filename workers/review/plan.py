@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workers.review.scope import ReviewScope
+
 __all__ = ["PlannedMessage", "ReviewPlan", "SkippedFile"]
 
 
@@ -34,6 +36,13 @@ class PlannedMessage(_Frozen):
     tokens: int = Field(ge=0)
     part: tuple[int, int] | None = None
     kind: Literal["diff", "summary"] = "diff"
+    # The comment cap the system prompt names (None: the default), so a rerun sends
+    # the prompt that was measured when the message was planned.
+    max_comments: int | None = Field(default=None, ge=0)
+    # The prompt file's version the message was planned with (None: planned before
+    # versions were recorded; the current one is sent), so a retry or rerun sends the
+    # same wording, and a stored plan says which prompt its review was asked with.
+    prompt_version: str | None = Field(default=None, max_length=64)
 
 
 class ReviewPlan(_Frozen):
@@ -42,8 +51,14 @@ class ReviewPlan(_Frozen):
     messages: tuple[PlannedMessage, ...]
     skipped: tuple[SkippedFile, ...]
     summarised: tuple[str, ...] = ()
+    # Large machine-formatted data, summarised for its reason whatever the PR's size
+    # (`workers.review.datafiles`); at most one summary message covers them.
+    summarised_data: tuple[SkippedFile, ...] = ()
     degraded: bool = False
     note: str | None = None
+    # Set on an incremental review: the files it covers and the earlier reviews that
+    # cover the rest (`workers.review.scope`).
+    scope: ReviewScope | None = None
 
     @property
     def estimated_tokens(self) -> int:
