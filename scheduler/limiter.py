@@ -1,4 +1,4 @@
-"""The limiter's documented import path (README, "Limiter"): its home is
+"""The limiter's documented import path (docs/architecture.md, "The limiter"): its home is
 `scheduler.quota.limiter`."""
 
 from scheduler.quota.limiter import (

@@ -1,4 +1,4 @@
-"""Plans' documented import path (README, "Limiter"): their home is
+"""Plans' documented import path (docs/architecture.md, "The limiter"): their home is
 `scheduler.quota.plans`."""
 
 from scheduler.quota.plans import (

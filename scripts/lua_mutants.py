@@ -199,15 +199,15 @@ MUTANTS = (
     Mutant(
         "fast-share-dropped",
         "scheduler/quota/luagen.py",
-        'f"if u{i} > {hi} or (o{i} > {share} and u{i} > {lo}) then break end"',
+        'f"if u{i} > {hi} or (o{i} > {share} and u{i} > l{i}) then break end"',
         'f"if u{i} > {hi} then break end"',
         "a cap dropped in the fast path: share and reserve",
     ),
     Mutant(
         "fast-hi-off-by-one",
         "scheduler/quota/luagen.py",
-        'f"if u{i} > {hi} or (o{i} > {share} and u{i} > {lo}) then break end"',
-        'f"if u{i} > {hi} + 1 or (o{i} > {share} and u{i} > {lo}) then break end"',
+        'f"if u{i} > {hi} or (o{i} > {share} and u{i} > l{i}) then break end"',
+        'f"if u{i} > {hi} + 1 or (o{i} > {share} and u{i} > l{i}) then break end"',
         "the fast path grants one milli-unit over hi",
     ),
     Mutant(
@@ -216,6 +216,35 @@ MUTANTS = (
         "f\"if n{i} == '' or n{i} + 0 <= now - {w.duration_ms} then break end\"",
         "f\"if n{i} == '' or n{i} + 0 < now - {w.duration_ms} then break end\"",
         "comparison flipped: the fast path keeps a charge at exactly t + D",
+    ),
+    Mutant(
+        "fast-reserve-ignored",
+        "scheduler/quota/luagen.py",
+        'self.lines.append(f"math.max(0, {hi} - m{i})")',
+        "self.lines.append(str(lo))",
+        "the fast path keeps the policy's reserve, not the one in force",
+    ),
+    # ---- the adaptive reserve (docs/reserve.md): the line in force, and its setting
+    Mutant(
+        "reserve-in-force-ignored",
+        "scheduler/quota/lua/_lib.lua",
+        "los[i] = m and math.max(0, K[k + P_HI] - m) or K[k + P_LO]",
+        "los[i] = K[k + P_LO]",
+        "the general path keeps the policy's reserve, not the one in force",
+    ),
+    Mutant(
+        "reserve-line-off-by-one",
+        "scheduler/quota/lua/_lib.lua",
+        "los[i] = m and math.max(0, K[k + P_HI] - m) or K[k + P_LO]",
+        "los[i] = m and math.max(0, K[k + P_HI] - m + 1) or K[k + P_LO]",
+        "the line in force lets a PR over its share one milli-unit into the reserve",
+    ),
+    Mutant(
+        "reserve-clamp-dropped",
+        "scheduler/quota/lua/reserve.lua",
+        "string.format('%d', math.min(amount, K[k + P_HI]))",
+        "string.format('%d', amount)",
+        "a reserve above the spendable part is kept as given",
     ),
     Mutant(
         "fast-regen-off-by-one",

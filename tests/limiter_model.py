@@ -158,6 +158,8 @@ class Snapshot:
     pr_used: dict[str, dict[str, int]]
     leases: dict[str, int] = field(default_factory=dict)
     block: tuple[int, str] | None = None
+    # per window, hi - lo: the reserve in force (the policy's until `set_reserve`)
+    reserve: dict[str, int] = field(default_factory=dict)
 
 
 class ModelLimiter:
@@ -177,6 +179,8 @@ class ModelLimiter:
         self.buckets: dict[str, _Bucket] = {}
         self.leases: dict[str, int] = {}
         self.block_state: tuple[int, str] | None = None
+        # The reserve in force, once set: window name -> amount kept (docs/limiter.md).
+        self.reserve_set: dict[str, int] | None = None
 
     # ----------------------------------------------------------------- time and state
 
@@ -256,11 +260,17 @@ class ModelLimiter:
             return INF
         return b.a + -(-need // w.regen) * w.tick - now
 
+    def lo_in_force(self, w: Win) -> int:
+        """The line of a PR over its share: the policy's, or hi less the reserve set."""
+        if self.reserve_set is None:
+            return w.lo
+        return w.hi - self.reserve_set[w.name]
+
     def _window_waits(
         self, i: int, cost: int, pr: str, now: int
     ) -> list[tuple[str, str | None, float]]:
         w = self.windows[i]
-        hi, lo, share = w.hi, w.lo, w.share
+        hi, lo, share = w.hi, self.lo_in_force(w), w.share
         used, pr_used = self._used(i, now), self._pr_used(i, pr, now)
         after, over = used + cost, pr_used + cost > share
         if not (after > hi or (over and after > lo)):
@@ -405,6 +415,17 @@ class ModelLimiter:
             return True
         return False
 
+    def set_reserve(self, reserve: Mapping[str, int], demand: str = "", keep: int = 0) -> int:
+        """docs/limiter.md, "The reserve in force": each window keeps min(m, hi)."""
+        names = {w.name for w in self.windows}
+        if set(reserve) - names or any(int(m) < 0 for m in reserve.values()):
+            raise ValueError(f"bad reserve {dict(reserve)!r}")
+        now = self._now()
+        if not self.windows:
+            return 0
+        self.reserve_set = {w.name: min(int(reserve.get(w.name, 0)), w.hi) for w in self.windows}
+        return now
+
     def future_events(self) -> list[int]:
         """Every future time at which the state changes by itself: charge expiries,
         lease deadlines, the block's end and each regenerating bucket's next tick.
@@ -434,4 +455,5 @@ class ModelLimiter:
             pr_used[w.name] = {p: u for p, u in per.items() if u}
         leases = {lid: d for lid, d in self.leases.items() if d > now}
         block = self.block_state if self.block_state and self.block_state[0] > now else None
-        return Snapshot(used, pr_used, leases, block)
+        reserve = {w.name: w.hi - self.lo_in_force(w) for w in self.windows}
+        return Snapshot(used, pr_used, leases, block, reserve)

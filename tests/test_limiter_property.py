@@ -70,6 +70,7 @@ def real_snapshot(limiter: Limiter) -> Snapshot:
         block=(status.block.until_ms, status.block.reason)
         if status.block and status.block.until_ms > now
         else None,
+        reserve={w.name: w.reserve for w in status.windows},
     )
 
 
@@ -172,6 +173,16 @@ RawCost = int | list[int | None]
 COSTS = st.one_of(AMOUNTS, AMOUNTS, st.lists(st.one_of(st.none(), AMOUNTS), min_size=1, max_size=4))
 LEASE_MS = st.one_of(st.sampled_from([1, 50, 250, 1000]), st.integers(1, 4000))
 PICK = st.one_of(st.none(), st.integers(0, 40))  # None: a fresh / unknown id
+# One window's reserve for `set_reserve`: (what it is near, offset, absolute amount);
+# None leaves the window out (0 there).
+RESERVE_AMOUNT = st.one_of(
+    st.none(),
+    st.tuples(
+        st.sampled_from(["abs", "hi", "policy", "half"]),
+        st.sampled_from([-1, 0, 0, 1]),
+        st.one_of(st.integers(0, 3500), st.just(10**12)),
+    ),
+)
 
 # ------------------------------------------------------------------- hostile ids
 # Ids are data (docs/limiter.md, "Ids"): whatever a PR id, request id or model holds,
@@ -415,10 +426,42 @@ class LimiterMachine(RuleBasedStateMachine):
         else:
             who = self._pr(pr or 0)
         used, own = view.used[w.name], own_use.get(who, 0)
-        cost = max(0, {"hi": w.hi - used, "lo": w.lo - used, "share": w.share - own}[cap] + off)
+        lo = ref.lo_in_force(w)
+        cost = max(0, {"hi": w.hi - used, "lo": lo - used, "share": w.share - own}[cap] + off)
         args = ({w.name: cost} if only_there else cost, who, self._rid(None), lease_ms)
         self._saw(f"acquired at a cap: {cap}{off:+}")
         self._acquire_then_retry(args, self._model_name(m))
+
+    @rule(amounts=st.lists(RESERVE_AMOUNT, max_size=4), bad=st.sampled_from([0] * 9 + [1, 2]))
+    def set_reserve(self, amounts: list[tuple[str, int, int] | None], bad: int) -> None:
+        """The adaptive reserve's move: a new reserve in force, per window (left out:
+        0), around the caps that matter: 0, the policy's own, half of hi, hi and above.
+        Now and then a bad one (an unknown window, a negative amount): both refuse it."""
+        real, ref = self.pair
+        reserve: dict[str, int] = {}
+        for w, pick in zip(ref.windows, amounts, strict=False):
+            if pick is not None:
+                kind, off, value = pick
+                base = {"abs": 0, "hi": w.hi, "policy": w.hi - w.lo, "half": w.hi // 2}[kind]
+                reserve[w.name] = max(0, (value if kind == "abs" else base) + off)
+        if bad:
+            wrong = (
+                {"no_such_window": 1} if bad == 1 or not ref.windows else {ref.windows[0].name: -1}
+            )
+            for limiter in (real, ref):
+                with pytest.raises(ValueError):
+                    limiter.set_reserve(wrong)
+            self._saw("bad reserve refused")
+            return
+        self._same(f"set_reserve({reserve})", real.set_reserve(reserve), ref.set_reserve(reserve))
+        self._saw(
+            "reserve set"
+            + (
+                " (over hi)"
+                if any(m > w.hi for w in ref.windows for n, m in reserve.items() if n == w.name)
+                else ""
+            )
+        )
 
     @rule(cost=COSTS, pr=PR_PICK, count=st.integers(2, 6), lease_ms=LEASE_MS)
     def acquire_burst(self, cost: RawCost, pr: int, count: int, lease_ms: int) -> None:
@@ -640,7 +683,13 @@ def assert_reached_every_path(seen: Counter[str], examples: int = 600) -> None:
     for call in ("release", "renew", "settle", "refund", "block", "sync"):
         assert seen[f"{call} -> True"] and seen[f"{call} -> False"], call
     assert seen["granted (replay)"] and seen["denied: window (never)"]
-    for what in ("granted (hostile PR id)", "granted (hostile request id)", "bad id refused"):
+    reserve_moves = ("reserve set", "reserve set (over hi)", "bad reserve refused")
+    for what in (
+        "granted (hostile PR id)",
+        "granted (hostile request id)",
+        "bad id refused",
+        *reserve_moves,
+    ):
         assert seen[what], what
 
 

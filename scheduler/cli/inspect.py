@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.live import Live
 
 from scheduler.cli.inspect_view import render_snapshot
-from scheduler.config import Settings
+from scheduler.config import Settings, connect_redis
 from scheduler.ops.deployment import PrSyntaxError, parse_pr
 from scheduler.ops.inspection import snapshot
 from scheduler.ops.snapshots import Snapshot
@@ -86,7 +86,7 @@ def inspect_command(
         raise click.UsageError("--json and --watch do not mix: poll `inspect --json` instead")
     pr = _pr_id(ctx, pr_text)
     settings: Settings = ctx.obj.settings
-    client = redis_lib.Redis.from_url(settings.redis_url)
+    client = connect_redis(settings.redis_url)
     try:
         snap = _take(client, settings, limit, pr)
         if as_json:

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from scheduler.cli.render import format_amount, format_duration
-from scheduler.ops.snapshots import AccountView, Eta, PrSummary, Snapshot
+from scheduler.ops.snapshots import AccountView, Eta, PrSummary, Snapshot, WindowView
 
 __all__ = ["render_snapshot", "since"]
 
@@ -76,13 +76,14 @@ def _state(account: AccountView) -> Text:
 
 def _accounts(snap: Snapshot) -> Table:
     table = Table(title="Accounts (main first)", show_lines=True)
-    for column in ("Account", "Window", "Used / limit", "%", "Next unit frees in", "State"):
+    columns = ("Account", "Window", "Used / limit", "%", "Next unit frees in", "Reserve", "State")
+    for column in columns:
         table.add_column(column, overflow="fold")
     for account in snap.accounts:
         windows = account.windows or []
         name = f"{account.name}\n{account.plan} ({account.provider})"
         if not windows:
-            table.add_row(name, "none", "-", "-", "-", _state(account))
+            table.add_row(name, "none", "-", "-", "-", "-", _state(account))
         for i, w in enumerate(windows):
             style = "red" if w.free_milli == 0 else "yellow" if w.percent >= 80 else ""
             table.add_row(
@@ -91,9 +92,20 @@ def _accounts(snap: Snapshot) -> Table:
                 f"{format_amount(w.used_milli, w.unit)} / {format_amount(w.limit_milli, w.unit)}",
                 Text(f"{w.percent:g}", style=style),
                 since(w.next_free_in_ms),
+                _reserve(w),
                 _state(account) if i == 0 else "",
             )
     return table
+
+
+def _reserve(w: WindowView) -> str:
+    """The reserve in force, and why: fixed, or sized from demand (docs/reserve.md)."""
+    amount = format_amount(w.reserve_milli, w.unit)
+    if not w.reserve_adaptive:
+        return f"{amount} (fixed)"
+    demand = w.reserve_demand or {}
+    recent, queued = demand.get("recent", 0) / 1000, demand.get("queued", 0) / 1000
+    return f"{amount}\nadaptive: recent {recent:g} + queued {queued:g}"
 
 
 def _readings(snap: Snapshot) -> Table:

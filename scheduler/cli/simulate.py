@@ -22,7 +22,9 @@ __all__ = ["simulate"]
     metavar="SCENARIO",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (see README).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (fields: docs/capacity.md)."
+)
 @click.option(
     "--policy",
     type=click.Choice(["fair", "fifo"]),
@@ -167,6 +169,11 @@ def _print(result: dict[str, Any]) -> None:
         f"reserve violations: {result['reserve_check']['violations']}; "
         f"unfinished PRs: {len(result['not_finished'])}"
     )
+    for pr, cost in result.get("pushes", {}).get("prs", {}).items():
+        console.print(
+            f"{pr}: {cost['pushes']} pushes cost {cost['sent']} messages, "
+            f"{cost['ratio']}x its full review of {cost['full_review_messages']}"
+        )
 
 
 def _exceeded(credits: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ from scheduler.config.errors import ConfigError
 from scheduler.config.loader import DEFAULT_CONFIG, find_config, load_settings
 from scheduler.config.planning import PlanningConfig, RepoOverride
 from scheduler.config.redact import redact, redact_url
+from scheduler.config.redisconn import connect_redis
 from scheduler.config.review import (
     DEFAULT_MAX_COMMENT_CHARS,
     DEFAULT_MAX_COMMENTS,
@@ -34,6 +35,7 @@ __all__ = [
     "Settings",
     "WebhookSettings",
     "api_key",
+    "connect_redis",
     "find_config",
     "load_settings",
     "redact",

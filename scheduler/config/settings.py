@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from scheduler.config.errors import ConfigError, UnknownAccount
 from scheduler.config.planning import PlanningConfig
+from scheduler.config.redisconn import SENTINEL_SCHEME, parse_sentinel_url
 from scheduler.config.review import ReviewSettings
 from scheduler.config.webhook import WebhookSettings
 from scheduler.quota.plans import Account, Policy
@@ -29,7 +30,9 @@ class Settings(BaseModel):
 
     # Left out of repr: a URL may carry the Redis password.
     redis_url: str = Field(
-        default="redis://localhost:6379/0", pattern=r"^(redis|rediss|unix)://", repr=False
+        default="redis://localhost:6379/0",
+        pattern=r"^(redis|rediss|unix|redis\+sentinel)://",
+        repr=False,
     )
     queue_name: str = Field(default="reviewq", pattern=r"^[\w.:-]{1,100}$")
     default_policy: Policy = Policy()
@@ -37,6 +40,14 @@ class Settings(BaseModel):
     review: ReviewSettings = ReviewSettings()
     planning: PlanningConfig = PlanningConfig()
     webhook: WebhookSettings = WebhookSettings()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _sentinel_url(cls, url: str) -> str:
+        # Checked at load: a malformed Sentinel URL is a config error, not a crash later.
+        if url.startswith(f"{SENTINEL_SCHEME}://"):
+            parse_sentinel_url(url)
+        return url
 
     @field_validator("accounts")
     @classmethod

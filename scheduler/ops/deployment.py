@@ -16,7 +16,7 @@ import redis as redis_lib
 from rq import Queue
 
 from scheduler.admission import Admission
-from scheduler.config import Settings
+from scheduler.config import Settings, connect_redis
 from scheduler.quota.limiter import LIMITER_PREFIX
 from scheduler.state.jobs import review_queue
 from scheduler.state.keys import Keys
@@ -132,7 +132,7 @@ class Deployment:
 def connect(settings: Settings, *, ping: bool = True) -> Deployment:
     """Clients for the deployment `settings` describe. `ping` fails fast (exit code 3
     through the CLI group) rather than at the first real command."""
-    client = redis_lib.Redis.from_url(settings.redis_url)
+    client = connect_redis(settings.redis_url)
     if ping:
         client.ping()
     queue = review_queue(settings.queue_name, client)

@@ -82,8 +82,10 @@ def _queue_counts(redis: redis_lib.Redis, settings: Settings, keys: Keys) -> Que
 
 def _window_views(status: LimiterStatus) -> list[WindowView]:
     now, out = status.now_ms, []
+    demand = (status.reserve_demand or {}).get("windows") or {}
     for w in status.windows:
         nxt = w.next_free_at_ms
+        why = demand.get(w.name) if w.reserve_adaptive else None
         out.append(
             WindowView(
                 name=w.name,
@@ -96,9 +98,20 @@ def _window_views(status: LimiterStatus) -> list[WindowView]:
                 percent=round(100 * w.used / w.limit, 1) if w.limit else 0.0,
                 next_free_at_ms=nxt,
                 next_free_in_ms=None if nxt is None else max(0, nxt - now),
+                reserve_milli=w.reserve,
+                reserve_adaptive=w.reserve_adaptive,
+                reserve_demand=_demand(why),
             )
         )
     return out
+
+
+def _demand(raw: object) -> dict[str, int] | None:
+    """The estimate behind an adaptive reserve, as stored by the waker (its numbers
+    only: the field is the waker's text, read back, and may be from an older version)."""
+    if not isinstance(raw, dict):
+        return None
+    return {k: int(v) for k, v in raw.items() if k in ("recent", "queued") and isinstance(v, int)}
 
 
 def _circuit_view(circuit: Circuit, name: str) -> CircuitView | None:

@@ -56,6 +56,12 @@ class WindowView(BaseModel):
     percent: float
     next_free_at_ms: int | None
     next_free_in_ms: int | None
+    # The reserve in force (PRs over their share stop at spendable minus it), whether
+    # the waker sized it from demand, and that demand (docs/reserve.md): `recent` and
+    # `queued` under-share work, milli-units.
+    reserve_milli: int = 0
+    reserve_adaptive: bool = False
+    reserve_demand: dict[str, int] | None = None
 
 
 class LeaseView(BaseModel):

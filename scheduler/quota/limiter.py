@@ -114,6 +114,9 @@ class Limiter:
         self._clock = clock
         base = f"{key_prefix}:{{{account}}}"
         self._keys = [f"{base}:state", f"{base}:log", f"{base}:leases"]
+        # The adaptive reserve's history (lua/reserve.lua); not in `keys`, which lists
+        # the budget keys every script shares.
+        self.reserve_key = f"{base}:reserve"
         self._window_names = tuple(w.name for w in plan.windows)
         self._execute: Callable[..., Any] = redis.execute_command
         self._ttl_ms = max([_window_ttl_ms(w) for w in self._enforced.windows], default=_DAY_MS)
@@ -253,6 +256,40 @@ class Limiter:
         args: list[_Arg] = [self._now_arg(), names.index(window) + 1, int(used), int(reset_at_ms)]
         return int(self._run("sync", self._keys[:2], args)) == 1
 
+    def set_reserve(self, reserve: Mapping[str, int], demand: str = "", keep: int = 0) -> int:
+        """Put `reserve` (milli-units per window name; a window left out gets 0) in force
+        from the next acquire on: PRs over their share then stop at spendable minus it.
+        `demand` is kept for `inspect`; `keep` changes are kept in the history at
+        `reserve_key`. Returns the time it took effect (the limiter's ms)."""
+        names = [w.name for w in self.plan.windows]
+        unknown = set(reserve) - set(names)
+        if unknown:
+            raise ValueError(f"plan {self.plan.name} has no windows {sorted(unknown)}")
+        amounts = [int(reserve.get(n, 0)) for n in names]
+        if min(amounts, default=0) < 0:
+            raise ValueError(f"a reserve must be >= 0 milli-units, got {dict(reserve)}")
+        if not names:
+            return 0
+        args: list[_Arg] = [self._now_arg(), ",".join(map(str, amounts)), demand, keep]
+        return int(self._run("reserve", [self._keys[0], self.reserve_key], args)[0])
+
+    def reserve_history(self) -> list[tuple[int, dict[str, int]]]:
+        """The kept changes of the reserve in force, oldest first: (ms, per window)."""
+        raw = cast(list[bytes], self.redis.lrange(self.reserve_key, 0, -1))
+        out = []
+        for item in raw:
+            at, _, rv = item.decode().partition("|")
+            out.append((int(at), _parse_rv(rv)))
+        return out
+
+    def pr_use(self, prs: list[str]) -> dict[str, dict[str, int]]:
+        """Each PR's use per window as the limiter last booked it (milli-units; it may
+        still count charges that left a window since: they leave at the next acquire)."""
+        if not prs:
+            return {}
+        raw = cast(list[bytes | None], self.redis.hmget(self._keys[0], [f"p:{p}" for p in prs]))
+        return {pr: _parse_rv(value.decode()) for pr, value in zip(prs, raw, strict=True) if value}
+
     def status(self) -> LimiterStatus:
         """A read-only snapshot; it never removes expired entries."""
         raw = self._run("status", self._keys, [self._now_arg()])
@@ -260,8 +297,11 @@ class Limiter:
 
     def _parse_status(self, data: dict[str, Any]) -> LimiterStatus:
         windows = []
+        rv = data.get("reserve")
+        in_force = _parse_rv(rv) if isinstance(rv, str) else {}
         for w, raw in zip(self.plan.windows, data.get("windows") or [], strict=True):
             nxt = int(raw["next_free_at"])
+            hi, lo, _ = self.policy.caps(w.limit_milli)
             windows.append(
                 WindowStatus(
                     name=w.name,
@@ -272,6 +312,8 @@ class Limiter:
                     used=int(raw["used"]),
                     next_free_at_ms=None if nxt < 0 else nxt,
                     pr_used={k: int(v) for k, v in (raw.get("pr_used") or {}).items()},
+                    reserve=in_force.get(w.name, hi - lo),
+                    reserve_adaptive=w.name in in_force,
                 )
             )
         leases = [LeaseStatus(x["id"], int(x["deadline"])) for x in data.get("leases") or []]
@@ -284,4 +326,26 @@ class Limiter:
             windows=windows,
             leases=leases,
             block=block,
+            reserve_demand=_parse_demand(data.get("demand")),
         )
+
+
+def _parse_rv(text: str) -> dict[str, int]:
+    """A packed "<w>=n|<w>=n" field (the reserve in force, a PR's use) by window."""
+    out = {}
+    for part in text.split("|"):
+        name, sep, value = part.partition("=")
+        if sep and value.lstrip("-").isdigit():
+            out[name] = int(value)
+    return out
+
+
+def _parse_demand(raw: Any) -> dict[str, Any] | None:
+    """The adaptive reserve's estimate as the waker stored it (JSON), if readable."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -27,7 +27,7 @@ __all__ = [
     "script_sources",
 ]
 
-SCRIPTS = ("acquire", "renew", "release", "block", "settle", "sync", "status")
+SCRIPTS = ("acquire", "renew", "release", "block", "settle", "sync", "status", "reserve")
 # acquire sweeps expired leases once this many leases are stored (or the cap): a
 # released lease leaves at once, so only crashed or unreleased ones wait for it.
 SWEEP_AT = 32
@@ -161,11 +161,18 @@ class _Fast:
     p_out: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
     remaining: list[str] = field(default_factory=list)
+    r_in: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    los: list[str] = field(default_factory=list)
 
     def add(self, i: int, w: Window, policy: Policy) -> None:
         """Window `i`: read its slots, bring it to now, and leave unless the cost fits
-        under its caps without anything to trim; `u{i}` is its use after the charge."""
+        under its caps without anything to trim; `u{i}` is its use after the charge, and
+        `l{i}` its line for a PR over its share (the reserve in force, see `_lines`)."""
         hi, lo, share = policy.caps(w.limit_milli)
+        self.r_in.append(f"{w.name}=(%d+)")
+        self.los.append(str(lo))
+        self.lines.append(f"math.max(0, {hi} - m{i})")
         self.checks += [
             f"local c{i} = cost or cost_list[{i}]",
             f"if n{i} == '' or n{i} + 0 <= now - {w.duration_ms} then break end",
@@ -188,7 +195,7 @@ class _Fast:
             ]
         self.checks += [
             f"o{i} = o{i} + c{i}",
-            f"if u{i} > {hi} or (o{i} > {share} and u{i} > {lo}) then break end",
+            f"if u{i} > {hi} or (o{i} > {share} and u{i} > l{i}) then break end",
         ]
         self.p_in.append(f"{w.name}=([^|]*)")
         self.p_out.append(f"{w.name}=%d")
@@ -226,6 +233,7 @@ def _fast_charge(fast: _Fast, names: Sequence[str]) -> list[str]:
     nums = range(1, len(names) + 1)
     own, costs = ", ".join(f"o{i}" for i in nums), ", ".join(f"c{i}" for i in nums)
     return [
+        *_lines(fast, nums),
         f"local {own} = {', '.join(['0'] * len(names))}",
         "if vals[3] then",
         f"  {own} = string.match(vals[3], '^{'|'.join(fast.p_in)}$')",
@@ -243,4 +251,19 @@ def _fast_charge(fast: _Fast, names: Sequence[str]) -> list[str]:
         f"  'p:' .. pr, fmt('{'|'.join(fast.p_out)}', {own}),",
         "  'c:' .. rid, record)",
         "redis.call('ZADD', log, nows, rid)",
+    ]
+
+
+def _lines(fast: _Fast, nums: range) -> list[str]:
+    """Each window's line for a PR over its share, `l{i}`: the plan's, or hi minus the
+    reserve in force when the waker has set one (rv, in its stored form only; any other
+    form goes to the general path, which reads it by window name)."""
+    ls, ms = ", ".join(f"l{i}" for i in nums), ", ".join(f"m{i}" for i in nums)
+    return [
+        f"local {ls} = {', '.join(fast.los)}",
+        "if vals[4] then",
+        f"  local {ms} = string.match(vals[4], '^{'|'.join(fast.r_in)}$')",
+        "  if not m1 then break end",
+        f"  {ls} = {', '.join(fast.lines)}",
+        "end",
     ]

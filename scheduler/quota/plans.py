@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from scheduler.quota.presets import PRESET_DATA
 from scheduler.quota.pricing import ModelPrice, find_price
+from scheduler.quota.reserve import AdaptiveReserve, reserve_milli
 from scheduler.quota.timeofday import OffPeakPolicy, TimeFactors
 from scheduler.quota.units import MILLI, parse_duration_ms, to_milli
 
@@ -29,6 +30,7 @@ __all__ = [
     "MILLI",
     "PRESETS",
     "Account",
+    "AdaptiveReserve",
     "ModelCost",
     "ModelPrice",
     "OffPeakPolicy",
@@ -222,6 +224,10 @@ class Policy(_Frozen):
     Where p's own use plus cost would exceed `limit * pr_share`, it also needs
     `used + cost <= limit * (1 - headroom - reserve)`: a large PR never eats the
     reserve, yet a lone large PR still uses the idle budget outside it.
+
+    With `adaptive`, the reserve in force follows demand between its floor and
+    ceiling (docs/reserve.md); `reserve` is then the one in force until the waker has
+    first sized it.
     """
 
     headroom: float = Field(default=0.0, ge=0, lt=1)
@@ -231,15 +237,32 @@ class Policy(_Frozen):
     # grant, so a charge keeps counting this long past its window: else a request
     # granted as a charge leaves the window meets a 429 (seen against the simulator).
     arrival_margin_ms: int = Field(default=1000, ge=0, le=3_600_000)
+    adaptive: AdaptiveReserve | None = None
 
     @model_validator(mode="after")
     def _fits(self) -> Policy:
-        if self.headroom + self.reserve >= 1:
+        top = max(self.reserve, self.reserve_ceiling)
+        if self.headroom + top >= 1:
             raise ValueError(
-                f"headroom ({self.headroom}) + reserve ({self.reserve}) must stay below 1, "
+                f"headroom ({self.headroom}) + reserve ({top}) must stay below 1, "
                 "or no PR over its share could ever be served"
             )
         return self
+
+    @property
+    def reserve_ceiling(self) -> float:
+        """The most the adaptive reserve may hold: its ceiling, else `reserve`."""
+        if self.adaptive is None or self.adaptive.ceiling is None:
+            return self.reserve
+        return self.adaptive.ceiling
+
+    def reserve_bounds(self, limit_milli: int) -> tuple[int, int]:
+        """(floor, ceiling) of the adaptive reserve in milli-units of one window."""
+        floor = self.adaptive.floor if self.adaptive is not None else self.reserve
+        return (
+            reserve_milli(limit_milli, self.headroom, floor),
+            reserve_milli(limit_milli, self.headroom, self.reserve_ceiling),
+        )
 
     def caps(self, limit_milli: int) -> tuple[int, int, int]:
         """(spendable, spendable outside the reserve, one PR's share) in milli-units.

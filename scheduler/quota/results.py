@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "AcquireResult",
@@ -71,6 +71,10 @@ class WindowStatus:
     used: int
     next_free_at_ms: int | None
     pr_used: dict[str, int] = field(default_factory=dict)
+    # The reserve in force (milli-units): PRs over their share stop at spendable minus
+    # this. `adaptive`: set by the waker from demand, else the configured fixed one.
+    reserve: int = 0
+    reserve_adaptive: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +97,5 @@ class LimiterStatus:
     windows: list[WindowStatus]
     leases: list[LeaseStatus]
     block: BlockStatus | None
+    # What the adaptive reserve was last sized from (docs/reserve.md), else None.
+    reserve_demand: dict[str, Any] | None = None

@@ -96,16 +96,39 @@ def _run_span(report: dict[str, Any]) -> tuple[float, float]:
 def _window_charts(report: dict[str, Any], xs: tuple[float, float]) -> list[str]:
     """One chart per account window: reviewq's own count after each grant."""
     grants = [e for e in report.get("trace", []) if e.get("event", "grant") == "grant"]
+    reserves = report.get("reserve") or {}
     out = []
     for account in report.get("accounts", []):
         mine = [g for g in grants if g.get("account") == account["name"]]
+        history = (reserves.get(account["name"]) or {}).get("history") or []
         for window in account.get("windows", []):
-            out.append(_window_chart(account["name"], window, mine, xs))
+            out.append(_window_chart(account["name"], window, mine, xs, history))
     return out
 
 
+def _reserve_line(
+    window: dict[str, Any], hi: float, history: list[dict[str, Any]], xs: tuple[float, float]
+) -> _Series | None:
+    """An adaptive reserve's line over time: where PRs over their share had to stop
+    (the spendable part less the reserve in force, docs/reserve.md)."""
+    points = [
+        (float(h["t_s"]), hi - float(h["reserve"][window["name"]]))
+        for h in history
+        if window["name"] in (h.get("reserve") or {}) and h.get("t_s") is not None
+    ]
+    if not points:
+        return None
+    points.append((xs[1], points[-1][1]))
+    label = "line for PRs over their share (spendable less the adaptive reserve)"
+    return _Series(label, points, "#0ca678")
+
+
 def _window_chart(
-    account: str, window: dict[str, Any], grants: list[dict[str, Any]], xs: tuple[float, float]
+    account: str,
+    window: dict[str, Any],
+    grants: list[dict[str, Any]],
+    xs: tuple[float, float],
+    history: list[dict[str, Any]] | None = None,
 ) -> str:
     spendable, limit = window.get("spendable"), float(window["limit"])
     hi = spendable if spendable is not None else limit
@@ -119,6 +142,9 @@ def _window_chart(
     if spendable is not None:
         flat = [(xs[0], spendable), (xs[1], spendable)]
         series.append(_Series("spendable (limit less headroom)", flat, "#e67700", False, True))
+    line = _reserve_line(window, hi, history or [], xs)
+    if line is not None:
+        series.append(line)
     note = (
         f"The provider saw at most {window.get('max_used_in_any_window')} in any window; "
         f"utilization {window.get('utilization')}."

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from scheduler.ops.stats import percentile
 from scheduler.sim.credits import credit_figures, reviewq_charged_milli
+from scheduler.sim.reserves import ReserveTimeline, reserve_summary, reserve_timelines
 from scheduler.state.records import PrMeta, read_pr
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ def report(run: SimRun, stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
     done = sum(p["done"] for p in prs)
     accounts = [_account(run, name, stats[name], grants, done) for name in stats]
     main = accounts[0]["windows"][0] if accounts and accounts[0]["windows"] else {}
+    timelines = reserve_timelines(run)
     return {
         "scenario": {
             "policy": run.policy,
@@ -48,7 +50,8 @@ def report(run: SimRun, stats: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "small_pr_wait_p95_s": percentile(small, 95),
         "small_pr_wait_p50_s": percentile(small, 50),
         "not_finished": [p["id"] for p in prs if p["status"] != "done"],
-        "reserve_check": _reserve_check(run, grants),
+        "reserve_check": _reserve_check(run, grants, timelines),
+        "reserve": reserve_summary(run, timelines),
         "slot_handoff_ms": _handoff(trace),
         "window_reuse_ms": _window_reuse(run, grants),
         "trace": trace,
@@ -180,9 +183,13 @@ def _allowed(window: dict[str, Any], duration_s: float) -> float:
     return limit * duration_s / length
 
 
-def _reserve_check(run: SimRun, grants: list[dict[str, Any]]) -> dict[str, Any]:
+def _reserve_check(
+    run: SimRun, grants: list[dict[str, Any]], timelines: dict[str, ReserveTimeline]
+) -> dict[str, Any]:
     """Replay the grants: a grant to a PR beyond its share must not lift a window's
-    total above `limit * (1 - headroom - reserve)`. PR use is rebuilt from the trace."""
+    total above `limit * (1 - headroom - reserve)`, with the reserve in force at the
+    grant (an adaptive account's timeline; before its first change, the configured
+    one). PR use is rebuilt from the trace."""
     checked = violations = 0
     worst: dict[str, Any] | None = None
     logs: dict[tuple[str, str, str], deque[tuple[int, int]]] = defaultdict(deque)
@@ -207,6 +214,10 @@ def _reserve_check(run: SimRun, grants: list[dict[str, Any]]) -> dict[str, Any]:
                 continue
             g["over_share"] = True
             checked += 1
+            timeline = timelines.get(g["account"])
+            in_force = timeline.candidates(window.name, g["t_ms"]) if timeline else []
+            if in_force:  # any reserve that may have been in force at the grant
+                lo = max(max(0, hi - m) for m in in_force)
             if total_after > lo:
                 violations += 1
                 worst = worst or {

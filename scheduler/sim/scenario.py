@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from scheduler.quota.plans import OffPeakPolicy, Plan, Policy, get_preset, parse_duration_ms
 from scheduler.sandbox import Flavour
 
-__all__ = ["AccountSpec", "PrSpec", "Scenario", "load_scenario"]
+__all__ = ["AccountSpec", "PrSpec", "PushSpec", "Scenario", "load_scenario"]
 
 
 def _seconds(value: Any) -> float:
@@ -89,11 +89,24 @@ class AccountSpec(_Spec):
         return "zai" if self.plan.name.startswith("zai") else "synthetic"
 
 
+class PushSpec(_Spec):
+    """A push to a PR, `at` after it opened: `files` of its files get new content (the
+    ones no earlier push touched first), `add` new files appear. `force`: the history
+    is rewritten (a squash or rebase), the content otherwise as a plain push leaves it.
+    See `scheduler.sim.pushes`."""
+
+    at: Offset
+    files: int = Field(default=1, ge=0, le=3000)
+    add: int = Field(default=0, ge=0, le=3000)
+    force: bool = False
+
+
 class PrSpec(_Spec):
     id: str = Field(pattern=r"^[^|\s]{1,200}$")
     at: Offset = 0.0
     files: int = Field(ge=1, le=3000)
     lines_per_file: int = Field(default=40, ge=1, le=20_000)
+    pushes: tuple[PushSpec, ...] = Field(default=(), max_length=100)
 
 
 class GeneratorSpec(_Spec):
@@ -160,6 +173,9 @@ class Scenario(_Spec):
     # failed jobs, the log sink's reviews (scaled like every duration).
     retention: Seconds = 7 * 86_400.0
     seed: int = 1
+    # `[planning] incremental`: a push reviews only the files changed since the last
+    # review (False: every push pays for a whole review, as before issue 16).
+    incremental: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:

@@ -42,7 +42,9 @@ from scheduler.sandbox import (
 )
 from scheduler.sandbox.localredis import LocalRedis, redis_url_or_local
 from scheduler.sim.diffs import synthetic_diff
+from scheduler.sim.pushes import deliver_push, push_costs, push_events
 from scheduler.sim.report import report
+from scheduler.sim.reserves import sim_controller
 from scheduler.sim.run import SimRun
 from scheduler.sim.scenario import AccountSpec, PrSpec, Scenario
 from scheduler.state.jobs import review_queue
@@ -113,11 +115,12 @@ def time_scaled(plan: Plan, scale: float) -> Plan:
     return plan.model_copy(update={"windows": tuple(window(w) for w in plan.windows)})
 
 
-def _policy(spec: AccountSpec, mode: str) -> Policy:
+def _policy(spec: AccountSpec, mode: str, scale: float) -> Policy:
     base = spec.policy or Policy()
     if mode == "fifo":  # the baseline: no share, no reserve
-        base = base.model_copy(update={"pr_share": 1.0, "reserve": 0.0})
-    return base.model_copy(update={"arrival_margin_ms": _SIM_MARGIN_MS})
+        base = base.model_copy(update={"pr_share": 1.0, "reserve": 0.0, "adaptive": None})
+    adaptive = base.adaptive.scaled(scale) if base.adaptive is not None else None
+    return base.model_copy(update={"arrival_margin_ms": _SIM_MARGIN_MS, "adaptive": adaptive})
 
 
 def client_timeout_s(sc: Scenario) -> float:
@@ -162,7 +165,7 @@ def _accounts(
                 api_key_env=_KEY_ENV,
                 plan=time_scaled(spec.plan, sc.time_scale),
                 packs=spec.packs,
-                policy=_policy(spec, mode),
+                policy=_policy(spec, mode, sc.time_scale),
                 offpeak=spec.offpeak if offpeak else None,
             )
         )
@@ -203,7 +206,10 @@ def _spec(sc: Scenario, mode: str, url: str, accounts: list[Account], tag: str) 
         # A scenario's PRs are reviewed in full: the bounds a deployment sets on one
         # PR's cost would hide the load the scenario describes.
         planning=PlanningConfig(
-            max_message_tokens=sc.max_message_tokens, large_pr_files=None, max_messages=None
+            max_message_tokens=sc.max_message_tokens,
+            large_pr_files=None,
+            max_messages=None,
+            incremental=sc.incremental,
         ),
         max_wait_ms=max(1, round(15 * 60_000 / scale)),
         park_recheck_ms=max(50, round(5 * 60_000 / scale)),
@@ -313,6 +319,7 @@ def run_scenario(
             n: httpx.get(f"{h.url}/_sim/stats", timeout=10).json() for n, h in providers.items()
         }
         result = report(run, stats)
+        result |= {"pushes": push_costs(run)} if any(pr.pushes for pr in run.prs) else {}
         _cleanup(client, spec)
         return result
 
@@ -338,10 +345,14 @@ def _start_providers(
 
 
 def _start_waker(stack: contextlib.ExitStack, admission: Admission, spec: RuntimeSpec) -> None:
-    """The waker runs in this process, in a thread, until the run's stack closes."""
+    """The waker runs in this process, in a thread, until the run's stack closes. It
+    keeps every change of an adaptive reserve, for the report."""
     stop = threading.Event()
+    reserve = sim_controller(admission, spec.settings.accounts, spec.limiter_prefix)
     waker = threading.Thread(
-        target=Waker(admission, claim_ms=spec.claim_ms).run, args=(stop,), daemon=True
+        target=Waker(admission, claim_ms=spec.claim_ms, reserve=reserve).run,
+        args=(stop,),
+        daemon=True,
     )
     waker.start()
     stack.callback(waker.join, 5)
@@ -366,15 +377,20 @@ def _drive(run: SimRun, sc: Scenario, on_tick: Any, intake: Intake) -> None:
     """Enqueue each PR at its simulated arrival; stop at the end of the scenario or
     once every PR is done and none is still to come."""
     scale, pending = sc.time_scale, list(run.prs)
+    if (pushes := push_events(run.prs)) and not isinstance(intake, DirectIntake):
+        raise ValueError("pushes are simulated with local diffs only (reviewq simulate)")
     start = time.monotonic()
     end = start + sc.duration / scale
     while time.monotonic() < end:
         now_sim = (time.monotonic() - start) * scale
         while pending and pending[0].at <= now_sim:
             intake.deliver(run, pending.pop(0))
+        while pushes and pushes[0][0] <= now_sim:
+            _, _, k, pr = pushes.pop(0)
+            deliver_push(run, pr, k)
         if on_tick is not None:
             on_tick(run, now_sim)
-        if not pending and _all_done(run):
+        if not pending and not pushes and _all_done(run):
             return
         time.sleep(0.05)
 

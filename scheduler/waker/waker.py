@@ -9,7 +9,8 @@ to with millisecond precision. A message that parks pushes an empty wake-up, so 
 time earlier than the one the waker is asleep until is not missed.
 
 The waker also queues the plan and finalize jobs that asked to run again later
-(`reruns`), and runs `LostJobSweep`: queued messages whose RQ job a Redis crash lost.
+(`reruns`), runs `LostJobSweep`: queued messages whose RQ job a Redis crash lost, and
+sizes the adaptive reserve of accounts that have one (`reserve`, docs/reserve.md).
 
 One waker acts at a time (a lock with a TTL); every `reviewq worker` runs one, so
 another takes over within `lock_ms` when the active one dies. Two acting at once would
@@ -24,9 +25,12 @@ import socket
 import threading
 from typing import cast
 
+import redis as redis_lib
+
 from scheduler.admission import Admission
 from scheduler.waker.lostjobs import LostJobSweep
 from scheduler.waker.reruns import queue_due_reruns
+from scheduler.waker.reserve import ReserveController
 
 __all__ = ["Waker"]
 
@@ -52,9 +56,12 @@ class Waker:
         max_block_ms: int = 1_000,
         batch: int = 200,
         claim_ms: int = 60_000,
+        reserve: ReserveController | None = None,
     ) -> None:
         """`claim_ms`: the workers' claim period (`WorkerSpec.claim_ms`), the time a
-        worker whose claim Redis forgot has to take it back (see `LostJobSweep`)."""
+        worker whose claim Redis forgot has to take it back (see `LostJobSweep`).
+        `reserve`: sizes the adaptive reserves, when any account has one."""
+        self.reserve = reserve
         self.admission = admission
         self.redis = admission.redis
         self.keys = admission.keys
@@ -101,7 +108,18 @@ class Waker:
             if account:  # an empty one only asks to read the due times again
                 moved += self._wake_line(account.decode())
         self.moved += moved
+        self._size_reserve(now)
         return moved
+
+    def _size_reserve(self, now: int) -> None:
+        """After the moves, so a slow or failing round never delays a wake-up; a
+        failure keeps the reserve in force and is retried at the next step."""
+        if self.reserve is None or self.reserve.next_due() > now:
+            return
+        try:
+            self.reserve.step(now)
+        except redis_lib.RedisError:
+            log.warning("adaptive reserve not sized; the last one stays", exc_info=True)
 
     def _due_timed(self, now: int) -> int:
         members = cast(
@@ -152,6 +170,8 @@ class Waker:
         """Milliseconds until the soonest timer, line, claim deadline or job rerun
         (capped)."""
         soonest = now + self.max_block_ms
+        if self.reserve is not None:
+            soonest = min(soonest, self.reserve.next_due())
         keys = self.keys
         for key in (keys.timed, keys.line_due, keys.running, keys.finalize_due, keys.plan_due):
             first = cast(list[tuple[bytes, float]], self.redis.zrange(key, 0, 0, withscores=True))

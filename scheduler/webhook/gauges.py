@@ -35,6 +35,17 @@ class AccountFamilies:
             "The part of the window's quota the limiter grants (limit less headroom).",
             window,
         )
+        self.reserve = _gauge(
+            "reviewq_account_window_reserve",
+            "The reserve in force: PRs over their share stop at spendable minus it.",
+            [*window, "mode"],
+        )
+        self.reserve_demand = _gauge(
+            "reviewq_account_window_reserve_demand",
+            "What the adaptive reserve was sized from: under-share work of recent "
+            "arrivals (decayed) and still queued (docs/reserve.md).",
+            [*window, "part"],
+        )
         self.next_free = _gauge(
             "reviewq_account_window_next_free_timestamp_seconds",
             "When the window next frees quota (absent: nothing is charged in it).",
@@ -81,8 +92,11 @@ class AccountFamilies:
             self.used.add_metric(labels, w.used / _MILLI)
             self.limit.add_metric(labels, w.limit / _MILLI)
             self.spendable.add_metric(labels, w.spendable / _MILLI)
+            mode = "adaptive" if w.reserve_adaptive else "fixed"
+            self.reserve.add_metric([*labels, mode], w.reserve / _MILLI)
             if w.next_free_at_ms is not None:
                 self.next_free.add_metric([name, w.name], w.next_free_at_ms / _MILLI)
+        self._demand(status)
         self.leases.add_metric([name], len(status.leases))
         if status.concurrency is not None:
             self.concurrency.add_metric([name], status.concurrency)
@@ -94,6 +108,19 @@ class AccountFamilies:
             self._count(name, event, count)
         self.line.add_metric([name], int(cast(int, redis.zcard(keys.line(name)))))
         self.credit.add(name, circuit.key_prefix, redis, keys)
+
+    def _demand(self, status: LimiterStatus) -> None:
+        """The adaptive reserve's estimate per window, when the waker has sized one."""
+        windows = (status.reserve_demand or {}).get("windows") or {}
+        for w in status.windows:
+            parts = windows.get(w.name) if w.reserve_adaptive else None
+            if not isinstance(parts, dict):
+                continue
+            for part in ("recent", "queued"):
+                value = parts.get(part)
+                if isinstance(value, int):
+                    labels = [status.account, w.name, w.unit, part]
+                    self.reserve_demand.add_metric(labels, value / _MILLI)
 
     def _count(self, name: str, event: str, count: int) -> None:
         """Tallies share one hash per account (`Circuit.tally`); split them by kind."""
@@ -111,6 +138,8 @@ class AccountFamilies:
             self.used,
             self.limit,
             self.spendable,
+            self.reserve,
+            self.reserve_demand,
             self.next_free,
             self.leases,
             self.concurrency,

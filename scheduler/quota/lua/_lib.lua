@@ -11,6 +11,12 @@
 --                                    ones were trimmed). '' stands for unset: no block,
 --                                    total 0, a full bucket, no charge.
 --                b:r                 the block's reason
+--                rv                  the reserve in force, "<w>=m|<w>=m..." in plan
+--                                    order (milli-units, 0 <= m <= the window's hi):
+--                                    a PR over its share stops at hi - m. Set by
+--                                    lua/reserve.lua; without it, the plan's P_LO
+--                rd                  what the reserve was sized from (text, for
+--                                    `inspect`; no script reads it)
 --                p:<pr>              the PR's use, "<w>=u|<w>=u..." in plan order; gone
 --                                    when all are 0
 --                c:<request id>      charge record "grant_ms|pr|<w>=cost|<w>=cost...",
@@ -119,6 +125,21 @@ local function LIB()
       pv[i] = stored[K[(i - 1) * P_SLOTS + P_NAME]] or 0
     end
     return pv
+  end
+
+  -- Each window's line for a PR over its share: hi minus the reserve in force (rv),
+  -- found by window name; a window rv does not name keeps the plan's P_LO.
+  function L.rload(rv)
+    local stored, los, K = {}, {}, PLAN()
+    for name, m in string.gmatch(rv or '', '([%w_]+)=(%d+)') do
+      stored[name] = tonumber(m)
+    end
+    for i = 1, NW do
+      local k = (i - 1) * P_SLOTS
+      local m = stored[K[k + P_NAME]]
+      los[i] = m and math.max(0, K[k + P_HI] - m) or K[k + P_LO]
+    end
+    return los
   end
 
   -- A PR's use as stored, "<name>=u|<name>=u..." in plan order, or nil when nothing is

@@ -29,7 +29,9 @@ if nows == '' then
 end
 local now = nows + 0
 
-local vals = redis.call('HMGET', state, 'c:' .. rid, 'g', 'p:' .. pr)
+-- rv: the reserve in force, set by the waker from demand (lua/reserve.lua); without
+-- it each window's line is the plan's own (P_LO, from the configured fixed reserve).
+local vals = redis.call('HMGET', state, 'c:' .. rid, 'g', 'p:' .. pr, 'rv')
 -- A stale record is trimmed and purged below, before the new charge is written.
 local replay = vals[1] and (PURGE == 0 or string.match(vals[1], '^[^|]*') + 0 > now - LONGEST)
 
@@ -94,7 +96,7 @@ end
 -- The general path, with the plan's tables and the shared helpers.
 -- @LIB
 local K, L = PLAN(), LIB()
-local gv, pv = L.gload(vals[2]), L.pload(vals[3])
+local gv, pv, los = L.gload(vals[2]), L.pload(vals[3]), L.rload(vals[4])
 
 local best_wait, best_reason, best_window = 0, '', ''
 local function consider(wait, reason, window)
@@ -115,7 +117,7 @@ local WS = 7
 local ws, others, records, purged, purge_cutoff, dirty = {}, {}, {}, nil, 0, false
 for i = 1, NW do
   local k = (i - 1) * P_SLOTS
-  local dur, hi, lo, share = K[k + P_DUR], K[k + P_HI], K[k + P_LO], K[k + P_SHARE]
+  local dur, hi, lo, share = K[k + P_DUR], K[k + P_HI], los[i], K[k + P_SHARE]
   local limit, tick, regen = K[k + P_LIMIT], K[k + P_TICK], K[k + P_REGEN]
   local gi, name = K[k + P_GI], K[k + P_NAME]
   local v = gv[gi]

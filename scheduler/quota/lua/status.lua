@@ -5,7 +5,8 @@
 -- KEYS[2] = charge log zset
 -- KEYS[3] = leases zset
 -- ARGV[1] = now in ms, or '' for Redis TIME
--- Returns a JSON object: now, windows[{name, used, next_free_at, pr_used}], leases, block.
+-- Returns a JSON object: now, windows[{name, used, next_free_at, pr_used}], leases, block,
+-- reserve (rv, the reserve in force, or null: the plan's) and demand (rd, or null).
 
 local L = LIB()
 local now = L.now(ARGV[1])
@@ -50,6 +51,8 @@ end
 if gv[2] ~= '' and tonumber(gv[2]) > now then
   result.block = {['until'] = tonumber(gv[2]), reason = redis.call('HGET', state, 'b:r') or ''}
 end
+local rvd = redis.call('HMGET', state, 'rv', 'rd')
+result.reserve, result.demand = rvd[1] or cjson.null, rvd[2] or cjson.null
 if #windows == 0 then
   result.windows = cjson.null
 end

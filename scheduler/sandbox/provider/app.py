@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 from scheduler.sandbox.provider import flavours
 from scheduler.sandbox.provider.clock import SimClock
 from scheduler.sandbox.provider.config import ProviderConfig
-from scheduler.sandbox.provider.control import control_routes
+from scheduler.sandbox.provider.control import control_routes, models_view
 from scheduler.sandbox.provider.credits import CallTokens
 from scheduler.sandbox.provider.flavours import Reply
 from scheduler.sandbox.provider.quotas import openai_headers, synthetic_header
@@ -197,12 +197,18 @@ async def _serve(
     return _respond(sim, at, model, reply, cost=cost)
 
 
+def _models_path(chat_path: str) -> str:
+    """The model list lives beside the chat endpoint, under the same base URL."""
+    return chat_path.removesuffix("/chat/completions") + "/models"
+
+
 def create_provider_app(config: ProviderConfig, *, clock: SimClock | None = None) -> Starlette:
     """A fresh simulated provider; `app.state.sim` is its state, for in-process checks.
 
     `clock` lets a caller share one simulated clock between several fakes.
     """
     routes: list[BaseRoute] = [Route(p, chat_completions, methods=["POST"]) for p in CHAT_PATHS]
+    routes += [Route(_models_path(p), models_view, methods=["GET"]) for p in CHAT_PATHS]
     routes += control_routes()
     app = Starlette(routes=routes)
     app.state.sim = Simulator(config, clock)

@@ -1,6 +1,8 @@
-"""The side doors: providers' quota endpoints, and `/_sim/*` for tests and `simulate`.
+"""The side doors: providers' quota endpoints and model lists, and `/_sim/*` for tests
+and `simulate`.
 
-Quota endpoints need the key, as the real ones do, and never count against the quota.
+Quota endpoints and model lists need the key, as the real ones do, and never count
+against the quota.
 `/_sim/*` is unauthenticated: the simulator listens on loopback and holds no secret.
 """
 
@@ -17,7 +19,7 @@ from scheduler.sandbox.provider import flavours
 from scheduler.sandbox.provider.quotas import synthetic_quotas, zai_quota_limits
 from scheduler.sandbox.provider.state import Simulator
 
-__all__ = ["control_routes"]
+__all__ = ["control_routes", "models_view"]
 
 
 def _sim(request: Request) -> Simulator:
@@ -59,6 +61,19 @@ async def zai_quota_view(request: Request) -> Response:
 def _level(plan_name: str) -> str | None:
     """The tier a V3 answer names, as the preset's name spells it."""
     return next((t for t in ("lite", "pro", "max") if t in plan_name), None)
+
+
+async def models_view(request: Request) -> Response:
+    """`GET {base}/models`, OpenAI's list shape, as Synthetic documents it (its /models
+    "do not count against your subscription limits", synthetic.new/docs/openai/models,
+    read 2026-12-07). It needs the key and costs nothing, so `reviewq accounts test`
+    checks a key, a base URL and a model id with it."""
+    if (denied := _authorized(request, raw_ok=False)) is not None:
+        return denied
+    owner = _sim(request).config.flavour
+    models = _sim(request).config.known_models
+    data = [{"id": m, "object": "model", "owned_by": owner} for m in models]
+    return JSONResponse({"object": "list", "data": data})
 
 
 async def stats(request: Request) -> Response:
