@@ -21,6 +21,7 @@ from github_exchanges import (  # noqa: F401
     github_exchanges_match_the_description,
     pytest_terminal_summary,
 )
+from gitlab_exchanges import gitlab_exchanges_match_the_docs, pytest_configure  # noqa: F401
 
 from scheduler.sandbox.localredis import (
     LocalRedis,

@@ -218,7 +218,8 @@ def test_worker_without_accounts_is_a_usage_error(tmp_path: Path, redis_url: str
     assert "no accounts configured" in result.output
 
 
-def test_worker_with_redis_down_exits_3(tmp_path: Path) -> None:
+def test_worker_with_redis_down_exits_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REVIEWQ_TEST_KEY", "k")  # else the key check exits 2 first
     config = _config(tmp_path, "redis://127.0.0.1:1/0", "q")
     result = CliRunner().invoke(main, ["--config", str(config), "worker", "--burst"])
     assert result.exit_code == 3

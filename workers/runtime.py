@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 import httpx
-import redis as redis_lib
 
 from scheduler.admission import Admission, Fairness
-from scheduler.config import ConfigError, Settings
+from scheduler.config import ConfigError, Settings, connect_redis
 from scheduler.config.planning import PlanningConfig
+from scheduler.config.review import DEFAULT_DESCRIPTION_CHARS
 from scheduler.ops.deployment import deployment_prefix
 from scheduler.quota.circuit import Circuit
 from scheduler.quota.limiter import LIMITER_PREFIX
@@ -68,6 +68,10 @@ class RuntimeSpec:
     max_comments: int = DEFAULT_MAX_COMMENTS
     max_comment_chars: int = DEFAULT_MAX_COMMENT_CHARS
     max_tokens: int = 2048
+    # `[review] temperature` and `response_format` (docs/prompt.md).
+    temperature: float | None = None
+    response_format: Literal["none", "json_object"] = "none"
+    description_chars: int = DEFAULT_DESCRIPTION_CHARS
     lease_ms: int = DEFAULT_LEASE_MS
     max_wait_ms: int = DEFAULT_MAX_WAIT_MS
     claim_ms: int = 60_000
@@ -120,6 +124,9 @@ def runtime_spec(settings: Settings) -> RuntimeSpec:
         max_comments=review.max_comments,
         max_comment_chars=review.max_comment_chars,
         max_tokens=review.max_tokens,
+        temperature=review.temperature,
+        response_format=review.response_format,
+        description_chars=review.description_chars,
         thinking=review.thinking_for(settings.accounts),
     )
 
@@ -129,7 +136,7 @@ class Runtime:
 
     def __init__(self, spec: RuntimeSpec) -> None:
         self.spec = spec
-        self.redis = redis_lib.Redis.from_url(spec.redis_url)
+        self.redis = connect_redis(spec.redis_url)
         self.queue = review_queue(spec.queue_name, self.redis)
         key = spec.calendar_key
         self._calendar = None if key is None else RedisCalendar(self.redis, key)

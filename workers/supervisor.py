@@ -32,8 +32,10 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from scheduler.admission import Admission
+from scheduler.config import connect_redis
 from scheduler.state.jobs import fetch_job, review_queue
 from scheduler.waker import Waker
+from scheduler.waker.reserve import ReserveController
 from workers.runtime import RuntimeSpec, run_worker
 
 __all__ = ["requeue_orphans", "run_workers"]
@@ -47,7 +49,7 @@ def _child(spec: RuntimeSpec, burst: bool) -> None:
 
 
 def _admission(spec: RuntimeSpec) -> Admission:
-    client = redis_lib.Redis.from_url(spec.redis_url)
+    client = connect_redis(spec.redis_url)
     queue = review_queue(spec.queue_name, client)
     return Admission(
         client, queue, prefix=spec.prefix, fairness=spec.fairness, retention=spec.retention
@@ -107,7 +109,7 @@ def _requeue(queue: Queue, job: Job) -> str:
 def _recover(spec: RuntimeSpec, pids: Collection[int]) -> bool:
     """`requeue_orphans` for dead children; False (try again later) if Redis is away,
     which must not stop supervision: the children may have died of that very outage."""
-    client = redis_lib.Redis.from_url(spec.redis_url)
+    client = connect_redis(spec.redis_url)
     try:
         for job_id in requeue_orphans(client, review_queue(spec.queue_name, client), pids):
             log.warning("requeued job %s of a worker that died while running it", job_id)
@@ -129,8 +131,14 @@ def run_workers(spec: RuntimeSpec, processes: int, burst: bool) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
+    admission = _admission(spec)
+    reserve = ReserveController.for_accounts(
+        admission, spec.settings.accounts, key_prefix=spec.limiter_prefix
+    )
     waker = threading.Thread(
-        target=Waker(_admission(spec), claim_ms=spec.claim_ms).run, args=(stop,), daemon=True
+        target=Waker(admission, claim_ms=spec.claim_ms, reserve=reserve).run,
+        args=(stop,),
+        daemon=True,
     )
     waker.start()
     children: list[Any] = []

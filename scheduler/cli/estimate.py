@@ -54,6 +54,7 @@ def plan_summary(plan: ReviewPlan, settings: Settings, model: str) -> dict[str, 
         "note": plan.note,
         "skipped": [s.model_dump() for s in plan.skipped],
         "summarised": list(plan.summarised),
+        "summarised_data": [s.model_dump() for s in plan.summarised_data],
         "accounts": accounts,
     }
 
@@ -91,6 +92,8 @@ def estimate_command(ctx: click.Context, diff_path: Path, repo: str | None, as_j
     )
     for skipped in plan.skipped:
         click.echo(f"  skip {skipped.path}: {skipped.reason}")
+    for data in plan.summarised_data:
+        click.echo(f"  summarise {data.path}: {data.reason}")
     if plan.note:
         click.echo(plan.note)
     table = Table("account", "window", "cost", "limit", "share")

@@ -106,7 +106,8 @@ def plans_command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"presets": [plan_json(p) for p in PRESETS.values()]}, indent=2))
     else:
-        Console().print(plans_table(PRESETS.values()))
+        console = Console()
+        console.print(plans_table(PRESETS.values(), width=console.width))
 
 
 @main.command("config")
@@ -125,10 +126,23 @@ def config_command(app: App, as_json: bool) -> None:
         click.echo("no accounts configured: add [[accounts]] tables (plan names: reviewq plans)")
         return
     Console().print(accounts_table(settings, os.environ))
+    _warn_unset_keys(settings)
+
+
+def _warn_unset_keys(settings: Settings) -> None:
+    """`config` only shows; the worker is what refuses, so say so before it does."""
+    for account in settings.accounts:
+        if not os.environ.get(account.api_key_env, "").strip():
+            click.echo(
+                f"warning: account {account.name!r}: {account.api_key_env} is not set; "
+                "`reviewq worker` will not start until it is",
+                err=True,
+            )
 
 
 def _register() -> None:
     """Each command lives in its own module of this package; the group only collects them."""
+    from scheduler.cli.accounts import accounts
     from scheduler.cli.bench import bench
     from scheduler.cli.demo import demo
     from scheduler.cli.enqueue import enqueue_command
@@ -141,6 +155,7 @@ def _register() -> None:
     from scheduler.cli.worker import worker
 
     main.add_command(demo)
+    main.add_command(accounts)
     main.add_command(bench)
     main.add_command(sandbox)
     main.add_command(simulate)

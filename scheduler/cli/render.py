@@ -17,6 +17,7 @@ from scheduler.config import Settings, redact, redact_url
 from scheduler.quota.plans import MILLI, Plan, Policy, Window
 
 __all__ = [
+    "WIDE_PLANS_MIN_WIDTH",
     "accounts_table",
     "format_amount",
     "format_duration",
@@ -106,8 +107,16 @@ def _policy_text(policy: Policy) -> str:
     )
 
 
-def plans_table(plans: Iterable[Plan]) -> Table:
-    """One row per preset, with its source and date beside the numbers it vouches for."""
+# Below this many columns the eight-column table folds words into slivers, so each
+# preset becomes one row of two columns: its name over its labels, then its fields.
+WIDE_PLANS_MIN_WIDTH = 150
+
+
+def plans_table(plans: Iterable[Plan], *, width: int | None = None) -> Table:
+    """One row per preset, with its source and date beside the numbers it vouches for;
+    on a console narrower than `WIDE_PLANS_MIN_WIDTH`, the two-column form."""
+    if width is not None and width < WIDE_PLANS_MIN_WIDTH:
+        return _plans_narrow(plans)
     table = Table(
         title="Plan presets",
         caption="Limits and concurrency are per pack; packs multiply both. "
@@ -136,6 +145,34 @@ def plans_table(plans: Iterable[Plan]) -> Table:
             source,
             plan.as_of.isoformat(),
         )
+    return table
+
+
+def _plans_narrow(plans: Iterable[Plan]) -> Table:
+    table = Table(
+        title="Plan presets",
+        caption="Limits and concurrency are per pack; packs multiply both. "
+        "On sale: whether new subscribers can still buy it.",
+        show_lines=True,
+    )
+    table.add_column("Plan", no_wrap=True)
+    table.add_column("Windows, concurrency, model costs, source")
+    for plan in plans:
+        name = Text(plan.name, style="bold")
+        name.append(f"\n{plan.provider}\nas of {plan.as_of.isoformat()}\non sale: ")
+        name.append("yes" if plan.on_sale else "no", style="" if plan.on_sale else "yellow")
+        fields = Text()
+        for label, value in (
+            ("windows", "\n".join(_window_text(w) for w in plan.windows) or "none"),
+            ("concurrency", _concurrency_text(plan)),
+            ("model costs", _costs_text(plan)),
+            ("source", plan.source),
+        ):
+            fields.append(f"{label}: ", style="bold")
+            fields.append(value.replace("\n", "\n  ") + "\n")
+        if plan.notes:
+            fields.append(plan.notes, style="dim")
+        table.add_row(name, fields)
     return table
 
 

@@ -56,6 +56,13 @@ def serve(
     POST /webhooks/github  (secret: $GITHUB_WEBHOOK_SECRET, see [webhook])
     POST /webhooks/gitlab  (token:  $GITLAB_WEBHOOK_TOKEN)
     GET  /healthz, GET /metrics (Prometheus)
+
+    \b
+    Exit codes:
+      0  stopped by SIGTERM or Ctrl-C
+      1  the port could not be bound, or a server process failed
+      2  no webhook secret or no [webhook] repositories, or another config error
+      3  Redis unreachable
     """
     settings: Settings = ctx.obj.settings
     names = _secret_vars(settings)

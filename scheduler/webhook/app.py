@@ -33,7 +33,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scheduler.admission import Admission
-from scheduler.config import Settings, redact_url
+from scheduler.config import Settings, connect_redis, redact_url
 from scheduler.intake import ForgeConflict, enqueue_pr, head_moved
 from scheduler.ops.deployment import LIMITER_PREFIX, deployment_prefix
 from scheduler.quota.circuit import Circuit
@@ -88,9 +88,9 @@ def redis_client(url: str) -> redis_lib.Redis:
         "retry_on_error": [redis_lib.ConnectionError],
     }
     try:
-        return redis_lib.Redis.from_url(url, single_connection_client=True, **options)
+        return connect_redis(url, single_connection_client=True, **options)
     except redis_lib.RedisError:
-        return redis_lib.Redis.from_url(url, **options)
+        return connect_redis(url, **options)
 
 
 class WebhookService:

@@ -60,7 +60,7 @@ def _granted_within(view: dict[str, Any], ms: float) -> set[str]:
 
 def _on_tick(chaos: Chaos, now_sim: float) -> None:
     """Crash once, 2.5 simulated hours in, when PRs have stopped arriving for a while
-    (a delivery in the lost second would be forgotten too: see the README) and at
+    (a delivery in the lost second would be forgotten too: see docs/guarantees.md) and at
     least two grants fall in the second the crash loses; then watch for the sync."""
     notes = chaos.notes
     if "crash" not in notes:

@@ -116,7 +116,8 @@ def acquire_job(
     over the accounts, built on the limiter's Redis, here the cluster."""
     cluster = RedisCluster.from_url(cluster_url)
     try:
-        route = build_route(_settings(names, limit), cluster, env={})
+        # A key is set (never used: no call is made), else the route parks the account.
+        route = build_route(_settings(names, limit), cluster, env={"REVIEWQ_SPLIT_KEY": "k"})
         got = choose(route, lambda a: {"requests": 1000}, pr=pr, request_id=rid, model="m")
         if isinstance(got, Choice):
             got.entry.limiter.release(got.grant.lease_id)

@@ -157,6 +157,9 @@ def choose(
             if state is not None:
                 parked.append(f"{entry.name}: {state.message}")
                 continue
+            if (missing := entry.client.key_missing()) is not None:
+                parked.append(f"{entry.name}: {missing}")
+                continue
             charged = dict(cost(entry.account))
             result = entry.limiter.acquire(charged, pr, request_id, route.lease_ms, model=model)
             # Counted for /metrics: grants, and denials by reason.

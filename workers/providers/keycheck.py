@@ -1,4 +1,9 @@
-"""At `reviewq worker` start: what each Z.AI key really is, said before any review runs.
+"""At `reviewq worker` start: every key is there, and what each Z.AI key really is.
+
+A missing key variable is a configuration fact, so it is checked here, where it can be
+fixed, and never recorded as an outage: `missing_keys` names the variables the worker
+refuses to start without, and `close_missing_key_circuits` clears any circuit an
+earlier version opened for a missing key (code `missing_key`), now that it is set.
 
 A V3 (credit) key configured under a V2 (prompt) preset, or the other way round, makes
 every budget reviewq keeps for it wrong. The quota endpoint tells the two apart
@@ -17,12 +22,14 @@ from typing import cast
 import httpx
 import redis as redis_lib
 
-from scheduler.config import Settings
+from scheduler.config import ConfigError, Settings, api_key, connect_redis
+from scheduler.quota.circuit import Circuit
 from scheduler.quota.limiter import LIMITER_PREFIX
 from scheduler.quota.readings import Detection
+from workers.providers.client import MISSING_KEY
 from workers.providers.failover import build_route
 
-__all__ = ["check_keys"]
+__all__ = ["check_keys", "close_missing_key_circuits", "missing_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +44,7 @@ def check_keys(
     """Poll each Z.AI account's quota endpoint once; the accounts whose key is of
     another kind than their plan, with what was found. Never raises: a failed poll is
     logged by the poller, and the workers start anyway."""
-    client = redis_lib.Redis.from_url(settings.redis_url)
+    client = connect_redis(settings.redis_url)
     try:
         route = build_route(settings, client, env=env, key_prefix=key_prefix, transport=transport)
         now = _now_ms(client)
@@ -56,6 +63,32 @@ def check_keys(
         return []
     finally:
         client.close()
+
+
+def missing_keys(settings: Settings, env: Mapping[str, str] = os.environ) -> list[str]:
+    """One line per account whose key variable is unset or blank, naming the variable
+    (never a value)."""
+    found = []
+    for account in settings.accounts:
+        try:
+            api_key(account, env)
+        except ConfigError as exc:
+            found.append(str(exc))
+    return found
+
+
+def close_missing_key_circuits(
+    settings: Settings, client: redis_lib.Redis, *, key_prefix: str = LIMITER_PREFIX
+) -> list[str]:
+    """Close the circuits opened for a missing key; call only once every key is set.
+    Returns the accounts whose circuit was closed."""
+    circuit = Circuit(client, key_prefix=key_prefix)
+    closed = []
+    for account in settings.accounts:
+        state = circuit.state(account.name)
+        if state is not None and state.code == MISSING_KEY and circuit.close(account.name):
+            closed.append(account.name)
+    return closed
 
 
 def _now_ms(client: redis_lib.Redis) -> int:

@@ -52,6 +52,7 @@ __all__ = [
     "default_window_map",
     "parse_synthetic",
     "parse_zai",
+    "quota_endpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -311,9 +312,16 @@ class QuotaPoller:
         self._warned = found if found.mismatch else None
 
     def _endpoint(self) -> tuple[str, Literal["bearer", "raw"], _Parser] | None:
-        origin = self.client.origin
-        if self.provider == "synthetic":
-            return f"{origin}/v2/quotas", "bearer", parse_synthetic
-        if self.provider == "zai":
-            return f"{origin}/api/monitor/usage/quota/limit", "raw", parse_zai
-        return None
+        return quota_endpoint(self.provider, self.client.origin)
+
+
+def quota_endpoint(
+    provider: str, origin: str
+) -> tuple[str, Literal["bearer", "raw"], _Parser] | None:
+    """The provider's free quota view beside its API (`reviewq accounts test` probes it
+    too): its URL, how it wants the key, and the parser of its answer."""
+    if provider == "synthetic":
+        return f"{origin}/v2/quotas", "bearer", parse_synthetic
+    if provider == "zai":
+        return f"{origin}/api/monitor/usage/quota/limit", "raw", parse_zai
+    return None
