@@ -17,7 +17,13 @@ Run (docs/testing.md; about 30-60 minutes on 2 cores for a fresh run):
     pip install -c constraints.txt -e '.[mutation]'
     python scripts/mutation.py                       # fresh copy, every mutant
     python scripts/mutation.py --rerun-survivors     # same DIR: new tests, old survivors
+                                                     # (sources unchanged since the copy)
     python scripts/mutation.py --report              # only print DIR's last results
+    python scripts/mutation.py --module workers/providers/classify.py  # one module (repeatable)
+
+`--module PATH` (repeatable) mutates only those of the listed modules: the copy's
+`only_mutate` is narrowed to them (all the listed test files still judge them), and the
+report covers only them. Use a DIR of your own when others may be running.
 
 Prints per module: mutants, killed, survived, no tests, and the score (killed of those
 tested). Writes DIR/survivors.txt (each survivor's diff). Exits 1 if any module scores
@@ -63,7 +69,9 @@ def copy_tree(dest: Path) -> None:
 
 
 def refresh_tests(dest: Path) -> None:
-    """New tests into an existing copy (the sources, and so the mutants, stay)."""
+    """New tests into an existing copy (the sources, and so the mutants, stay). mutmut
+    runs against a mutant only the tests its stats say cover the function; the stats
+    go, so that a new test is found covering what it covers (else it is never run)."""
     for name in ("tests", "pyproject.toml"):
         src, dst = ROOT / name, dest / name
         if src.is_dir():
@@ -71,6 +79,7 @@ def refresh_tests(dest: Path) -> None:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dst)
+    (dest / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
 
 
 def modules() -> list[str]:
@@ -78,10 +87,22 @@ def modules() -> list[str]:
     return list(config["only_mutate"])
 
 
-def results(dest: Path) -> dict[str, dict[str, int | None]]:
+def narrow(dest: Path, only: list[str]) -> None:
+    """The copy's `only_mutate` cut down to `only` (a subset of the configured list)."""
+    pyproject = dest / "pyproject.toml"
+    text = pyproject.read_text()
+    start = text.index("only_mutate = [")
+    end = text.index("]", start) + 1
+    listed = "".join(f'\n    "{path}",' for path in only)
+    pyproject.write_text(f"{text[:start]}only_mutate = [{listed}\n]{text[end:]}")
+    config = tomllib.loads(pyproject.read_text())["tool"]["mutmut"]
+    assert config["only_mutate"] == only, config["only_mutate"]
+
+
+def results(dest: Path, only: list[str] | None = None) -> dict[str, dict[str, int | None]]:
     """module path -> {mutant name: exit code (None: not run)}."""
     out: dict[str, dict[str, int | None]] = {}
-    for path in modules():
+    for path in only or modules():
         meta = dest / "mutants" / f"{path}.meta"
         if meta.exists():
             out[path] = json.loads(meta.read_text())["exit_code_by_key"]
@@ -93,8 +114,8 @@ def mutmut(dest: Path, *args: str) -> int:
     return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=dest, env=env).returncode
 
 
-def report(dest: Path, min_score: float) -> int:
-    found = results(dest)
+def report(dest: Path, min_score: float, only: list[str] | None = None) -> int:
+    found = results(dest, only)
     if not found:
         print(f"no mutmut results in {dest}/mutants", file=sys.stderr)
         return 1
@@ -168,13 +189,25 @@ def main() -> int:
     parser.add_argument("--rerun-survivors", action="store_true")
     parser.add_argument("--report", action="store_true", help="only report DIR's results")
     parser.add_argument("--min-score", type=float, default=0.0)
+    parser.add_argument(
+        "--module",
+        action="append",
+        metavar="PATH",
+        help="mutate only this module of [tool.mutmut] only_mutate (repeatable; default all)",
+    )
     args = parser.parse_args()
     dest: Path = args.dir
+    only: list[str] | None = args.module
+    unknown = sorted(set(only or []) - set(modules()))
+    if unknown:
+        parser.error(f"not in [tool.mutmut] only_mutate: {', '.join(unknown)}")
     if not args.report:
         if args.rerun_survivors:
-            found = results(dest)
+            found = results(dest, only)
             names = [n for codes in found.values() for n, c in codes.items() if c in SURVIVED]
             refresh_tests(dest)
+            if only:
+                narrow(dest, only)
             print(f"re-running {len(names)} survivors against the current tests", flush=True)
             if names:
                 mutmut(dest, "run", "--max-children", str(args.max_children), *names)
@@ -182,8 +215,10 @@ def main() -> int:
             shutil.rmtree(dest, ignore_errors=True)
             dest.mkdir(parents=True)
             copy_tree(dest)
+            if only:
+                narrow(dest, only)
             mutmut(dest, "run", "--max-children", str(args.max_children))
-    return report(dest, args.min_score)
+    return report(dest, args.min_score, only)
 
 
 if __name__ == "__main__":

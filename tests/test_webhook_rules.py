@@ -13,6 +13,7 @@ import copy
 from typing import Any
 
 import pytest
+from webhook_fixtures import github_fixture
 
 from scheduler.webhook.events import BadPayload, Cancel, Enqueue, Ignore, flag, pr_id
 from scheduler.webhook.github import github_action, sign, signature_ok
@@ -182,3 +183,53 @@ def test_pr_id_errors_name_their_origin() -> None:
         pr_id(values, {"number": "pull_request.number"})
     with pytest.raises(BadPayload, match=r"^number: "):
         pr_id(values, {})
+
+
+# --- `now_label`: the label a `labeled` event added (octokit's labeled example) -------
+
+
+def labeled(label: object) -> dict[str, Any]:
+    """octokit's `labeled` payload, its `label` replaced (the PR's own list unchanged)."""
+    data = github_fixture("labeled")
+    data["label"] = label
+    return data
+
+
+def test_adding_the_now_label_reviews_at_once() -> None:
+    got = github_action("pull_request", github_fixture("labeled"), "d", now_label="bug")
+    assert isinstance(got, Enqueue) and got.ref.id == "Codertocat/Hello-World#2"
+    assert got.source == {"kind": "github", "delivery": "d", "now": True}
+    assert got.unchanged == "label 'bug' added: reviewed now, not off-peak"
+
+
+@pytest.mark.parametrize(
+    ("action", "label", "now_label"),
+    [
+        pytest.param("labeled", {"name": "bug"}, "review-now", id="another-label"),
+        pytest.param("labeled", {"name": "bug"}, None, id="no-now-label-configured"),
+        pytest.param("unlabeled", {"name": "bug"}, "bug", id="removed"),
+        pytest.param("labeled", None, "bug", id="no-label"),
+        pytest.param("labeled", "bug", "bug", id="label-not-an-object"),
+        pytest.param("labeled", {"id": 1}, "bug", id="label-without-name"),
+        pytest.param("labeled", {"name": ["bug"]}, "bug", id="name-not-a-string"),
+        pytest.param("labeled", {"NAME": "bug"}, "bug", id="other-key"),
+    ],
+)
+def test_only_the_now_label_being_added_asks_for_a_review(
+    action: str, label: object, now_label: str | None
+) -> None:
+    data = labeled(label)
+    data["action"] = action
+    got = github_action("pull_request", data, "d", now_label=now_label)
+    assert got == Ignore(f"pull_request action {action!r} needs no review")
+
+
+def test_the_now_label_on_the_pr_marks_any_reviewed_event_now() -> None:
+    data = github_fixture("synchronize")
+    data["pull_request"]["labels"] = [{"name": "review-now"}, "junk", {"name": 3}]
+    got = github_action("pull_request", data, "d", now_label="review-now")
+    assert isinstance(got, Enqueue) and got.source.get("now") is True and got.unchanged is None
+    plain = github_action(
+        "pull_request", github_fixture("synchronize"), "d", now_label="review-now"
+    )
+    assert isinstance(plain, Enqueue) and "now" not in plain.source
