@@ -1,5 +1,6 @@
-"""`reviewq demo --forge gitlab`, run faster: merge requests in nested groups on the
-fake GitLab, delivered as GitLab's webhooks, each reviewed once inside the quota."""
+"""`reviewq demo --forge gitlab` at its own x300 (see test_demo.py): merge requests in
+nested groups on the fake GitLab, delivered as GitLab's webhooks, each reviewed once
+inside the quota."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def test_the_gitlab_demo_reviews_every_merge_request_once_inside_the_quota(
 ) -> None:
     monkeypatch.setenv("REDIS_URL", redis_url)
     result = CliRunner().invoke(
-        main, ["demo", "--forge", "gitlab", "--time-scale", "600", "--json"]
+        main, ["demo", "--forge", "gitlab", "--time-scale", "300", "--json"]
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout.strip().splitlines()[-1])
