@@ -795,3 +795,24 @@ def test_parse_real_git_output_and_plan_it(tmp_path: Path) -> None:
     reviewed = added_lines(plan.messages[0].text)
     assert reviewed["src/mod.py"] == [(11, "    return -3"), (92, "    return 30  # changed")]
     assert reviewed["new name.txt"] == [(5, "epsilon")]
+
+
+def test_estimate_on_a_credit_plan_is_priced_at_the_highest_time_factor() -> None:
+    """A credit window is charged each message's tokens plus the output bound at the
+    plan's highest time factor, whatever the hour: the upper estimate a grant reserves.
+    Expected figures from the preset's price table (credits per 10,000 tokens)."""
+    files = [simple(f"m{i}/f.py", added=40, width=70) for i in range(6)]
+    plan = plan_review(files, config(max_message_tokens=1000))
+    zai = _account("zai-pro-v3")
+    price = next(p for p in zai.plan.prices if p.pattern == "glm-5.1")
+    peak = dt.datetime(2026, 3, 2, 7, 0, tzinfo=dt.UTC)  # Monday 15:00 at UTC+8
+    off = dt.datetime(2026, 3, 2, 1, 0, tzinfo=dt.UTC)  # Monday 09:00 at UTC+8
+    out = 512
+    at_peak = estimate(plan, zai, "glm-5.1", when=peak, output_tokens=out)
+    at_off = estimate(plan, zai, "glm-5.1", when=off, output_tokens=out)
+    assert at_off == at_peak
+    # milli-credits: credits per 10,000 tokens x 1000 / 10,000 = price / 10 per token
+    expected = sum((m.tokens * price.input + out * price.output) / 10 for m in plan.messages)
+    n = len(plan.messages)
+    for window in ("credits_5h", "credits_week"):
+        assert expected <= at_peak[window] <= expected + 2 * n  # rounded up per message
