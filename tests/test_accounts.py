@@ -213,6 +213,7 @@ def test_worker_start_closes_a_missing_key_circuit(
     client.close()
 
 
+@pytest.mark.slow
 def test_a_missing_key_parks_without_a_circuit_and_setting_it_is_the_fix(
     tmp_path: Path, redis_url: str, unique: str, zai_sim: tuple[ServerHandle, object]
 ) -> None:
@@ -249,6 +250,7 @@ def test_config_warns_that_the_worker_will_not_start_without_a_key(tmp_path: Pat
     assert "warning" not in quiet.output and DEV_KEY not in quiet.output
 
 
+@pytest.mark.slow
 def test_a_rejected_key_is_fixed_by_the_key_and_close_circuit_alone(
     tmp_path: Path, redis_url: str, unique: str, zai_sim: tuple[ServerHandle, object]
 ) -> None:

@@ -67,6 +67,7 @@ def test_unreleased_leases_neither_count_nor_pile_up(
     assert cast(int, redis.pttl(leases)) > 0
 
 
+@pytest.mark.slow
 def test_limiter_matches_model_when_every_acquire_sweeps(
     redis: redis_py.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

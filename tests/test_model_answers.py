@@ -238,6 +238,7 @@ def _answer_for(request: dict[str, Any]) -> str:
     return _text(entry)
 
 
+@pytest.mark.slow
 def test_every_corpus_answer_through_the_pipeline_posts_no_raw_text_and_no_misplaced_comment(
     redis: redis_py.Redis, redis_url: str, unique: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
