@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from scheduler.bench.report import _credits, _offpeak, sections
+from scheduler.bench.report import _credits, _offpeak, merge_sections, sections
 from scheduler.sim.compare import offpeak_figures
 
 
@@ -74,3 +74,43 @@ def test_both_sections_are_in_the_report() -> None:
     named = sections(Path("chaos.xml"))
     assert named["credits"].shown == "reviewq simulate scenarios/zai-v3-binding.yaml --json"
     assert named["offpeak"].shown.startswith("reviewq bench offpeak")
+
+
+def _with_small(per_message: float, waits: list[float]) -> dict[str, Any]:
+    """A run whose small PRs (5 files) waited `waits`, its own p95 set apart (as if
+    one run's figure), so the test tells pooled from per-run."""
+    run = _result(per_message, -1.0, 1)
+    run["prs"] = run["prs"] + [
+        {"id": f"acme/web#{i}", "files": 5, "wait_s": w} for i, w in enumerate(waits)
+    ]
+    return run
+
+
+def test_several_runs_are_judged_on_their_pooled_waits() -> None:
+    """Pooled p95 of 2 x 20 waits (0..19 s each side, an outlier in one run):
+    each pair's own ratio is kept beside it, the bar reads the pooled one."""
+    base = [float(i) for i in range(20)]
+    on = [_with_small(3.0, base), _with_small(3.2, [*base[:-1], 40.0])]
+    off = [_with_small(6.0, base), _with_small(6.0, base)]
+    figures = offpeak_figures(on, off)
+    assert figures["runs"] == 2
+    assert figures["small_pr_wait_p95_ratio_by_run"] == [1.0, 1.0]  # -1 / -1 as set
+    pooled_on = sorted([*base, *base[:-1], 40.0])
+    assert figures["with_offpeak"]["small_pr_waits_s"] == pooled_on
+    # nearest rank: the 38th of 40 pooled waits, where one run alone would say 18 or 19
+    assert figures["without_offpeak"]["small_pr_wait_p95_s"] == 18.0
+    assert figures["with_offpeak"]["small_pr_wait_p95_s"] == 18.0
+    assert figures["with_offpeak"]["credits_per_message"] == 3.1  # 620 credits, 200 done
+    assert figures["with_offpeak"]["runs_p95_s"] == [-1.0, -1.0]
+    assert figures["bars"]["small_wait_met"]
+    text = "\n".join(_offpeak(figures))
+    assert "on the pooled waits of 2 runs a side; each pair's own: 1.0, 1.0" in text
+
+
+def test_only_some_sections_replace_theirs_and_keep_the_rest() -> None:
+    """`bench report --only offpeak` on an existing page: that section is replaced in
+    place, a section the page lacked is added at the end, the rest is kept as it was."""
+    page = "# head\n\nintro\n\n## A\n\nold a\n\n## B\n\nold b\n"
+    merged = merge_sections(page, [["## B", "", "new b", ""], ["## C", "", "new c", ""]])
+    assert merged == "# head\n\nintro\n\n## A\n\nold a\n\n## B\n\nnew b\n\n## C\n\nnew c\n"
+    assert merge_sections(page, []) == page

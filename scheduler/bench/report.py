@@ -28,6 +28,7 @@ __all__ = [
     "SECTION_NAMES",
     "Section",
     "SectionRun",
+    "merge_sections",
     "page_head",
     "report_env",
     "run_section",
@@ -172,6 +173,17 @@ def _credits(data: dict[str, Any]) -> list[str]:
     return out
 
 
+def _per_run(data: dict[str, Any]) -> str:
+    """Several pairs: the bar is judged on their pooled waits; each pair's own ratio
+    shows how far one run alone moves."""
+    runs = data.get("runs", 1)
+    if runs == 1:
+        return ""
+    return f", on the pooled waits of {runs} runs a side; each pair's own: " + ", ".join(
+        str(r) for r in data["small_pr_wait_p95_ratio_by_run"]
+    )
+
+
 def _offpeak(data: dict[str, Any]) -> list[str]:
     on, off, bars = data["with_offpeak"], data["without_offpeak"], data["bars"]
     rows = [
@@ -192,7 +204,8 @@ def _offpeak(data: dict[str, Any]) -> list[str]:
         f"- credits per reviewed message {saving:.1%} lower (bar >= "
         f"{bars['saving_at_least']:.0%}): {'met' if bars['saving_met'] else 'MISSED'}",
         f"- small-PR p95 wait with / without: {ratio} (bar <= "
-        f"{1 + bars['small_wait_p95_within']:g}): {'met' if bars['small_wait_met'] else 'MISSED'}",
+        f"{1 + bars['small_wait_p95_within']:g}): {'met' if bars['small_wait_met'] else 'MISSED'}"
+        + _per_run(data),
         "- large PRs' deferral (simulated s): "
         + ", ".join(f"{p['id']} {p['deferred_s']:g}" for p in on["large_prs"]),
     ]
@@ -310,6 +323,26 @@ def page_head() -> list[str]:
     ]
 
 
+def merge_sections(page: str, fresh: list[list[str]]) -> str:
+    """`page` (an earlier report) with each of `fresh` (section lines, `## title`
+    first) in place of the section of that title, or added at the end: `--only` then
+    updates the sections it ran and keeps the rest as they were measured."""
+    blocks: list[list[str]] = [[]]
+    for line in page.splitlines():
+        if line.startswith("## "):
+            blocks.append([])
+        blocks[-1].append(line)
+    head, body = blocks[0], blocks[1:]
+    titles = [b[0] for b in body]
+    for section in fresh:
+        if section[0] in titles:
+            body[titles.index(section[0])] = section
+        else:
+            body.append(section)
+            titles.append(section[0])
+    return "\n".join(line for block in [head, *body] for line in block).rstrip("\n") + "\n"
+
+
 def section_lines(section: Section, run: SectionRun) -> list[str]:
     """The section's heading, its command, what the run printed rendered, and its cost."""
     head = [f"## {section.title}", "", "```bash", section.shown, "```", ""]
@@ -318,4 +351,6 @@ def section_lines(section: Section, run: SectionRun) -> list[str]:
         body = section.render(data)
     except (ValueError, KeyError, TypeError) as exc:
         body = [f"- the command failed (exit {run.code}): {type(exc).__name__}: {exc}"]
-    return [*head, *body, "", f"_exit code {run.code}, {run.seconds:.0f} s of wall time._", ""]
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    cost = f"_exit code {run.code}, {run.seconds:.0f} s of wall time, run {when}._"
+    return [*head, *body, "", cost, ""]
