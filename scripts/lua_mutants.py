@@ -110,8 +110,8 @@ MUTANTS = (
     Mutant(
         "reserve-vs-share-tie",
         "scheduler/quota/lua/acquire.lua",
-        "if t_lo <= t_sh then",
-        "if t_lo < t_sh then",
+        "if large or t_lo <= t_sh then",
+        "if large or t_lo < t_sh then",
         "comparison flipped: a tie between reserve and pr_share names pr_share",
     ),
     Mutant(
@@ -195,19 +195,41 @@ MUTANTS = (
         "if reset_at < now then",
         "comparison flipped: a reset that is now still books a charge",
     ),
+    # ---- a large PR under an adaptive reserve (docs/reserve.md): over its share at once
+    Mutant(
+        "large-ignored",
+        "scheduler/quota/lua/acquire.lua",
+        "local over = large or own + c > share",
+        "local over = own + c > share",
+        "a large PR under its share spends the reserve (general path)",
+    ),
+    Mutant(
+        "large-waits-for-its-share",
+        "scheduler/quota/lua/acquire.lua",
+        "if large or t_lo <= t_sh then",
+        "if t_lo <= t_sh then",
+        "a large PR is told to wait for its own charges, which cannot let it in",
+    ),
+    Mutant(
+        "fast-large-ignored",
+        "scheduler/quota/luagen.py",
+        "((large or o{i} > {share}) and u{i} > l{i})",
+        "((o{i} > {share}) and u{i} > l{i})",
+        "a large PR under its share spends the reserve (fast path)",
+    ),
     # ---- the fast path, as luagen generates it
     Mutant(
         "fast-share-dropped",
         "scheduler/quota/luagen.py",
-        'f"if u{i} > {hi} or (o{i} > {share} and u{i} > l{i}) then break end"',
+        'f"if u{i} > {hi} or ((large or o{i} > {share}) and u{i} > l{i}) then break end"',
         'f"if u{i} > {hi} then break end"',
         "a cap dropped in the fast path: share and reserve",
     ),
     Mutant(
         "fast-hi-off-by-one",
         "scheduler/quota/luagen.py",
-        'f"if u{i} > {hi} or (o{i} > {share} and u{i} > l{i}) then break end"',
-        'f"if u{i} > {hi} + 1 or (o{i} > {share} and u{i} > l{i}) then break end"',
+        'f"if u{i} > {hi} or ((large or o{i} > {share}) and u{i} > l{i}) then break end"',
+        'f"if u{i} > {hi} + 1 or ((large or o{i} > {share}) and u{i} > l{i}) then break end"',
         "the fast path grants one milli-unit over hi",
     ),
     Mutant(

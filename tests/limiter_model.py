@@ -267,12 +267,12 @@ class ModelLimiter:
         return w.hi - self.reserve_set[w.name]
 
     def _window_waits(
-        self, i: int, cost: int, pr: str, now: int
+        self, i: int, cost: int, pr: str, now: int, large: bool = False
     ) -> list[tuple[str, str | None, float]]:
         w = self.windows[i]
         hi, lo, share = w.hi, self.lo_in_force(w), w.share
         used, pr_used = self._used(i, now), self._pr_used(i, pr, now)
-        after, over = used + cost, pr_used + cost > share
+        after, over = used + cost, large or pr_used + cost > share
         if not (after > hi or (over and after > lo)):
             return []
         t_sh = self._walk(self._log(i, pr), w.duration, now, share - cost)
@@ -285,7 +285,10 @@ class ModelLimiter:
             t_lo = self._walk(log, w.duration, now, lo - cost)
         out: list[tuple[str, str | None, float]] = [("window", w.name, t_hi)]
         if over:
-            out.append(("reserve", w.name, t_lo) if t_lo <= t_sh else ("pr_share", w.name, t_sh))
+            if large or t_lo <= t_sh:
+                out.append(("reserve", w.name, t_lo))
+            else:
+                out.append(("pr_share", w.name, t_sh))
         return out
 
     def _concurrency_wait(self, lease: str, model: str, now: int) -> float:
@@ -304,7 +307,13 @@ class ModelLimiter:
         return 0
 
     def waits(
-        self, costs: list[int], pr: str, request_id: str, model: str, now: int
+        self,
+        costs: list[int],
+        pr: str,
+        request_id: str,
+        model: str,
+        now: int,
+        large: bool = False,
     ) -> list[tuple[str, str | None, float]]:
         """Every constraint's wait, in tie-break order (cooldown, concurrency, windows)."""
         lease = f"{model}|{request_id}"
@@ -314,13 +323,13 @@ class ModelLimiter:
         ]
         if request_id not in self.charges:
             for i in range(len(self.windows)):
-                out += self._window_waits(i, costs[i], pr, now)
+                out += self._window_waits(i, costs[i], pr, now, large)
         return out
 
     # ----------------------------------------------------------------- the operations
 
     def decide(
-        self, cost: Cost, pr: str, request_id: str, *, model: str = ""
+        self, cost: Cost, pr: str, request_id: str, *, model: str = "", large: bool = False
     ) -> tuple[str, str | None, float]:
         """(reason, window, wait) of the binding constraint; wait 0 means a grant.
 
@@ -328,16 +337,23 @@ class ModelLimiter:
         """
         now = self._now()
         worst: tuple[str, str | None, float] = ("", None, 0)
-        for item in self.waits(self._costs(cost), pr, request_id, model, now):
+        for item in self.waits(self._costs(cost), pr, request_id, model, now, large):
             if item[2] > worst[2]:  # strictly larger: the earlier constraint wins ties
                 worst = item
         return worst
 
     def acquire(
-        self, cost: Cost, pr: str, request_id: str, lease_ms: int, *, model: str = ""
+        self,
+        cost: Cost,
+        pr: str,
+        request_id: str,
+        lease_ms: int,
+        *,
+        model: str = "",
+        large: bool = False,
     ) -> Grant | Denial:
         _check_ids(pr, request_id, model)
-        reason, window, wait = self.decide(cost, pr, request_id, model=model)
+        reason, window, wait = self.decide(cost, pr, request_id, model=model, large=large)
         now = self._now()
         costs = self._costs(cost)
         if wait > 0:

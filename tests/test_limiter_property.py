@@ -366,12 +366,14 @@ class LimiterMachine(RuleBasedStateMachine):
     def _model_name(self, pick: int) -> str:
         return MODELS[pick % len(MODELS)] if self.pair[0].plan.concurrency_per_model else ""
 
-    def _acquire(self, args: tuple[Any, ...], model: str) -> Grant | Denial:
+    def _acquire(self, args: tuple[Any, ...], model: str, large: bool = False) -> Grant | Denial:
         real, ref = self.pair
         before = real_snapshot(real)
-        got = real.acquire(*args, model=model)
-        want = ref.acquire(*args, model=model)
-        assert got == want, f"acquire{args} model={model!r}: real={got} model={want}"
+        got = real.acquire(*args, model=model, large=large)
+        want = ref.acquire(*args, model=model, large=large)
+        assert got == want, f"acquire{args} model={model!r} large={large}: real={got} model={want}"
+        if large:
+            self._saw("large: " + ("granted" if isinstance(got, Grant) else got.reason))
         if isinstance(got, Denial):
             self._saw(f"denied: {got.reason}" + (" (never)" if got.retry_after_ms is None else ""))
             assert real_snapshot(real) == before, "a denial changed the limiter's view"
@@ -388,10 +390,19 @@ class LimiterMachine(RuleBasedStateMachine):
 
     # -- rules
 
-    @rule(cost=COSTS, pr=PR_PICK, rid=PICK, lease_ms=LEASE_MS, m=st.integers(0, 2))
-    def acquire(self, cost: RawCost, pr: int, rid: int | None, lease_ms: int, m: int) -> None:
+    @rule(
+        cost=COSTS,
+        pr=PR_PICK,
+        rid=PICK,
+        lease_ms=LEASE_MS,
+        m=st.integers(0, 2),
+        large=st.booleans(),
+    )
+    def acquire(
+        self, cost: RawCost, pr: int, rid: int | None, lease_ms: int, m: int, large: bool
+    ) -> None:
         args = (self._cost(cost), self._pr(pr), self._rid(rid), lease_ms)
-        self._acquire(args, self._model_name(m))
+        self._acquire(args, self._model_name(m), large)
 
     @rule(
         window=st.integers(0, 3),
@@ -688,6 +699,8 @@ def assert_reached_every_path(seen: Counter[str], examples: int = 600) -> None:
         "granted (hostile PR id)",
         "granted (hostile request id)",
         "bad id refused",
+        "large: granted",
+        "large: reserve",  # a large PR under its share stopped at the line all the same
         *reserve_moves,
     ):
         assert seen[what], what
@@ -965,3 +978,25 @@ def test_a_denial_is_never_charged(
             assert h.call("settle", rid, 1) is False, f"{got} recorded a charge"
             assert h.call("renew", f"{model}|{rid}", 1000) is False, f"{got} took a lease"
         h.clock.now += step
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_the_fast_path_stops_at_the_reserve_in_force(redis: redis_py.Redis, large: bool) -> None:
+    """A reserve set above the policy's (50 of 100 requests against 10): a PR over its
+    share (or large, from its first request) stops at 50 even where every condition of
+    the generated fast path holds (a charge counted, nothing to trim), and the model
+    agrees at each step. A fast path that kept the policy's line would grant up to 90."""
+    window = Window(name="w", limit=100, duration="1h")
+    plan = _plan((window,), None, False)
+    h = Pair(redis, plan, Policy(reserve=0.1, pr_share=0.1), start=0)
+    assert isinstance(h.call("acquire", 1000, "other", h.fresh(), 1000), Grant)
+    h.call("set_reserve", {"w": 50_000})
+    granted = 0
+    for _ in range(60):
+        h.clock.now += 1
+        got = h.call("acquire", 1000, "big", h.fresh(), 1000, large=large)
+        if isinstance(got, Denial):
+            assert got.reason == "reserve", got
+            break
+        granted += 1
+    assert h.used() == 50_000 and granted == 49, (h.used(), granted)

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from scheduler.admission import Admission, Fairness
 from scheduler.quota.limiter import Denial, Grant, Limiter
 from scheduler.quota.plans import Account, AdaptiveReserve, Plan, Policy, Window
-from scheduler.quota.reserve import PrDemand, reserve_milli, size_reserve
+from scheduler.quota.reserve import Bursts, Demand, PrDemand, bursts, reserve_milli, size_reserve
 from scheduler.state.jobs import review_queue
 from scheduler.waker import Waker
 from scheduler.waker.reserve import ReserveController
@@ -46,37 +46,86 @@ def _pr(arrived: int, est: int, used: int = 0, *, open_: bool = True) -> PrDeman
 
 
 def test_size_reserve_by_hand() -> None:
-    """share 8,000; horizon 10 h; now 10 h. A small PR (2,000) that arrived 5 h ago and
-    is done weighs 1,000 recent; a small open one from 2 h ago, 1,000 spent of 3,000,
-    weighs 2,400 recent and 2,000 queued; an open large PR (40,000) from 2 h ago weighs
-    its share only, 8,000 x 0.8 = 6,400 recent, and has 8,000 - 3,000 = 5,000 of it
-    queued; a small PR from 11 h ago, done, and one estimated at exactly the share 12 h
-    ago count nothing."""
+    """share 8,000; horizon 10 h; span (the shortest window) 2 h; now 10 h. Arrivals
+    within the horizon: 2,000 at 3 h and 1,000 at 4 h (one burst: 3,000), then 3,000
+    at 8 h and 2,000 at 9 h 30 (another: 5,000, the largest); 2,000 at -1 h is past the
+    horizon. Open: the 8 h one, 1,000 of 3,000 spent (2,000 queued); the 9 h 30 one
+    (2,000 queued). The reserve: the larger of the burst and the queued work, 5,000."""
     prs = [
-        _pr(5 * H, 2_000, open_=False),
+        _pr(3 * H, 2_000, open_=False),
+        _pr(4 * H, 1_000, open_=False),
         _pr(8 * H, 3_000, 1_000),
-        _pr(8 * H, 40_000, 3_000),
+        _pr(9 * H + H // 2, 2_000),
         _pr(-1 * H, 2_000, open_=False),
-        _pr(-2 * H, 8_000, open_=False),
     ]
-    d = size_reserve(prs, 10 * H, "w", 8_000, (0, 64_000), 10 * H)
-    assert (d.recent, d.queued, d.reserve) == (9_800, 7_000, 16_800)
-    assert size_reserve(prs, 10 * H, "w", 8_000, (0, 10_000), 10 * H).reserve == 10_000
-    assert size_reserve([], 10 * H, "w", 8_000, (1_600, 10_000), 10 * H).reserve == 1_600
-    at_share = size_reserve([_pr(9 * H, 8_000, open_=False)], 10 * H, "w", 8_000, (0, 9**9), 10 * H)
-    assert at_share.recent == 7_200  # estimated at exactly its share: all of it
-    big = size_reserve([_pr(9 * H, 80_000, open_=False)], 10 * H, "w", 8_000, (0, 9**9), 10 * H)
-    assert big.recent == 7_200  # a large PR: its share only, 8,000 x 0.9
+    d = size_reserve(prs, 10 * H, "w", 8_000, (0, 64_000), 10 * H, 2 * H)
+    assert (d.recent, d.queued, d.reserve, d.lent) == (5_000, 4_000, 5_000, False)
+    assert size_reserve(prs, 10 * H, "w", 8_000, (0, 4_500), 10 * H, 2 * H).reserve == 4_500
+    assert size_reserve([], 10 * H, "w", 8_000, (1_600, 10_000), 10 * H, 2 * H).reserve == 1_600
+    more = [*prs, _pr(9 * H, 8_000)]  # 8,000 more queued, and in the last burst
+    got = size_reserve(more, 10 * H, "w", 8_000, (0, 64_000), 10 * H, 2 * H)
+    assert (got.recent, got.queued, got.reserve) == (13_000, 12_000, 13_000)
+    old = [_pr(-5 * H, 3_000)]  # open since before the horizon: queued decides
+    got = size_reserve(old, 10 * H, "w", 8_000, (0, 64_000), 10 * H, 2 * H)
+    assert (got.recent, got.queued, got.reserve) == (0, 3_000, 3_000)
+    # a span of 1 h splits the second burst (8 h and 9 h 30): 3,000 is the largest
+    assert size_reserve(prs, 10 * H, "w", 8_000, (0, 64_000), 10 * H, H).recent == 3_000
+    # exactly a span apart is apart: (t - span, t]
+    apart = [_pr(0, 1_000, open_=False), _pr(2 * H, 1_000, open_=False)]
+    assert size_reserve(apart, 3 * H, "w", 8_000, (0, 9**9), 10 * H, 2 * H).recent == 1_000
+    at_share = [_pr(9 * H, 8_000, open_=False), _pr(9 * H, 80_000, open_=False)]
+    got = size_reserve(at_share, 10 * H, "w", 8_000, (0, 9**9), 10 * H, 2 * H)
+    assert got.recent == 16_000  # each counts its work under its share, at most 8,000
+
+
+def test_the_next_burst_is_due_a_shortest_gap_after_the_last() -> None:
+    """Bursts start at an arrival a span (5 h) or more after the one before: 3 h and
+    11 h here, so the next is due at 19 h. One burst, or a steady stream, says nothing."""
+    m = 60_000
+    times = [3 * H, 3 * H + 10 * m, 11 * H, 11 * H + 10 * m]
+    assert bursts(times, 12 * H, 24 * H, 5 * H) == Bursts(11 * H, 19 * H)
+    assert bursts(times[:2], 12 * H, 24 * H, 5 * H) == Bursts(3 * H, None)
+    stream = [i * 10 * m for i in range(60)]
+    assert bursts(stream, 10 * H, 24 * H, 5 * H) == Bursts(0, None)
+    assert bursts([0, 5 * H], 6 * H, 24 * H, 5 * H) == Bursts(5 * H, 10 * H)  # a span: new
+    assert bursts(times, 12 * H, 8 * H, 5 * H) == Bursts(11 * H, None)  # 3 h: past horizon
+    three = [0, 9 * H, 15 * H]  # gaps 9 h and 6 h: the shortest
+    assert bursts(three, 16 * H, 24 * H, 5 * H) == Bursts(15 * H, 21 * H)
+    assert bursts([], 16 * H, 24 * H, 5 * H) is None
+
+
+def test_a_burst_is_lent_only_where_it_comes_back_in_time() -> None:
+    """The 11 h burst (two 1-request PRs) served; the next due at 19 h. A 5 h window
+    lends the next burst's room until 14 h (a unit spent then is back at 19 h), a 24 h
+    one never; the queued work is held either way, and so is what the burst under way
+    may still bring: with one of two arrived, one more."""
+    served = [_pr(11 * H, 1_000, open_=False), _pr(11 * H, 1_000, open_=False)]
+    seen = Bursts(11 * H, 19 * H)
+
+    def at(now: int, window_ms: int, prs: list[PrDemand] = served) -> Demand:
+        return size_reserve(
+            prs, now, "w", 8_000, (0, 9**9), 24 * H, 5 * H, window_ms=window_ms, seen=seen
+        )
+
+    assert (at(12 * H, 5 * H).reserve, at(12 * H, 5 * H).lent) == (0, True)
+    assert at(14 * H, 5 * H).lent and not at(14 * H + 1, 5 * H).lent
+    assert at(14 * H + 1, 5 * H).reserve == 2_000
+    assert (at(12 * H, 24 * H).reserve, at(12 * H, 24 * H).lent) == (2_000, False)
+    waiting = [*served, _pr(12 * H, 1_000)]
+    assert at(12 * H, 5 * H, waiting).reserve == 1_000  # lent, the queued still held
+    earlier = [_pr(3 * H, 1_000, open_=False), _pr(3 * H, 1_000, open_=False)]
+    half = [*earlier, _pr(11 * H, 1_000, open_=False)]  # 1 of a 2-request burst so far
+    assert at(12 * H, 5 * H, half).reserve == 1_000
 
 
 def test_an_open_pr_over_its_share_adds_nothing_queued() -> None:
-    d = size_reserve([_pr(0, 40_000, 9_000)], 20 * H, "w", 8_000, (0, 64_000), 10 * H)
+    d = size_reserve([_pr(0, 40_000, 9_000)], 20 * H, "w", 8_000, (0, 64_000), 10 * H, H)
     assert (d.recent, d.queued, d.reserve) == (0, 0, 0)
 
 
 def test_a_window_without_an_estimate_takes_the_largest() -> None:
     pr = PrDemand(0, {"other": 3_000, "more": 5_000}, {}, True)
-    assert size_reserve([pr], 0, "w", 8_000, (0, 64_000), H).queued == 5_000
+    assert size_reserve([pr], 0, "w", 8_000, (0, 64_000), H, H).queued == 5_000
 
 
 def test_policy_bounds_and_validation() -> None:
@@ -147,15 +196,10 @@ def test_no_adaptive_account_no_controller(adm: Admission, unique: str) -> None:
     assert ReserveController.for_accounts(adm, [_account(unique, fixed)]) is None
 
 
-def _recent(estimate: int, age_ms: int, horizon_ms: int = 5 * H) -> int:
-    """One arrival's weight, by the doc's formula: ceil(estimate x (1 - age / horizon))."""
-    return -(-estimate * (horizon_ms - age_ms) // horizon_ms)
-
-
 def test_quiet_then_a_small_pr_then_served(adm: Admission, unique: str) -> None:
     """No PRs: the floor (5 % of 24 and of 80 requests). A 2-message PR estimated at 2
-    requests per window: 2 requests queued, and nearly 2 recent (a minute of a 5-hour
-    decay later); once it has spent 1 request, 1 queued. Status and history show each."""
+    requests per window: a burst of 2 and 2 queued, 2 in force; once it has spent 1
+    request, 1 queued and the burst's 2 still held. Status and history show each."""
     ctl = _controller(adm, unique)
     lim = ctl.limiters[0]
     now = adm.now_ms()
@@ -163,24 +207,26 @@ def test_quiet_then_a_small_pr_then_served(adm: Admission, unique: str) -> None:
     assert _in_force(lim) == {"w5h": 1_200, "w24h": 4_000}
     adm.submit("o/r#1", "sha1", ["a", "b"], files=2, plan={}, estimate={"w5h": 2000, "w24h": 2000})
     assert ctl.step(now + 1) == 0, "not due before the interval"
-    arrived = int(adm.redis.hget(adm.keys.meta("o/r#1"), "arrived_ms") or 0)
     t1 = now + 60_000
     ctl.step(t1)
-    first = _recent(2000, t1 - arrived) + 2000
-    assert _in_force(lim) == {"w5h": first, "w24h": 4_000}  # the 24 h floor is above
+    first = 2_000
+    assert _in_force(lim) == {"w5h": first, "w24h": 4_000}  # the 24 h floor is as high
     demand = lim.status().reserve_demand
     assert demand is not None and demand["windows"]["w5h"] == {
-        "recent": _recent(2000, t1 - arrived),
+        "recent": 2_000,
         "queued": 2_000,
         "reserve": first,
+        "lent": 0,
     }
+    assert demand["next_burst_ms"] is None  # one burst seen: none is due
     assert isinstance(lim.acquire(1000, "o/r#1", "r1", 1000), Grant)
     t2 = t1 + 60_000
     ctl.step(t2)
-    second = _recent(2000, t2 - arrived) + 1000
-    assert _in_force(lim)["w5h"] == second
+    assert _in_force(lim)["w5h"] == first
+    demand = lim.status().reserve_demand
+    assert demand is not None and demand["windows"]["w5h"]["queued"] == 1_000
     history = lim.reserve_history()
-    assert [v["w5h"] for _, v in history] == [1_200, first, second]
+    assert [v["w5h"] for _, v in history] == [1_200, first]  # unchanged: no entry
 
 
 def test_the_acquire_honours_the_reserve_in_force(adm: Admission, unique: str) -> None:
@@ -244,30 +290,74 @@ def test_set_reserve_clamps_trims_history_and_sets_a_ttl(
 def test_the_waker_sizes_the_reserve(adm: Admission, unique: str) -> None:
     ctl = _controller(adm, unique)
     waker = Waker(adm, reserve=ctl)
-    adm.submit("o/r#2", "sha2", ["a"], files=1, plan={}, estimate={"w5h": 1000, "w24h": 1000})
+    adm.submit("o/r#2", "sha2", ["a"], files=1, plan={}, estimate={"w5h": 2000, "w24h": 2000})
     waker.step(block=False)
-    assert _in_force(ctl.limiters[0]) == {"w5h": 2_000, "w24h": 4_000}
+    assert _in_force(ctl.limiters[0]) == {"w5h": 2_000, "w24h": 4_000}  # w24h: its floor
     raw = adm.redis.hget(ctl.limiters[0].keys[0], "rd")
-    assert raw is not None and json.loads(raw)["windows"]["w24h"]["recent"] == 1000
+    assert raw is not None and json.loads(raw)["windows"]["w24h"]["recent"] == 2000
 
 
 def test_a_burst_is_remembered_then_lent_back(adm: Admission, unique: str) -> None:
-    """Four one-request PRs, then served: the reserve decays linearly to the floor over
-    the horizon (checked at a half: 4 x 1000 x 0.5 = 2000 recent)."""
-    ctl = _controller(adm, unique)
+    """Four one-request PRs, served: with no next burst due (one burst seen), the
+    reserve holds a whole burst while the horizon (here 24 h) remembers it, and the
+    floor once it forgets."""
+    policy = ADAPTIVE.model_copy(
+        update={"adaptive": AdaptiveReserve(floor=0.05, horizon_ms=24 * H)}
+    )
+    ctl = _controller(adm, unique, policy)
     for i in range(4):
         adm.submit(f"o/r#{i}", "s", ["a"], files=1, plan={}, estimate={"w5h": 1000})
         adm.redis.hset(adm.keys.meta(f"o/r#{i}"), "status", "done")
     now = adm.now_ms()
-    ctl.step(now)
-    assert _in_force(ctl.limiters[0])["w5h"] == 4_000
-    ctl.step(now + 5 * H // 2)
-    assert _in_force(ctl.limiters[0])["w5h"] == 2_000
-    ctl.step(now + 5 * H)
-    assert _in_force(ctl.limiters[0])["w5h"] == 1_200
+    for at, want in ((0, 4_000), (12 * H, 4_000), (24 * H - 60_000, 4_000), (24 * H, 1_200)):
+        ctl.step(now + at)
+        assert _in_force(ctl.limiters[0])["w5h"] == want, at / H
 
 
 def _in_force(lim: Limiter) -> dict[str, int]:
     status = lim.status()
     assert all(w.reserve_adaptive for w in status.windows)
     return {w.name: w.reserve for w in status.windows}
+
+
+def test_a_large_pr_is_no_demand_on_the_reserve(adm: Admission, unique: str) -> None:
+    """A PR estimated above its share (2.4 of w5h's 24) never spends the reserve, so
+    it is no demand on it: only the small PR's request counts, recent and queued."""
+    ctl = _controller(adm, unique)
+    adm.submit("o/r#big", "s1", ["a"] * 30, files=30, plan={}, estimate={"w5h": 30_000})
+    adm.submit("o/r#small", "s2", ["a"], files=1, plan={}, estimate={"w5h": 1000})
+    now = adm.now_ms()
+    ctl.step(now)
+    demand = ctl.last[ctl.limiters[0].account]["w5h"]
+    assert (demand.recent, demand.queued) == (1000, 1000)
+
+
+def test_which_prs_are_large() -> None:
+    """Large: the estimate exceeds the share in some window (a window it did not
+    estimate takes its largest), and only under an adaptive reserve."""
+    lim = Limiter.__new__(Limiter)  # is_large reads only the plan and the policy
+    lim.plan, lim.policy = _account("x", ADAPTIVE).plan, ADAPTIVE
+    assert lim.is_large({"w5h": 2_401}) and lim.is_large({"w24h": 8_001})
+    assert lim.is_large({"w24h": 3_000}), "w5h not estimated: its share is 2,400"
+    assert not lim.is_large({"w5h": 2_400, "w24h": 2_400})
+    assert not lim.is_large({}), "no estimate says nothing"
+    lim.policy = Policy(pr_share=0.1, reserve=0.2)
+    assert not lim.is_large({"w5h": 30_000}), "a fixed reserve keeps the share rule"
+
+
+def test_a_large_pr_is_stopped_at_the_line_from_its_first_request(
+    redis: redis_py.Redis, unique: str
+) -> None:
+    """19 requests spent by others (the line is 24 - 4.8 = 19.2 under the fixed
+    reserve): a fresh PR under its share may still take the reserve, a large one may
+    not, and its retry is the line's wait (`reserve`), never its own use's."""
+    lim = Limiter(redis, _account(unique, ADAPTIVE), key_prefix="rt5")
+    for i in range(19):
+        assert isinstance(lim.acquire(1000, f"o{i}", f"b{i}", 1000), Grant), i
+    refused = lim.acquire(1000, "huge", "h1", 1000, large=True)
+    assert isinstance(refused, Denial) and refused.reason.value == "reserve", refused
+    assert refused.window == "w5h" and refused.retry_after_ms is not None
+    assert refused.retry_after_ms > 4 * H, "the first charges leave w5h after 5 h"
+    assert isinstance(lim.acquire(1000, "small", "s1", 1000), Grant)
+    lim.set_reserve({"w5h": 0, "w24h": 0})
+    assert isinstance(lim.acquire(1000, "huge", "h1", 1000, large=True), Grant)

@@ -32,9 +32,9 @@ def test_inspect_shows_the_reserve_in_force_and_why(
     tmp_path: Path, redis_url: str, unique: str
 ) -> None:
     """synthetic: 500 requests a 5 h window. A 3-message PR estimated at 3 requests is
-    recent 3 (it arrived just now) plus queued 3: 6 requests, under the floor (2 % of
-    500 = 10), so 10 is in force. The JSON and the table name the demand; an account
-    without `adaptive` shows its fixed 30 %."""
+    a burst of 3 and 3 queued: 3 requests, under the floor (2 % of 500 = 10), so 10 is
+    in force. The JSON and the table name the
+    demand; an account without `adaptive` shows its fixed 30 %."""
     main, fixed = f"synth-{unique}", f"fixed-{unique}"
     config = write_config(tmp_path, redis_url, f"q-{unique}", [(main, "synthetic")], extra=ADAPTIVE)
     text = config.read_text() + (
@@ -56,11 +56,11 @@ def test_inspect_shows_the_reserve_in_force_and_why(
         {a["name"]: a for a in data["accounts"]}[n]["windows"][0] for n in (main, fixed)
     )
     assert adaptive["reserve_adaptive"] is True and adaptive["reserve_milli"] == 10_000
-    assert adaptive["reserve_demand"] == {"recent": 3_000, "queued": 3_000}
+    assert adaptive["reserve_demand"] == {"recent": 3_000, "queued": 3_000, "lent": 0}
     assert plain["reserve_adaptive"] is False and plain["reserve_milli"] == 150_000
     assert plain["reserve_demand"] is None
     table = invoke(config, "inspect", env={"COLUMNS": "220"}).output
-    assert "adaptive: recent 3 + queued 3" in table and "150 requests (fixed)" in table
+    assert "adaptive: burst 3, queued 3" in table and "150 requests (fixed)" in table
     dep.close()
 
 
@@ -96,8 +96,8 @@ def test_metrics_show_the_reserve_and_its_demand(
         for s in found["reviewq_account_window_reserve"]
         if s.labels["account"] == account.name
     }
-    # prompts_5h: recent 2 + queued 2; prompts_week has no estimate: the PR's largest
-    assert reserve == {("prompts_5h", "adaptive"): 4.0, ("prompts_week", "adaptive"): 4.0}
+    # prompts_5h: burst 2, queued 2; prompts_week: no estimate, the PR's largest
+    assert reserve == {("prompts_5h", "adaptive"): 2.0, ("prompts_week", "adaptive"): 2.0}
     parts = {
         (s.labels["window"], s.labels["part"]): s.value
         for s in found["reviewq_account_window_reserve_demand"]

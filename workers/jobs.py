@@ -173,6 +173,7 @@ def review_message(prefix: str, member: str, dispatch: int) -> str:
                     policy=rt.spec.retry,
                     on_grant=on_grant,
                     on_release=on_release,
+                    estimate=claimed.meta.estimate,
                 )
 
             outcome = call(request, rid)

@@ -104,8 +104,9 @@ def _reserve(w: WindowView) -> str:
     if not w.reserve_adaptive:
         return f"{amount} (fixed)"
     demand = w.reserve_demand or {}
-    recent, queued = demand.get("recent", 0) / 1000, demand.get("queued", 0) / 1000
-    return f"{amount}\nadaptive: recent {recent:g} + queued {queued:g}"
+    burst, queued = demand.get("recent", 0) / 1000, demand.get("queued", 0) / 1000
+    why = f"adaptive: burst {burst:g}, queued {queued:g}"
+    return f"{amount}\n{why}" + (" (burst lent)" if demand.get("lent") else "")
 
 
 def _readings(snap: Snapshot) -> Table:

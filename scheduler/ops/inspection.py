@@ -111,7 +111,8 @@ def _demand(raw: object) -> dict[str, int] | None:
     only: the field is the waker's text, read back, and may be from an older version)."""
     if not isinstance(raw, dict):
         return None
-    return {k: int(v) for k, v in raw.items() if k in ("recent", "queued") and isinstance(v, int)}
+    parts = ("recent", "queued", "lent")
+    return {k: int(v) for k, v in raw.items() if k in parts and isinstance(v, int)}
 
 
 def _circuit_view(circuit: Circuit, name: str) -> CircuitView | None:

@@ -18,6 +18,7 @@ import redis as redis_lib
 
 from scheduler.quota import luagen
 from scheduler.quota.plans import Account, Plan, Policy, Window
+from scheduler.quota.reserve import is_large
 from scheduler.quota.results import (
     AcquireResult,
     BlockStatus,
@@ -166,10 +167,20 @@ class Limiter:
             return execute("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def acquire(
-        self, cost: Cost, pr: str, request_id: str, lease_ms: int, *, model: str = ""
+        self,
+        cost: Cost,
+        pr: str,
+        request_id: str,
+        lease_ms: int,
+        *,
+        model: str = "",
+        large: bool = False,
     ) -> AcquireResult:
         """Charge `cost` (milli-units; an int for every window, or per window name) to
-        PR `pr` and take a concurrency lease of `lease_ms`.
+        PR `pr` and take a concurrency lease of `lease_ms`. A `large` PR (one whose
+        estimate exceeds its share, see `scheduler.quota.reserve.never_spends_reserve`)
+        counts as over its share from its first request, so it never spends the
+        reserve.
 
         Idempotent per `request_id`: a retried acquire is never charged twice, and gets
         its slot back (renewed) while its old lease is still live.
@@ -191,8 +202,10 @@ class Limiter:
         lease_id = self.lease_id(request_id, model)
         costs = str(cost) if type(cost) is int and cost >= 0 else self._costs(cost)
         args: list[_Arg] = [self._now_arg(), request_id, pr, lease_ms, costs]
-        if model:
+        if model or large:
             args.append(model)
+        if large:
+            args.append("1")
         reply = self._run("acquire", self._keys, args)
         if reply[0] == 1:
             return Grant(
@@ -281,6 +294,15 @@ class Limiter:
             at, _, rv = item.decode().partition("|")
             out.append((int(at), _parse_rv(rv)))
         return out
+
+    def is_large(self, estimate: Mapping[str, int]) -> bool:
+        """Whether a PR of `estimate` (milli-units per window) goes to `acquire` as
+        `large`: only under an adaptive reserve, which is sized for small PRs alone. A
+        fixed reserve keeps its rule: a PR spends it while under its share."""
+        if self.policy.adaptive is None:
+            return False
+        shares = {w.name: self.policy.caps(w.limit_milli)[2] for w in self.plan.windows}
+        return is_large(estimate, shares)
 
     def pr_use(self, prs: list[str]) -> dict[str, dict[str, int]]:
         """Each PR's use per window as the limiter last booked it (milli-units; it may

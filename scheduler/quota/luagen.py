@@ -195,7 +195,7 @@ class _Fast:
             ]
         self.checks += [
             f"o{i} = o{i} + c{i}",
-            f"if u{i} > {hi} or (o{i} > {share} and u{i} > l{i}) then break end",
+            f"if u{i} > {hi} or ((large or o{i} > {share}) and u{i} > l{i}) then break end",
         ]
         self.p_in.append(f"{w.name}=([^|]*)")
         self.p_out.append(f"{w.name}=%d")

@@ -14,13 +14,23 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import pairwise
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from scheduler.quota.units import parse_duration_ms
 
-__all__ = ["AdaptiveReserve", "Demand", "PrDemand", "reserve_milli", "size_reserve"]
+__all__ = [
+    "AdaptiveReserve",
+    "Bursts",
+    "Demand",
+    "PrDemand",
+    "bursts",
+    "is_large",
+    "reserve_milli",
+    "size_reserve",
+]
 
 
 def _ms(value: Any) -> Any:
@@ -33,13 +43,12 @@ class AdaptiveReserve(BaseModel):
     (fractions of each window's limit, as `reserve` is). Without it the reserve is the
     fixed `reserve`, as before.
 
-    `horizon`: how long a PR's arrival keeps counting in the estimate, its weight
-    falling linearly to 0; `interval`: how often the waker sizes the reserve again.
-    Defaults: the horizon is the plan's longest window (None here, resolved by
-    `horizon_for`): a unit lent to a PR over its share comes back only when the
-    longest window lets it go, so demand is remembered that long (docs/reserve.md,
-    "Why this design"); the interval a minute, small against any window yet a cheap
-    loop (one read per recent PR)."""
+    `horizon`: how long a burst of small PRs is remembered (the reserve holds the
+    largest one seen within it); `interval`: how often the waker sizes the reserve
+    again. Defaults: the horizon is the plan's longest window (None here, resolved by
+    `horizon_for`), so a quiet stretch as long as the longest window lends the whole
+    reserve back (docs/reserve.md, "Why this design"); the interval a minute, small
+    against any window yet a cheap loop (one read per recent PR)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -106,16 +115,46 @@ class PrDemand:
 
 @dataclass(frozen=True, slots=True)
 class Demand:
-    """The estimate behind one window's reserve, milli-units: `recent` is the decayed
-    work of the small PRs that arrived within the horizon, `queued` the under-share
-    work open PRs have still to do; `reserve` what is in force."""
+    """The estimate behind one window's reserve, milli-units: `recent` is the largest
+    burst of small PRs' work within the horizon, `queued` the work open PRs have still
+    to do; `reserve` what is in force; `lent` whether the burst's part is lent to the
+    large PRs (a unit spent now leaves this window before the next burst is due)."""
 
     recent: int
     queued: int
     reserve: int
+    lent: bool = False
 
     def as_dict(self) -> dict[str, int]:
-        return {"recent": self.recent, "queued": self.queued, "reserve": self.reserve}
+        return {
+            "recent": self.recent,
+            "queued": self.queued,
+            "reserve": self.reserve,
+            "lent": int(self.lent),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Bursts:
+    """When the last burst of small PRs started and when the next is due (None until
+    two bursts have been seen)."""
+
+    last_start: int
+    due: int | None
+
+
+def bursts(arrived: Iterable[int], now_ms: int, horizon_ms: int, span_ms: int) -> Bursts | None:
+    """The bursts within the horizon (None: no arrival in it). A burst starts at an
+    arrival a span or more after the one before; the next is due the shortest gap
+    between starts after the last start. One burst, or a steady stream, gives no due
+    time: nothing says when a quiet spell ends."""
+    times = sorted(t for t in arrived if 0 <= now_ms - t < horizon_ms)
+    if not times:
+        return None
+    starts = [t for i, t in enumerate(times) if i == 0 or t - times[i - 1] >= span_ms]
+    if len(starts) < 2:
+        return Bursts(starts[-1], None)
+    return Bursts(starts[-1], starts[-1] + min(b - a for a, b in pairwise(starts)))
 
 
 def size_reserve(
@@ -125,30 +164,69 @@ def size_reserve(
     share: int,
     bounds: tuple[int, int],
     horizon_ms: int,
+    span_ms: int,
+    *,
+    window_ms: int = 0,
+    seen: Bursts | None = None,
 ) -> Demand:
-    """One window's reserve: `recent + queued`, clamped to `bounds` (floor, ceiling).
+    """One window's reserve: room for a burst like the largest recent one, or for
+    the work queued now if that is more, clamped to `bounds` (floor, ceiling); only
+    the queued work when a unit lent now comes back before the next burst is due.
 
-    `recent` is the work under their share (`min(estimate, share)`) of the PRs that
-    arrived within the horizon, each weighed by `1 - age / horizon`: arrivals come in
-    bursts, so one keeps the reserve up for a while after it is served (another may
-    follow), and a quiet stretch lends it back. A large PR counts its first share: that
-    much of it runs under its share and may spend the reserve, so the next large PR's
-    arrival is demand on the reserve as much as a small one. `queued` is the work under
-    their share that open PRs have still to do, whatever their age and size
-    (`min(estimate, share) - used`). What a PR does beyond its share never counts: it
-    never touches the reserve."""
-    recent = Fraction(0)
+    `prs` are the small ones (`is_large` is false): a large PR never spends the
+    reserve, so it is no demand on it. Work counts under its share only
+    (`min(estimate, share)`). `recent` is the largest burst seen within the horizon:
+    the most work of PRs that arrived within `span_ms` of each other (the plan's
+    shortest window). `queued` is the work open PRs have still to do
+    (`min(estimate, share) - used`), whatever their age; a burst being served is in
+    both, so the larger counts, not the sum.
+
+    A unit a large PR spends in this window (`window_ms` long) comes back when its
+    charge leaves the window. If that is before the next burst is due (`seen`, from
+    `bursts`), the next burst's room is lent: the large PRs may spend it, and it is
+    back when that burst comes; what the burst under way may still bring (the largest
+    burst less what arrived since the last start) stays held. A 24 h window lends
+    nothing to bursts 8 h apart; a 5 h one lends for the first 3 h after each start.
+    A quiet stretch longer than the horizon forgets the bursts and lends it all back."""
+    arrivals: list[tuple[int, int]] = []
     queued = 0
     for pr in prs:
         under = min(_estimate(pr.estimate, window), share)
-        age = now_ms - pr.arrived_ms
-        if 0 <= age < horizon_ms:
-            recent += under * Fraction(horizon_ms - age, horizon_ms)
+        if 0 <= now_ms - pr.arrived_ms < horizon_ms:
+            arrivals.append((pr.arrived_ms, under))
         if pr.open:
             queued += max(0, under - pr.used.get(window, 0))
+    recent = _largest_burst(sorted(arrivals), span_ms)
+    lent = seen is not None and seen.due is not None and now_ms + window_ms <= seen.due
     low, high = bounds
-    wanted = math.ceil(recent) + queued
-    return Demand(math.ceil(recent), queued, min(high, max(low, wanted)))
+    wanted = max(recent, queued)
+    if lent and seen is not None:
+        under_way = sum(work for t, work in arrivals if t >= seen.last_start)
+        wanted = max(0, recent - under_way) + queued
+    return Demand(recent, queued, min(high, max(low, wanted)), lent)
+
+
+def _largest_burst(arrivals: list[tuple[int, int]], span_ms: int) -> int:
+    """The most work among `arrivals` (by time) that arrived within `span_ms`: the
+    largest sum over (t - span, t] with t an arrival."""
+    best = total = first = 0
+    for t, work in arrivals:
+        total += work
+        while arrivals[first][0] <= t - span_ms:
+            total -= arrivals[first][1]
+            first += 1
+        best = max(best, total)
+    return best
+
+
+def is_large(estimate: Mapping[str, int], shares: Mapping[str, int]) -> bool:
+    """Whether a PR's estimated work exceeds its share (`shares`: window -> share,
+    milli-units) in some window. Under an adaptive reserve such a PR never spends the
+    reserve, not even its first share, and its arrival is no demand on it: a large PR
+    that arrives when the others have spent up to the line would otherwise take the
+    reserve kept for the next burst of small PRs (docs/reserve.md). A PR with no
+    estimate is not large: nothing says it is."""
+    return bool(estimate) and any(_estimate(estimate, w) > s for w, s in shares.items())
 
 
 def _estimate(estimate: Mapping[str, int], window: str) -> int:

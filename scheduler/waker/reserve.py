@@ -19,7 +19,13 @@ from typing import cast
 from scheduler.admission import Admission
 from scheduler.quota.limiter import LIMITER_PREFIX, Limiter
 from scheduler.quota.plans import Account
-from scheduler.quota.reserve import AdaptiveReserve, Demand, PrDemand, size_reserve
+from scheduler.quota.reserve import (
+    AdaptiveReserve,
+    Demand,
+    PrDemand,
+    bursts,
+    size_reserve,
+)
 
 __all__ = ["HISTORY_KEPT", "ReserveController"]
 
@@ -79,17 +85,35 @@ class ReserveController:
     def size(self, lim: Limiter, prs: dict[str, PrDemand], now: int) -> dict[str, Demand]:
         """Put `lim`'s reserve in force from `prs` (their use read from `lim`)."""
         adaptive = _adaptive(lim)
-        used = lim.pr_use([pr for pr, d in prs.items() if d.open])
+        # Large PRs never spend the reserve (`Limiter.is_large`), so they are no demand.
+        small = {pr: d for pr, d in prs.items() if not lim.is_large(d.estimate)}
+        used = lim.pr_use([pr for pr, d in small.items() if d.open])
         rows = [
-            PrDemand(d.arrived_ms, d.estimate, used.get(pr, {}), d.open) for pr, d in prs.items()
+            PrDemand(d.arrived_ms, d.estimate, used.get(pr, {}), d.open) for pr, d in small.items()
         ]
         sized: dict[str, Demand] = {}
-        horizon = adaptive.horizon_for(w.duration_ms for w in lim.plan.windows)
+        durations = [w.duration_ms for w in lim.plan.windows]
+        horizon, span = adaptive.horizon_for(durations), min(durations, default=1)
+        seen = bursts((r.arrived_ms for r in rows), now, horizon, span)
         for w in lim.plan.windows:
             share = lim.policy.caps(w.limit_milli)[2]
             bounds = lim.policy.reserve_bounds(w.limit_milli)
-            sized[w.name] = size_reserve(rows, now, w.name, share, bounds, horizon)
-        demand = {"at_ms": now, "windows": {n: d.as_dict() for n, d in sized.items()}}
+            sized[w.name] = size_reserve(
+                rows,
+                now,
+                w.name,
+                share,
+                bounds,
+                horizon,
+                span,
+                window_ms=w.duration_ms,
+                seen=seen,
+            )
+        demand = {
+            "at_ms": now,
+            "next_burst_ms": seen.due if seen else None,
+            "windows": {n: d.as_dict() for n, d in sized.items()},
+        }
         lim.set_reserve(
             {n: d.reserve for n, d in sized.items()},
             json.dumps(demand, separators=(",", ":")),

@@ -42,8 +42,8 @@ class AccountFamilies:
         )
         self.reserve_demand = _gauge(
             "reviewq_account_window_reserve_demand",
-            "What the adaptive reserve was sized from: under-share work of recent "
-            "arrivals (decayed) and still queued (docs/reserve.md).",
+            "What the adaptive reserve was sized from: the largest recent burst of "
+            "small PRs' work (recent) and their work still queued (docs/reserve.md).",
             [*window, "part"],
         )
         self.next_free = _gauge(

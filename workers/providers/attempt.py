@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -209,6 +209,7 @@ def attempt(
     rng: random.Random | None = None,
     on_grant: Callable[[Choice], None] | None = None,
     on_release: Callable[[Choice, int], None] | None = None,
+    estimate: Mapping[str, int] | None = None,
 ) -> Outcome:
     """Serve `message` on the first account of `route` that can, or say when to retry.
 
@@ -216,11 +217,19 @@ def attempt(
     `request_id` must stay the same across them, so a replayed acquire is not charged
     twice. `on_grant` sees every grant before its call is made (for traces, and for
     waking the next waiter once the slot is released); `on_release` sees each grant
-    again with the limiter's time of its release.
+    again with the limiter's time of its release. `estimate` is the PR's, for the
+    adaptive reserve's rule on large PRs (`choose`).
     """
     charges = Charges(message, route, now_ms)
     for _ in range(len(route.entries) + 1):
-        choice = choose(route, charges.cost, pr=pr, request_id=request_id, model=message.model)
+        choice = choose(
+            route,
+            charges.cost,
+            pr=pr,
+            request_id=request_id,
+            model=message.model,
+            estimate=estimate,
+        )
         if isinstance(choice, NoAccount):
             return _no_account(choice)
         if on_grant is not None:

@@ -141,9 +141,17 @@ class _Best:
 
 
 def choose(
-    route: Route, cost: CostFn, *, pr: str, request_id: str, model: str
+    route: Route,
+    cost: CostFn,
+    *,
+    pr: str,
+    request_id: str,
+    model: str,
+    estimate: Mapping[str, int] | None = None,
 ) -> Choice | NoAccount:
-    """Acquire budget on the first account that can serve, pool by pool.
+    """Acquire budget on the first account that can serve, pool by pool. `estimate`
+    (the PR's, milli-units per window) says whether the PR is large on an account
+    with an adaptive reserve (`Limiter.is_large`).
 
     Denials charge nothing, so trying each key of a pool in turn is free. If a pool's
     soonest key frees within `max_wait_ms` (and is not provider-blocked), the answer is
@@ -161,7 +169,10 @@ def choose(
                 parked.append(f"{entry.name}: {missing}")
                 continue
             charged = dict(cost(entry.account))
-            result = entry.limiter.acquire(charged, pr, request_id, route.lease_ms, model=model)
+            large = estimate is not None and entry.limiter.is_large(estimate)
+            result = entry.limiter.acquire(
+                charged, pr, request_id, route.lease_ms, model=model, large=large
+            )
             # Counted for /metrics: grants, and denials by reason.
             decision = "grant" if isinstance(result, Grant) else f"deny:{result.reason}"
             route.circuit.tally(entry.name, decision)

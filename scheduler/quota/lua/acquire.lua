@@ -10,6 +10,8 @@
 -- ARGV[4] = lease length in ms
 -- ARGV[5] = cost per window, "c" for all or "c1,c2,..." in plan order
 -- ARGV[6] = model, optional (default ''); the lease id is "<model>|<request id>"
+-- ARGV[7] = '1' if the PR is large (its estimate exceeds its share), optional: it is
+--           then over its share from its first request and never spends the reserve
 -- Returns {1, replayed (0/1), now, remaining per window...}
 -- or {0, reason, window, retry after ms (-1: never), now}
 --
@@ -21,6 +23,7 @@
 local state, log, leases = KEYS[1], KEYS[2], KEYS[3]
 local nows, rid, pr, lease_ms, costs = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local model = ARGV[6] or ''
+local large = ARGV[7] == '1'
 local lease = model .. '|' .. rid
 local fmt = string.format
 if nows == '' then
@@ -142,7 +145,7 @@ for i = 1, NW do
   local c = cost or cost_list[i]
   if not replay then
     local after = used + c
-    local over = own + c > share
+    local over = large or own + c > share
     if after > hi or (over and after > lo) then
       local t_hi, t_lo, t_sh
       if regen == 0 then
@@ -164,7 +167,8 @@ for i = 1, NW do
       end
       consider(t_hi, 'window', name)
       if over then
-        if t_lo <= t_sh then
+        -- a large PR stays over its share however its own use falls: only the line helps
+        if large or t_lo <= t_sh then
           consider(t_lo, 'reserve', name)
         else
           consider(t_sh, 'pr_share', name)
