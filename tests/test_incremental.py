@@ -20,10 +20,10 @@ from scheduler.state.jobs import fetch_job
 from scheduler.state.keys import Keys
 from workers.forge.github import GitHubClient, GitHubNotFound
 from workers.forge.gitlab import GitLabClient, GitLabNotFound
-from workers.forge.sinks import render_body, scope_line
+from workers.forge.sinks import _lines, render_body, scope_line
 from workers.incremental import Compared, select
 from workers.review.changes import ChangedFile
-from workers.review.model import Review
+from workers.review.model import Review, ReviewComment
 from workers.review.plan import PlannedMessage, ReviewPlan
 from workers.review.scope import EarlierReview, ReviewScope
 from workers.review_record import (
@@ -298,3 +298,35 @@ def test_incremental_is_on_unless_the_config_turns_it_off(
     `[planning] incremental = false` brings back a full review per push."""
     config = write_config(tmp_path, "redis://localhost:1/0", "q", extra=extra)
     assert load_settings(config, env={}).planning.incremental is incremental
+
+
+def test_the_scope_line_at_its_edges() -> None:
+    """Exactly five files are named, none when none; three earlier reviews linked of
+    four; an http:// URL (and one with a capital X) is a link; an earlier review
+    without a location is its commit alone."""
+    five = tuple(f"f{i}.py" for i in range(5))
+    assert "(`f0.py`, `f1.py`, `f2.py`, `f3.py`, `f4.py`)" in scope_line(
+        ReviewScope(since=A, covered=five)
+    )
+    none = scope_line(ReviewScope(since=A, covered=(), carried=("a.py",)))
+    want = f"This review covers 0 files changed since `{A[:12]}`; an earlier review covers"
+    assert none == want + " the other 1."
+    heads = ["a" * 40, "b" * 40, "c" * 40, "d" * 40]
+    four = tuple(
+        EarlierReview(head=h, location=f"http://gl.example/X/{i}") for i, h in enumerate(heads)
+    )
+    line = scope_line(ReviewScope(since=A, covered=("x.py",), carried=("y.py",), earlier=four))
+    assert line.count("](http://gl.example/X/") == 3 and "dddddddddddd" not in line, line
+    bare = scope_line(
+        ReviewScope(since=A, carried=("y.py",), earlier=(EarlierReview(head=B, location=None),))
+    )
+    assert bare.endswith(f"; the earlier review at `{B[:12]}` covers the other 1."), bare
+
+
+def test_a_folded_comment_names_its_line_or_range() -> None:
+    """The heading of a comment folded into the body: a range as `lines 10-12`, a
+    range of one line (or none) as that line."""
+    spans = {(10, 12): "lines 10\u201312", (12, 12): "line 12", (None, 12): "line 12"}
+    for (start, end), want in spans.items():
+        comment = ReviewComment(path="a.py", line=end, start_line=start, body="x")
+        assert _lines(comment) == want, (start, end)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import cast
 
 import pytest
@@ -26,6 +26,7 @@ from workers.forge.github import (
 )
 from workers.forge.sinks import (
     MAX_BODY_CHARS,
+    ForgeSink,
     GitHubSink,
     LogSink,
     PostResult,
@@ -370,3 +371,43 @@ def test_log_sink_ttl_is_at_least_a_second(redis: redis_py.Redis, unique: str) -
     LogSink(redis, prefix=unique, ttl_s=1)
     with pytest.raises(ValueError, match="ttl_s must be at least 1"):
         LogSink(redis, prefix=unique, ttl_s=0)
+
+
+class _Recording:
+    """A sink that only notes what reached it."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.got: list[str] = []
+
+    def post(self, review: Review, ref: PullRequestRef) -> PostResult:
+        self.got.append(ref.id)
+        return PostResult(posted=True, already_posted=False, location=ref.id)
+
+
+def test_each_review_goes_to_its_own_forge() -> None:
+    """A GitLab MR to the GitLab sink, a GitHub PR to the GitHub one, a local diff to
+    the log; each forge's sink is built once, on first use."""
+    log, hub, lab = _Recording(), _Recording(), _Recording()
+    built: list[str] = []
+
+    def make(name: str, sink: _Recording) -> Callable[[], Sink]:
+        def build() -> Sink:
+            built.append(name)
+            return sink
+
+        return build
+
+    forge = ForgeSink(log, {"github": make("github", hub), "gitlab": make("gitlab", lab)})
+    sha = "abc0001"
+    refs = [
+        PullRequestRef(id="g/r!1", head_sha=sha, forge="gitlab", owner="g", repo="r", number=1),
+        PullRequestRef(id="o/r#1", head_sha=sha, forge="github", owner="o", repo="r", number=1),
+        PullRequestRef(id="l#1", head_sha=sha, forge="local"),
+        PullRequestRef(id="g/r!2", head_sha=sha, forge="gitlab", owner="g", repo="r", number=2),
+    ]
+    for ref in refs:
+        forge.post(Review(pr=ref.id, head_sha=sha, summary="ok"), ref)
+    assert (lab.got, hub.got, log.got) == (["g/r!1", "g/r!2"], ["o/r#1"], ["l#1"])
+    assert built == ["gitlab", "github"]
