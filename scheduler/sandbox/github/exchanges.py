@@ -10,34 +10,20 @@ against the request schema. Off (the default), nothing is recorded.
 
 from __future__ import annotations
 
-import itertools
-import json
-import os
-import threading
-from pathlib import Path
 from typing import Any
+
+from scheduler.sandbox.exchanges import JsonLinesLog
 
 __all__ = ["ExchangeLog"]
 
-_SEQUENCE = itertools.count()
 # The request headers the checks read: the ones GitHub requires or interprets.
 _REQUEST_HEADERS = ("accept", "user-agent", "x-github-api-version", "content-type")
 
 
-class ExchangeLog:
-    """One JSON-lines file per fake; a line is written whole, under a lock."""
+class ExchangeLog(JsonLinesLog):
+    """The fake GitHub's exchanges, one JSON line each."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-
-    @classmethod
-    def open(cls, directory: str | None) -> ExchangeLog | None:
-        if not directory:
-            return None
-        folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        return cls(folder / f"github-{os.getpid()}-{next(_SEQUENCE)}.jsonl")
+    prefix = "github"
 
     def write(
         self,
@@ -50,7 +36,7 @@ class ExchangeLog:
     ) -> None:
         """`operation` is the path template of GitHub's description (`/user`,
         `/repos/{owner}/{repo}/pulls/{pull_number}/files`...), whatever URL was asked."""
-        line = json.dumps(
+        self.append(
             {
                 "operation": operation,
                 "method": method,
@@ -59,8 +45,6 @@ class ExchangeLog:
                 "response": response,
             }
         )
-        with self._lock, self.path.open("a", encoding="utf-8") as out:
-            out.write(line + "\n")
 
     @staticmethod
     def request_headers(headers: Any) -> dict[str, str]:

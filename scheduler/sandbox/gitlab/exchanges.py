@@ -10,23 +10,19 @@ Off (the default), nothing is recorded.
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
-import threading
-from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from scheduler.sandbox.exchanges import JsonLinesLog
 from scheduler.sandbox.gitlab.paging import raw_path
 
 __all__ = ["EXCHANGE_LOG_ENV", "ExchangeLog", "record_exchange"]
 
 # A directory: when set, every fake GitLab appends each API exchange to a file there.
 EXCHANGE_LOG_ENV = "REVIEWQ_GITLAB_EXCHANGE_LOG"
-_SEQUENCE = itertools.count()
 _REQUEST_HEADERS = ("accept", "content-type", "user-agent")
 _RESPONSE_HEADERS = (
     "link",
@@ -47,25 +43,13 @@ _RESPONSE_HEADERS = (
 _TEXT_KEPT = 2000
 
 
-class ExchangeLog:
-    """One JSON-lines file per fake; a line is written whole, under a lock."""
+class ExchangeLog(JsonLinesLog):
+    """The fake GitLab's exchanges, one JSON line each."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-
-    @classmethod
-    def open(cls, directory: str | None) -> ExchangeLog | None:
-        if not directory:
-            return None
-        folder = Path(directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        return cls(folder / f"gitlab-{os.getpid()}-{next(_SEQUENCE)}.jsonl")
+    prefix = "gitlab"
 
     def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record)
-        with self._lock, self.path.open("a", encoding="utf-8") as out:
-            out.write(line + "\n")
+        self.append(record)
 
 
 def _parsed(raw: bytes) -> dict[str, Any]:
