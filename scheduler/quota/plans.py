@@ -24,7 +24,7 @@ from scheduler.quota.presets import PRESET_DATA
 from scheduler.quota.pricing import ModelPrice, find_price
 from scheduler.quota.reserve import AdaptiveReserve, reserve_milli
 from scheduler.quota.timeofday import OffPeakPolicy, TimeFactors
-from scheduler.quota.units import MILLI, parse_duration_ms, to_milli
+from scheduler.quota.units import MILLI, parse_duration_ms, resolve_aliases, to_milli
 
 __all__ = [
     "MILLI",
@@ -88,23 +88,14 @@ class Window(_Frozen):
     def _friendly_units(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        data = dict(data)
-        # A before-validator's errors carry no field location, so each message names its
-        # key; and only ValueError becomes a validation error (a TypeError would crash).
-        for src, dst, convert in (
-            ("limit", "limit_milli", _limit_milli),
-            ("duration", "duration_ms", parse_duration_ms),
-            ("tick", "tick_ms", parse_duration_ms),
-        ):
-            if src not in data:
-                continue
-            if dst in data:
-                raise ValueError(f"give {src!r} or {dst!r}, not both")
-            try:
-                data[dst] = convert(data.pop(src))
-            except ValueError as exc:
-                raise ValueError(f"{src!r}: {exc}") from None
-        return data
+        return resolve_aliases(
+            data,
+            (
+                ("limit", "limit_milli", _limit_milli),
+                ("duration", "duration_ms", parse_duration_ms),
+                ("tick", "tick_ms", parse_duration_ms),
+            ),
+        )
 
     @model_validator(mode="after")
     def _regenerating_needs_tick(self) -> Window:

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from scheduler.quota.units import parse_duration_ms
+from scheduler.quota.units import parse_duration_ms, resolve_aliases
 
 __all__ = [
     "AdaptiveReserve",
@@ -60,17 +60,11 @@ class AdaptiveReserve(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _durations(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            data = dict(data)
-            for src, dst in (("horizon", "horizon_ms"), ("interval", "interval_ms")):
-                if src in data:
-                    if dst in data:
-                        raise ValueError(f"give {src!r} or {dst!r}, not both")
-                    try:
-                        data[dst] = _ms(data.pop(src))
-                    except ValueError as exc:
-                        raise ValueError(f"{src!r}: {exc}") from None
-        return data
+        if not isinstance(data, dict):
+            return data
+        return resolve_aliases(
+            data, (("horizon", "horizon_ms", _ms), ("interval", "interval_ms", _ms))
+        )
 
     @model_validator(mode="after")
     def _ordered(self) -> AdaptiveReserve:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["MILLI", "parse_duration_ms", "to_milli"]
+__all__ = ["MILLI", "parse_duration_ms", "resolve_aliases", "to_milli"]
 
 MILLI = 1000
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -40,3 +41,23 @@ def to_milli(units: float) -> int:
     if units < 0 or not math.isfinite(units):
         raise ValueError(f"expected a non-negative amount, got {units!r}")
     return round(units * MILLI)
+
+
+def resolve_aliases(
+    data: dict[str, Any], aliases: Iterable[tuple[str, str, Callable[[Any], Any]]]
+) -> dict[str, Any]:
+    """A copy of `data` where each friendly key (`src`, e.g. "duration": "5h") is
+    converted into its field (`dst`, "duration_ms"). For a before-validator: its errors
+    carry no field location, so each message names its key, and only ValueError
+    becomes a validation error (a TypeError would crash)."""
+    data = dict(data)
+    for src, dst, convert in aliases:
+        if src not in data:
+            continue
+        if dst in data:
+            raise ValueError(f"give {src!r} or {dst!r}, not both")
+        try:
+            data[dst] = convert(data.pop(src))
+        except ValueError as exc:
+            raise ValueError(f"{src!r}: {exc}") from None
+    return data
