@@ -9,6 +9,7 @@ ids and request ids.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -301,8 +302,13 @@ class Limiter:
         fixed reserve keeps its rule: a PR spends it while under its share."""
         if self.policy.adaptive is None:
             return False
-        shares = {w.name: self.policy.caps(w.limit_milli)[2] for w in self.plan.windows}
-        return is_large(estimate, shares)
+        return is_large(estimate, self._shares)
+
+    @functools.cached_property
+    def _shares(self) -> dict[str, int]:
+        """One PR's share per window: asked on every acquire of an adaptive account
+        (`choose`), fixed for the limiter's life, so computed once."""
+        return {w.name: self.policy.caps(w.limit_milli)[2] for w in self.plan.windows}
 
     def pr_use(self, prs: list[str]) -> dict[str, dict[str, int]]:
         """Each PR's use per window as the limiter last booked it (milli-units; it may
