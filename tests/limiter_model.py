@@ -442,6 +442,20 @@ class ModelLimiter:
         self.reserve_set = {w.name: min(int(reserve.get(w.name, 0)), w.hi) for w in self.windows}
         return now
 
+    def leaving(self, by_ms: Mapping[str, int], keep_ms: int = 0) -> dict[str, int]:
+        """Per window, what still counts at now + keep_ms and no longer counts at its
+        `by_ms` (a window left out: none); a regenerating window has no charges: 0."""
+        now = self._now()
+        out: dict[str, int] = {}
+        for i, w in enumerate(self.windows):
+            by = by_ms.get(w.name)
+            if w.kind != "rolling" or by is None:
+                out[w.name] = 0
+                continue
+            log = self._log(i, None)
+            out[w.name] = sum(c for t, c in log if now + keep_ms < t + w.duration <= by)
+        return out
+
     def future_events(self) -> list[int]:
         """Every future time at which the state changes by itself: charge expiries,
         lease deadlines, the block's end and each regenerating bucket's next tick.

@@ -625,6 +625,25 @@ class LimiterMachine(RuleBasedStateMachine):
         if moved:  # the id its charge is booked under, if it booked one (lua/sync.lua)
             self.sync_ids.append(f"~sync:{name}:{self.clock.now}:{used}")
 
+    @rule(
+        offsets=st.lists(st.integers(-2000, 25_000), min_size=4, max_size=4),
+        keep=st.sampled_from([0, 0, 1, 50, 1000]),
+        on_edge=st.booleans(),
+    )
+    def leaving(self, offsets: list[int], keep: int, on_edge: bool) -> None:
+        """What leaves each window by a time (the adaptive reserve's lending read), at
+        times around now, or exactly on charges' expiries when `on_edge`."""
+        real, ref = self.pair
+        events = ref.future_events()
+        by: dict[str, int] = {}
+        for w, off in zip(ref.windows, offsets, strict=False):
+            base = events[off % len(events)] if on_edge and events else self.clock.now + off
+            by[w.name] = base + (off % 3 - 1 if on_edge else 0)
+        got, want = real.leaving(by, keep), ref.leaving(by, keep)
+        self._same(f"leaving({by}, {keep})", got, want)
+        if any(want.values()):
+            self._saw("leaving counted a charge")
+
     @rule(step=st.integers(1, 60))
     def tick(self, step: int) -> None:
         self.clock.now += step
@@ -701,6 +720,7 @@ def assert_reached_every_path(seen: Counter[str], examples: int = 600) -> None:
         "bad id refused",
         "large: granted",
         "large: reserve",  # a large PR under its share stopped at the line all the same
+        "leaving counted a charge",
         *reserve_moves,
     ):
         assert seen[what], what

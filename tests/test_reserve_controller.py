@@ -13,7 +13,15 @@ from pydantic import ValidationError
 from scheduler.admission import Admission, Fairness
 from scheduler.quota.limiter import Denial, Grant, Limiter
 from scheduler.quota.plans import Account, AdaptiveReserve, Plan, Policy, Window
-from scheduler.quota.reserve import Bursts, Demand, PrDemand, bursts, reserve_milli, size_reserve
+from scheduler.quota.reserve import (
+    Bursts,
+    Demand,
+    PrDemand,
+    bursts,
+    lend_until,
+    reserve_milli,
+    size_reserve,
+)
 from scheduler.state.jobs import review_queue
 from scheduler.waker import Waker
 from scheduler.waker.reserve import ReserveController
@@ -104,7 +112,16 @@ def test_a_burst_is_lent_only_where_it_comes_back_in_time() -> None:
 
     def at(now: int, window_ms: int, prs: list[PrDemand] = served) -> Demand:
         return size_reserve(
-            prs, now, "w", 8_000, (0, 9**9), 24 * H, 5 * H, window_ms=window_ms, seen=seen
+            prs,
+            now,
+            "w",
+            8_000,
+            (0, 9**9),
+            24 * H,
+            5 * H,
+            window_ms=window_ms,
+            seen=seen,
+            back_by=lend_until(seen, now, 0),
         )
 
     assert (at(12 * H, 5 * H).reserve, at(12 * H, 5 * H).lent) == (0, True)
@@ -217,6 +234,7 @@ def test_quiet_then_a_small_pr_then_served(adm: Admission, unique: str) -> None:
         "queued": 2_000,
         "reserve": first,
         "lent": 0,
+        "leaving": 0,
     }
     assert demand["next_burst_ms"] is None  # one burst seen: none is due
     assert isinstance(lim.acquire(1000, "o/r#1", "r1", 1000), Grant)

@@ -56,7 +56,7 @@ def test_inspect_shows_the_reserve_in_force_and_why(
         {a["name"]: a for a in data["accounts"]}[n]["windows"][0] for n in (main, fixed)
     )
     assert adaptive["reserve_adaptive"] is True and adaptive["reserve_milli"] == 10_000
-    assert adaptive["reserve_demand"] == {"recent": 3_000, "queued": 3_000, "lent": 0}
+    assert adaptive["reserve_demand"] == {"recent": 3_000, "queued": 3_000, "lent": 0, "leaving": 0}
     assert plain["reserve_adaptive"] is False and plain["reserve_milli"] == 150_000
     assert plain["reserve_demand"] is None
     table = invoke(config, "inspect", env={"COLUMNS": "220"}).output
@@ -104,4 +104,5 @@ def test_metrics_show_the_reserve_and_its_demand(
         if s.labels["account"] == account.name
     }
     assert parts[("prompts_5h", "recent")] == 2.0 and parts[("prompts_5h", "queued")] == 2.0
+    assert parts[("prompts_5h", "leaving")] == 0.0  # nothing lent: no burst due, no bound
     dep.close()

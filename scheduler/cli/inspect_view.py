@@ -106,7 +106,10 @@ def _reserve(w: WindowView) -> str:
     demand = w.reserve_demand or {}
     burst, queued = demand.get("recent", 0) / 1000, demand.get("queued", 0) / 1000
     why = f"adaptive: burst {burst:g}, queued {queued:g}"
-    return f"{amount}\n{why}" + (" (burst lent)" if demand.get("lent") else "")
+    if demand.get("lent"):
+        return f"{amount}\n{why} (burst lent)"
+    leaving = demand.get("leaving", 0) / 1000
+    return f"{amount}\n{why}" + (f" ({leaving:g} leave in time)" if leaving else "")
 
 
 def _readings(snap: Snapshot) -> Table:

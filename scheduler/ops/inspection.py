@@ -111,7 +111,7 @@ def _demand(raw: object) -> dict[str, int] | None:
     only: the field is the waker's text, read back, and may be from an older version)."""
     if not isinstance(raw, dict):
         return None
-    parts = ("recent", "queued", "lent")
+    parts = ("recent", "queued", "lent", "leaving")
     return {k: int(v) for k, v in raw.items() if k in parts and isinstance(v, int)}
 
 

@@ -58,7 +58,8 @@ class WindowView(BaseModel):
     next_free_in_ms: int | None
     # The reserve in force (PRs over their share stop at spendable minus it), whether
     # the waker sized it from demand, and that demand (docs/reserve.md): `recent` and
-    # `queued` under-share work, milli-units.
+    # `queued` under-share work, `leaving` the use that leaves by the next burst, `lent`
+    # whether the burst's room is lent whole; milli-units.
     reserve_milli: int = 0
     reserve_adaptive: bool = False
     reserve_demand: dict[str, int] | None = None

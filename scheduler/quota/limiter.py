@@ -179,7 +179,7 @@ class Limiter:
     ) -> AcquireResult:
         """Charge `cost` (milli-units; an int for every window, or per window name) to
         PR `pr` and take a concurrency lease of `lease_ms`. A `large` PR (one whose
-        estimate exceeds its share, see `scheduler.quota.reserve.never_spends_reserve`)
+        estimate exceeds its share, see `scheduler.quota.reserve.is_large`)
         counts as over its share from its first request, so it never spends the
         reserve.
 
@@ -286,6 +286,22 @@ class Limiter:
             return 0
         args: list[_Arg] = [self._now_arg(), ",".join(map(str, amounts)), demand, keep]
         return int(self._run("reserve", [self._keys[0], self.reserve_key], args)[0])
+
+    def leaving(
+        self, by_ms: Mapping[str, int], keep_ms: int = 0, *, now_ms: int | None = None
+    ) -> dict[str, int]:
+        """Per window (milli-units), the use counted now and still at `keep_ms` from now
+        that leaves the window by `by_ms[window]` (a window left out: none): room lent
+        now that is back by then (lua/leaving.lua, docs/reserve.md). `now_ms`: the
+        caller's now, so its times and the script's agree (default: the limiter's)."""
+        names = [w.name for w in self.plan.windows]
+        if not names:
+            return {}
+        times = ",".join(str(int(by_ms.get(n, 0))) for n in names)
+        now = self._now_arg() if now_ms is None else str(int(now_ms)).encode()
+        args: list[_Arg] = [now, times, int(keep_ms)]
+        raw = self._run("leaving", self._keys[:2], args)
+        return {n: int(v) for n, v in zip(names, raw[1:], strict=True)}
 
     def reserve_history(self) -> list[tuple[int, dict[str, int]]]:
         """The kept changes of the reserve in force, oldest first: (ms, per window)."""

@@ -27,7 +27,7 @@ __all__ = [
     "script_sources",
 ]
 
-SCRIPTS = ("acquire", "renew", "release", "block", "settle", "sync", "status", "reserve")
+SCRIPTS = ("acquire", "renew", "release", "block", "settle", "sync", "status", "reserve", "leaving")
 # acquire sweeps expired leases once this many leases are stored (or the cap): a
 # released lease leaves at once, so only crashed or unreleased ones wait for it.
 SWEEP_AT = 32

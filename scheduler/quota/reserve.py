@@ -28,6 +28,7 @@ __all__ = [
     "PrDemand",
     "bursts",
     "is_large",
+    "lend_until",
     "reserve_milli",
     "size_reserve",
 ]
@@ -45,10 +46,14 @@ class AdaptiveReserve(BaseModel):
 
     `horizon`: how long a burst of small PRs is remembered (the reserve holds the
     largest one seen within it); `interval`: how often the waker sizes the reserve
-    again. Defaults: the horizon is the plan's longest window (None here, resolved by
-    `horizon_for`), so a quiet stretch as long as the longest window lends the whole
-    reserve back (docs/reserve.md, "Why this design"); the interval a minute, small
-    against any window yet a cheap loop (one read per recent PR)."""
+    again; `lend_within`: while no next burst is due (fewer than two bursts seen, or
+    the due one late), the room lent out must be back within this long, so a burst
+    nobody predicted waits at most this long for it. Defaults: the horizon is the
+    plan's longest window (None here, resolved by `horizon_for`), so a quiet stretch
+    as long as the longest window lends the whole reserve back (docs/reserve.md, "Why
+    this design"); the interval a minute, small against any window yet a cheap loop
+    (one read per recent PR); `lend_within` 0, nothing lent before a burst is due:
+    how long an unpredicted burst may wait is the operator's trade to make."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -56,6 +61,7 @@ class AdaptiveReserve(BaseModel):
     ceiling: float | None = Field(default=None, ge=0, lt=1)
     horizon_ms: int | None = Field(default=None, gt=0)
     interval_ms: int = Field(default=60_000, gt=0)
+    lend_within_ms: int = Field(default=0, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -63,7 +69,12 @@ class AdaptiveReserve(BaseModel):
         if not isinstance(data, dict):
             return data
         return resolve_aliases(
-            data, (("horizon", "horizon_ms", _ms), ("interval", "interval_ms", _ms))
+            data,
+            (
+                ("horizon", "horizon_ms", _ms),
+                ("interval", "interval_ms", _ms),
+                ("lend_within", "lend_within_ms", _ms),
+            ),
         )
 
     @model_validator(mode="after")
@@ -76,7 +87,11 @@ class AdaptiveReserve(BaseModel):
         """Durations divided by `scale` (a time-compressed simulation)."""
         horizon = None if self.horizon_ms is None else max(1, round(self.horizon_ms / scale))
         return self.model_copy(
-            update={"horizon_ms": horizon, "interval_ms": max(1, round(self.interval_ms / scale))}
+            update={
+                "horizon_ms": horizon,
+                "interval_ms": max(1, round(self.interval_ms / scale)),
+                "lend_within_ms": round(self.lend_within_ms / scale),
+            }
         )
 
     def horizon_for(self, window_ms: Iterable[int]) -> int:
@@ -112,12 +127,14 @@ class Demand:
     """The estimate behind one window's reserve, milli-units: `recent` is the largest
     burst of small PRs' work within the horizon, `queued` the work open PRs have still
     to do; `reserve` what is in force; `lent` whether the burst's part is lent to the
-    large PRs (a unit spent now leaves this window before the next burst is due)."""
+    large PRs whole (a unit spent now leaves this window before the next burst is
+    due); `leaving` the use that leaves it by then anyway, which lends that much."""
 
     recent: int
     queued: int
     reserve: int
     lent: bool = False
+    leaving: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -125,6 +142,7 @@ class Demand:
             "queued": self.queued,
             "reserve": self.reserve,
             "lent": int(self.lent),
+            "leaving": self.leaving,
         }
 
 
@@ -151,6 +169,17 @@ def bursts(arrived: Iterable[int], now_ms: int, horizon_ms: int, span_ms: int) -
     return Bursts(starts[-1], starts[-1] + min(b - a for a, b in pairwise(starts)))
 
 
+def lend_until(seen: Bursts | None, now_ms: int, lend_within_ms: int) -> int | None:
+    """When room lent to the large PRs now must be back (None: lend nothing). With a
+    next burst due, by then; with none due (one burst seen, or the due one late),
+    within `lend_within_ms`, the longest an unpredicted burst is let wait for it."""
+    if seen is None:
+        return None
+    if seen.due is not None and seen.due > now_ms:
+        return seen.due
+    return now_ms + lend_within_ms if lend_within_ms > 0 else None
+
+
 def size_reserve(
     prs: Iterable[PrDemand],
     now_ms: int,
@@ -162,10 +191,13 @@ def size_reserve(
     *,
     window_ms: int = 0,
     seen: Bursts | None = None,
+    back_by: int | None = None,
+    leaving: int = 0,
+    interval_ms: int = 0,
 ) -> Demand:
     """One window's reserve: room for a burst like the largest recent one, or for
-    the work queued now if that is more, clamped to `bounds` (floor, ceiling); only
-    the queued work when a unit lent now comes back before the next burst is due.
+    the work queued now if that is more, clamped to `bounds` (floor, ceiling); less
+    where room lent out now is back by `back_by` (`lend_until`).
 
     `prs` are the small ones (`is_large` is false): a large PR never spends the
     reserve, so it is no demand on it. Work counts under its share only
@@ -175,13 +207,17 @@ def size_reserve(
     (`min(estimate, share) - used`), whatever their age; a burst being served is in
     both, so the larger counts, not the sum.
 
-    A unit a large PR spends in this window (`window_ms` long) comes back when its
-    charge leaves the window. If that is before the next burst is due (`seen`, from
-    `bursts`), the next burst's room is lent: the large PRs may spend it, and it is
-    back when that burst comes; what the burst under way may still bring (the largest
-    burst less what arrived since the last start) stays held. A 24 h window lends
-    nothing to bursts 8 h apart; a 5 h one lends for the first 3 h after each start.
-    A quiet stretch longer than the horizon forgets the bursts and lends it all back."""
+    Lending. The next burst needs its room at `back_by`, the work queued now (and
+    what the burst under way, since `seen.last_start`, may still bring) needs it now.
+    A unit spent now in this window (`window_ms` long) is back by `back_by` if
+    `now + interval + window_ms <= back_by`: then the next burst's room is lent
+    whole (`lent`). Otherwise the use that leaves the window by `back_by` anyway
+    (`leaving`, from the limiter, counting only charges still there a whole
+    `interval_ms` from now, as the controller sizes again only then) gives the burst
+    its room back in time: only the rest is held. Never more than without lending.
+    A 24 h window lends nothing to bursts 8 h apart unless its old charges leave
+    before the next one; a quiet stretch longer than the horizon forgets the bursts
+    and lends it all back."""
     arrivals: list[tuple[int, int]] = []
     queued = 0
     for pr in prs:
@@ -191,13 +227,15 @@ def size_reserve(
         if pr.open:
             queued += max(0, under - pr.used.get(window, 0))
     recent = _largest_burst(sorted(arrivals), span_ms)
-    lent = seen is not None and seen.due is not None and now_ms + window_ms <= seen.due
+    wanted = held = max(recent, queued)
+    lent = back_by is not None and now_ms + interval_ms + window_ms <= back_by
+    if back_by is not None:
+        start = seen.last_start if seen is not None else now_ms
+        under_way = sum(work for t, work in arrivals if t >= start)
+        now_needs = max(0, recent - under_way) + queued
+        wanted = now_needs if lent else min(held, now_needs + max(0, recent - leaving))
     low, high = bounds
-    wanted = max(recent, queued)
-    if lent and seen is not None:
-        under_way = sum(work for t, work in arrivals if t >= seen.last_start)
-        wanted = max(0, recent - under_way) + queued
-    return Demand(recent, queued, min(high, max(low, wanted)), lent)
+    return Demand(recent, queued, min(high, max(low, wanted)), lent, leaving)
 
 
 def _largest_burst(arrivals: list[tuple[int, int]], span_ms: int) -> int:

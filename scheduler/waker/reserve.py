@@ -24,6 +24,7 @@ from scheduler.quota.reserve import (
     Demand,
     PrDemand,
     bursts,
+    lend_until,
     size_reserve,
 )
 
@@ -95,6 +96,8 @@ class ReserveController:
         durations = [w.duration_ms for w in lim.plan.windows]
         horizon, span = adaptive.horizon_for(durations), min(durations, default=1)
         seen = bursts((r.arrived_ms for r in rows), now, horizon, span)
+        back_by = lend_until(seen, now, adaptive.lend_within_ms)
+        leaving = {} if back_by is None else self._leaving(lim, back_by, now)
         for w in lim.plan.windows:
             share = lim.policy.caps(w.limit_milli)[2]
             bounds = lim.policy.reserve_bounds(w.limit_milli)
@@ -106,12 +109,16 @@ class ReserveController:
                 bounds,
                 horizon,
                 span,
-                window_ms=w.duration_ms,
+                window_ms=w.duration_ms + lim.policy.arrival_margin_ms,  # as enforced
                 seen=seen,
+                back_by=back_by,
+                leaving=leaving.get(w.name, 0),
+                interval_ms=adaptive.interval_ms,
             )
         demand = {
             "at_ms": now,
             "next_burst_ms": seen.due if seen else None,
+            "back_by_ms": back_by,
             "windows": {n: d.as_dict() for n, d in sized.items()},
         }
         lim.set_reserve(
@@ -121,6 +128,15 @@ class ReserveController:
         )
         self.last[lim.account] = sized
         return sized
+
+    @staticmethod
+    def _leaving(lim: Limiter, back_by: int, now: int) -> dict[str, int]:
+        """What leaves each window by `back_by` and is still there an interval from now
+        (`Limiter.leaving`): the room lent now that comes back in time anyway. Windows
+        are as enforced, arrival margin included, so the margin is never lent."""
+        names = [w.name for w in lim.plan.windows]
+        interval = _adaptive(lim).interval_ms
+        return lim.leaving(dict.fromkeys(names, back_by), interval, now_ms=now)
 
     def _recent_prs(self, now: int, lookback_ms: int) -> dict[str, PrDemand]:
         """PRs that arrived within `lookback_ms`: one read of the arrivals, one of their

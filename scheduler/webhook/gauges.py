@@ -116,7 +116,7 @@ class AccountFamilies:
             parts = windows.get(w.name) if w.reserve_adaptive else None
             if not isinstance(parts, dict):
                 continue
-            for part in ("recent", "queued"):
+            for part in ("recent", "queued", "leaving"):
                 value = parts.get(part)
                 if isinstance(value, int):
                     labels = [status.account, w.name, w.unit, part]
