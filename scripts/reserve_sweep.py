@@ -1,11 +1,12 @@
 """The adaptive reserve's trade, measured: throughput and small-PR latency against the
-reserve's floor or ceiling (docs/reserve.md, "The sweep").
+reserve's floor, ceiling or `lend_within` (docs/reserve.md, "The sweep").
 
 Runs `reviewq simulate SCENARIO --json` once under `--policy fifo` (the baseline) and
-once under `fair` for each `--floor` (then each `--ceiling`), that value replacing the
-scenario's `adaptive.floor` (`adaptive.ceiling`) in every account that has one,
+once under `fair` for each `--floor` (then each `--ceiling`, then each
+`--lend-within`), that value replacing the scenario's `adaptive.floor`
+(`adaptive.ceiling`, `adaptive.lend_within`) in every account that has one,
 everything else as the file says; then prints one Markdown table: messages done and
-their ratio to FIFO's, small-PR wait p95 and its ratio to FIFO's, the time-weighted
+their ratio to FIFO's, small-PR wait p50, p95 and p95's ratio to FIFO's, the time-weighted
 mean reserve in force per window, the most any window held (against its spendable
 part), provider 429s and reserve-check violations.
 
@@ -14,6 +15,8 @@ Run (about 4 minutes of wall time a run at the scenario's x600):
         --floor 0 --floor 0.05 --floor 0.1 --floor 0.2 [--report-dir DIR]
     python scripts/reserve_sweep.py scenarios/adaptive-reserve.yaml \
         --ceiling 0.05 --ceiling 0.1 --ceiling 0.15     # the ceiling, the floor as written
+    python scripts/reserve_sweep.py scenarios/adaptive-reserve.yaml \
+        --lend-within 1h --lend-within 3h               # lending with no burst due
 
 `--report-dir` also writes each run's `simulate --report` page (the reserve in force
 over time is drawn on each window's chart). A floor above the ceiling is refused by
@@ -36,9 +39,10 @@ import yaml
 __all__ = ["main", "row", "with_floor"]
 
 
-def with_floor(scenario: dict[str, Any], floor: float, key: str = "floor") -> dict[str, Any]:
+def with_floor(scenario: dict[str, Any], floor: float | str, key: str = "floor") -> dict[str, Any]:
     """`scenario` with `floor` as every adaptive account's floor (or, with `key`, its
-    ceiling). Refuses a scenario without an adaptive account: nothing to sweep."""
+    ceiling or lend_within). Refuses a scenario without an adaptive account: nothing
+    to sweep."""
     out = copy.deepcopy(scenario)
     touched = 0
     for account in out.get("accounts") or []:
@@ -87,6 +91,7 @@ def row(label: str, result: dict[str, Any], fifo: dict[str, Any]) -> str:
         label,
         f"{msgs} of {result['messages_total']}",
         _ratio(msgs, base),
+        f"{result['small_pr_wait_p50_s']}",
         f"{p95}",
         _ratio(p95, base_p95),
         ", ".join(means) or "-",
@@ -102,9 +107,9 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 HEADER = (
-    "| run | messages done | x FIFO | small-PR p95 (s) | x FIFO | mean reserve in force "
-    "(per window) | most held / spendable (per window) | provider 429s | reserve "
-    "violations |\n|---|---|---|---|---|---|---|---|---|"
+    "| run | messages done | x FIFO | small-PR p50 (s) | small-PR p95 (s) | x FIFO | mean "
+    "reserve in force (per window) | most held / spendable (per window) | provider 429s | "
+    "reserve violations |\n|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -113,10 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenario", type=Path)
     parser.add_argument("--floor", type=float, action="append", default=[])
     parser.add_argument("--ceiling", type=float, action="append", default=[])
+    parser.add_argument("--lend-within", action="append", default=[], metavar="DURATION")
     parser.add_argument("--report-dir", type=Path, default=None)
     args = parser.parse_args(argv)
-    if not args.floor and not args.ceiling:
-        parser.error("give at least one --floor or --ceiling")
+    if not args.floor and not args.ceiling and not args.lend_within:
+        parser.error("give at least one --floor, --ceiling or --lend-within")
     scenario = yaml.safe_load(args.scenario.read_text())
     if args.report_dir is not None:
         args.report_dir.mkdir(parents=True, exist_ok=True)
@@ -127,10 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     fifo = simulate(scenario, "fifo", report("fifo"))
     lines = [HEADER, row("fifo", fifo, fifo)]
     print(lines[-1], file=sys.stderr, flush=True)  # progress: each row as it comes
-    runs = [("floor", v) for v in args.floor] + [("ceiling", v) for v in args.ceiling]
+    runs: list[tuple[str, float | str]] = [("floor", v) for v in args.floor]
+    runs += [("ceiling", v) for v in args.ceiling]
+    runs += [("lend_within", v) for v in args.lend_within]
     for key, value in runs:
-        name = f"{key} {value:g}"
-        result = simulate(with_floor(scenario, value, key), "fair", report(f"fair-{key}-{value:g}"))
+        name = f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
+        tag = name.replace(" ", "-")
+        result = simulate(with_floor(scenario, value, key), "fair", report(f"fair-{tag}"))
         lines.append(row(f"fair, {name}", result, fifo))
         print(lines[-1], file=sys.stderr, flush=True)
     print("\n".join(lines))
