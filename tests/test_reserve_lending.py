@@ -17,7 +17,7 @@ from scheduler.cli.inspect_view import _reserve as _reserve_cell
 from scheduler.ops.snapshots import WindowView
 from scheduler.quota.limiter import Grant, Limiter
 from scheduler.quota.plans import Account, AdaptiveReserve, Plan, Policy, Window
-from scheduler.quota.reserve import Bursts, PrDemand, lend_until, size_reserve
+from scheduler.quota.reserve import Bursts, Demand, PrDemand, lend_until, size_reserve
 from scheduler.state.jobs import review_queue
 from scheduler.waker.reserve import ReserveController
 
@@ -44,9 +44,9 @@ def _done(arrived: int) -> PrDemand:
 BURST = [_done(3 * H), _done(3 * H + 10 * M), _done(3 * H + 20 * M), _done(3 * H + 30 * M)]
 
 
-def _at(prs: list[PrDemand], leaving: int, back_by: int | None, now: int = 8 * H) -> int:
-    """The 5 h window's reserve at `now` (share 8,000, no bounds that bite, a minute's
-    interval, horizon 24 h, span 5 h), one burst seen at 3 h."""
+def _size(prs: list[PrDemand], now: int, back_by: int | None, leaving: int = 0) -> Demand:
+    """The 5 h window's demand at `now` (share 8,000, no bounds that bite, a minute's
+    interval, horizon 24 h, span 5 h), the last burst seen starting at 3 h."""
     return size_reserve(
         prs,
         now,
@@ -60,7 +60,11 @@ def _at(prs: list[PrDemand], leaving: int, back_by: int | None, now: int = 8 * H
         back_by=back_by,
         leaving=leaving,
         interval_ms=M,
-    ).reserve
+    )
+
+
+def _at(prs: list[PrDemand], leaving: int, back_by: int | None) -> int:
+    return _size(prs, 8 * H, back_by, leaving).reserve
 
 
 def test_partial_lending_by_hand() -> None:
@@ -90,35 +94,16 @@ def test_the_rest_of_a_burst_under_way_is_held() -> None:
     whatever leaves the window later."""
     earlier = [_done(-2 * H + i * 10 * M) for i in range(4)]
     prs = [*earlier, *BURST[:2]]
-    got = size_reserve(
-        prs,
-        3 * H + 15 * M,
-        "w",
-        8_000,
-        (0, 9**9),
-        24 * H,
-        5 * H,
-        window_ms=5 * H,
-        seen=Bursts(3 * H, None),
-        back_by=6 * H,
-        leaving=20_000,
-        interval_ms=M,
-    )
+    got = _size(prs, 3 * H + 15 * M, 6 * H, 20_000)
     assert (got.recent, got.reserve, got.leaving) == (4_000, 2_000, 20_000)
 
 
 def test_whole_lending_counts_the_interval() -> None:
     """Lent whole only if a unit spent any time before the next sizing is back in
     time: by 13 h 01 at 8 h with a minute's interval, not by 13 h."""
-    whole = size_reserve(
-        BURST, 8 * H, "w", 8_000, (0, 9**9), 24 * H, 5 * H,
-        window_ms=5 * H, seen=Bursts(3 * H, None), back_by=13 * H + M, interval_ms=M,
-    )  # fmt: skip
+    whole = _size(BURST, 8 * H, 13 * H + M)
     assert (whole.reserve, whole.lent) == (0, True)
-    late = size_reserve(
-        BURST, 8 * H, "w", 8_000, (0, 9**9), 24 * H, 5 * H,
-        window_ms=5 * H, seen=Bursts(3 * H, None), back_by=13 * H, interval_ms=M,
-    )  # fmt: skip
+    late = _size(BURST, 8 * H, 13 * H)
     assert (late.reserve, late.lent) == (4_000, False)
 
 
