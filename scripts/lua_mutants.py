@@ -268,6 +268,28 @@ MUTANTS = (
         "string.format('%d', amount)",
         "a reserve above the spendable part is kept as given",
     ),
+    # ---- leaving.lua: what the adaptive reserve may lend
+    Mutant(
+        "leaving-by-exclusive",
+        "scheduler/quota/lua/leaving.lua",
+        "redis.call('ZRANGEBYSCORE', log, '(' .. from, to)",
+        "redis.call('ZRANGEBYSCORE', log, '(' .. from, '(' .. to)",
+        "comparison flipped: a charge that leaves exactly by then is not counted",
+    ),
+    Mutant(
+        "leaving-interval-ignored",
+        "scheduler/quota/lua/leaving.lua",
+        "local from, to = now + keep - w.dur, by[j] - w.dur",
+        "local from, to = now - w.dur, by[j] - w.dur",
+        "a charge that leaves before the next sizing is counted as lendable",
+    ),
+    Mutant(
+        "leaving-counts-buckets",
+        "scheduler/quota/lua/leaving.lua",
+        "if w.kind ~= 'g' and to > from then",
+        "if to > from then",
+        "a regenerating window's charges are counted as leaving",
+    ),
     Mutant(
         "fast-regen-off-by-one",
         "scheduler/quota/luagen.py",
