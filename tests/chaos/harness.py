@@ -518,7 +518,9 @@ def _failure(run: SimRun, job_id: str) -> str:
         job = fetch_job(job_id, run.redis)
     except NoSuchJobError:
         return job_id
-    why = (job.exc_info or "").strip().splitlines()
+    result = job.latest_result()  # rq 2+: the failure's text is on its Result
+    failed = result is not None and result.type == result.Type.FAILED
+    why = ((result.exc_string if failed else None) or "").strip().splitlines()
     return f"{job.description}: {why[-1] if why else '?'}"
 
 
