@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -158,6 +159,23 @@ def test_appendonly_mode_keeps_data_across_restart(binary: str, unique: str) -> 
         local.restart()
         with client_for(local.url) as client:
             assert client.get(unique) == "kept"
+
+
+def test_restart_waits_until_the_data_is_loaded(binary: str) -> None:
+    """A server answers INFO while it still loads its append-only file, and refuses
+    every read with LOADING until it is done: `restart` must return only after that.
+    Enough keys that the load takes a while (CI once read too early with 1 key)."""
+    debug = ["--enable-debug-command", "yes"]  # DEBUG POPULATE: many keys, fast
+    with LocalRedis(binary=binary, appendonly=True, extra_args=debug) as local:
+        with client_for(local.url) as client:
+            client.execute_command("DEBUG", "POPULATE", 400_000, "k", 64)
+            client.execute_command("BGREWRITEAOF")
+            while int(client.info("persistence")["aof_rewrite_in_progress"]):
+                time.sleep(0.05)
+        for _ in range(3):
+            local.restart()
+            with client_for(local.url) as client:
+                assert client.dbsize() == 400_000
 
 
 def test_extra_args_reach_the_server(binary: str) -> None:

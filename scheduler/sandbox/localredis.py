@@ -257,7 +257,9 @@ class LocalRedis:
         return args + list(self._extra_args)
 
     def _wait_until_ready(self, timeout: float) -> None:
-        """Poll PING, and check the answer comes from our pid, not a squatter on the port."""
+        """Poll until the server answers, from our pid (not a squatter on the port), and
+        has loaded its data: it answers INFO while loading an append-only file, but
+        refuses every read with LOADING until it is done."""
         assert self._proc is not None and self._url is not None
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
@@ -277,8 +279,11 @@ class LocalRedis:
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1, socket_timeout=1)
         try:
             info = client.info("server")
+            loading = client.info("persistence")
             # The sync client's stubs also admit an awaitable; this one never returns it.
-            assert isinstance(info, dict)
+            assert isinstance(info, dict) and isinstance(loading, dict)
+            if int(loading.get("loading", 0)):
+                raise redis.BusyLoadingError("still loading its data")
             return int(info["process_id"])
         finally:
             client.close()
