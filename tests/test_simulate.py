@@ -17,8 +17,9 @@ from click.testing import CliRunner
 
 from scheduler.cli.main import main
 from scheduler.config.planning import PlanningConfig
+from scheduler.sim.accounts import time_scaled
 from scheduler.sim.scenario import Scenario, load_scenario
-from scheduler.sim.simulate import run_scenario, synthetic_diff, time_scaled
+from scheduler.sim.simulate import run_scenario, synthetic_diff
 from workers.review.diff import parse_unified_diff
 from workers.review.planning import plan_review
 

@@ -140,7 +140,7 @@ class FaultSpec(_Spec):
     error_rate: float = Field(default=0.0, ge=0, le=1)
     timeout_rate: float = Field(default=0.0, ge=0, le=1)
     # The workers' read timeout, which a timeout fault outlasts: simulated seconds,
-    # scaled like every duration (see `simulate.client_timeout_s`).
+    # scaled like every duration (see `accounts.client_timeout_s`).
     client_timeout: Seconds = 300.0
 
 

@@ -27,26 +27,23 @@ from scheduler.admission import Admission, Fairness
 from scheduler.config import ReviewSettings, Settings
 from scheduler.config.planning import PlanningConfig
 from scheduler.intake import enqueue_pr
-from scheduler.quota.plans import Account, Plan, Policy, Window
+from scheduler.quota.plans import Account
 from scheduler.quota.timeofday import Calendar, RedisCalendar
 from scheduler.sandbox import (
-    BASE_PATHS,
-    DEFAULT_MODELS,
     DEV_KEY,
-    Faults,
-    Latency,
-    ProviderConfig,
     ServerHandle,
     create_provider_app,
     serve_in_thread,
 )
 from scheduler.sandbox.localredis import LocalRedis, redis_url_or_local
+from scheduler.sim.accounts import KEY_ENV, client_timeout_s, provider_config, scenario_model
+from scheduler.sim.accounts import accounts as sim_accounts
 from scheduler.sim.diffs import synthetic_diff
 from scheduler.sim.pushes import deliver_push, push_costs, push_events
 from scheduler.sim.report import report
 from scheduler.sim.reserves import sim_controller
 from scheduler.sim.run import SimRun
-from scheduler.sim.scenario import AccountSpec, PrSpec, Scenario
+from scheduler.sim.scenario import PrSpec, Scenario
 from scheduler.state.jobs import review_queue
 from scheduler.state.keys import Keys
 from scheduler.state.records import Retention
@@ -60,16 +57,9 @@ __all__ = [
     "DirectIntake",
     "Intake",
     "WorkerLauncher",
-    "client_timeout_s",
     "run_scenario",
-    "scenario_model",
     "synthetic_diff",
 ]
-
-_KEY_ENV = "REVIEWQ_SIM_KEY"
-# A grant reaches the simulator on loopback within a few ms; this margin (real ms)
-# covers that without wasting budget at high time scales.
-_SIM_MARGIN_MS = 200
 
 
 class Intake(Protocol):
@@ -101,82 +91,6 @@ class DirectIntake:
         )
         text = synthetic_diff(pr, run.scenario.line_chars, run.scenario.diff_style)
         enqueue_pr(run.admission, ref, {"kind": "diff", "text": text})
-
-
-def time_scaled(plan: Plan, scale: float) -> Plan:
-    """The plan as the limiter must see it in real time: every duration divided."""
-
-    def window(w: Window) -> Window:
-        update: dict[str, Any] = {"duration_ms": max(1, round(w.duration_ms / scale))}
-        if w.tick_ms is not None:
-            update["tick_ms"] = max(1, round(w.tick_ms / scale))
-        return w.model_copy(update=update)
-
-    return plan.model_copy(update={"windows": tuple(window(w) for w in plan.windows)})
-
-
-def _policy(spec: AccountSpec, mode: str, scale: float) -> Policy:
-    base = spec.policy or Policy()
-    if mode == "fifo":  # the baseline: no share, no reserve
-        base = base.model_copy(update={"pr_share": 1.0, "reserve": 0.0, "adaptive": None})
-    adaptive = base.adaptive.scaled(scale) if base.adaptive is not None else None
-    return base.model_copy(update={"arrival_margin_ms": _SIM_MARGIN_MS, "adaptive": adaptive})
-
-
-def client_timeout_s(sc: Scenario) -> float:
-    """The workers' provider read timeout in real seconds: the scenario's, compressed
-    like every duration, but never under a second, so real overhead on a loaded
-    machine is not mistaken for a provider timeout. Before, a timeout fault held the
-    account's only slot for 30 real seconds (the client waited up to 300): a simulated
-    day at x3000, so a few faults a week left the soak a backlog it never cleared."""
-    return max(1.0, sc.faults.client_timeout / sc.time_scale)
-
-
-def _provider(spec: AccountSpec, sc: Scenario) -> ProviderConfig:
-    quota = spec.provider_quota
-    return ProviderConfig(
-        flavour=spec.api_flavour,
-        plan=spec.plan,
-        packs=spec.packs,
-        time_scale=sc.time_scale,
-        latency=Latency(median_s=sc.latency.median, p95_s=max(sc.latency.p95, sc.latency.median)),
-        seed=sc.seed,
-        faults=Faults(
-            error_rate=sc.faults.error_rate,
-            timeout_rate=sc.faults.timeout_rate,
-            client_timeout_s=client_timeout_s(sc),
-        ),
-        provider_quota=None if quota is None else quota.windows,
-        concurrency=None if quota is None else quota.concurrency,
-        quota_endpoint_empty=spec.quota_endpoint_empty,
-    )
-
-
-def _accounts(
-    sc: Scenario, mode: str, urls: dict[str, str], *, offpeak: bool = True
-) -> list[Account]:
-    out = []
-    for spec in sc.route_order():
-        out.append(
-            Account(
-                name=spec.name,
-                provider=spec.api_flavour,
-                base_url=urls[spec.name] + BASE_PATHS[spec.api_flavour],
-                api_key_env=_KEY_ENV,
-                plan=time_scaled(spec.plan, sc.time_scale),
-                packs=spec.packs,
-                policy=_policy(spec, mode, sc.time_scale),
-                offpeak=spec.offpeak if offpeak else None,
-            )
-        )
-    return out
-
-
-def scenario_model(sc: Scenario) -> str:
-    """The model reviews ask for: the scenario's, else the main plan's default, else the
-    first its simulator knows."""
-    first = sc.route_order()[0]
-    return sc.model or first.plan.default_model or DEFAULT_MODELS[first.api_flavour][0]
 
 
 def _spec(sc: Scenario, mode: str, url: str, accounts: list[Account], tag: str) -> RuntimeSpec:
@@ -222,7 +136,7 @@ def _spec(sc: Scenario, mode: str, url: str, accounts: list[Account], tag: str) 
         provider_timeout_s=client_timeout_s(sc),
         retention=Retention().within(round(sc.retention)).scaled(scale),
         maintenance_interval_s=max(30, round(600 / scale)),
-        env={_KEY_ENV: DEV_KEY},
+        env={KEY_ENV: DEV_KEY},
     )
 
 
@@ -295,7 +209,7 @@ def run_scenario(
         url = stack.enter_context(_redis(redis_url))
         apps, providers = _start_providers(stack, sc)
         urls = {n: h.url for n, h in providers.items()}
-        accounts = _accounts(sc, mode, urls, offpeak=offpeak)
+        accounts = sim_accounts(sc, mode, urls, offpeak=offpeak)
         spec = intake.prepare(stack, _spec(sc, mode, url, accounts, tag))
         client = redis_lib.Redis.from_url(url)
         stack.callback(client.close)
@@ -340,7 +254,7 @@ def _start_providers(
 ) -> tuple[dict[str, Any], dict[str, ServerHandle]]:
     """One simulator per account, served until the run's stack closes: its app (whose
     clock the run sets) and its server."""
-    apps = {a.name: create_provider_app(_provider(a, sc)) for a in sc.accounts}
+    apps = {a.name: create_provider_app(provider_config(a, sc)) for a in sc.accounts}
     return apps, {n: stack.enter_context(serve_in_thread(app)) for n, app in apps.items()}
 
 
