@@ -15,10 +15,8 @@ from scheduler.quota.limiter import Denial, Grant, Limiter
 from scheduler.quota.plans import Account, AdaptiveReserve, Plan, Policy, Window
 from scheduler.quota.reserve import (
     Bursts,
-    Demand,
     PrDemand,
     bursts,
-    lend_until,
     reserve_milli,
     size_reserve,
 )
@@ -100,39 +98,6 @@ def test_the_next_burst_is_due_a_shortest_gap_after_the_last() -> None:
     three = [0, 9 * H, 15 * H]  # gaps 9 h and 6 h: the shortest
     assert bursts(three, 16 * H, 24 * H, 5 * H) == Bursts(15 * H, 21 * H)
     assert bursts([], 16 * H, 24 * H, 5 * H) is None
-
-
-def test_a_burst_is_lent_only_where_it_comes_back_in_time() -> None:
-    """The 11 h burst (two 1-request PRs) served; the next due at 19 h. A 5 h window
-    lends the next burst's room until 14 h (a unit spent then is back at 19 h), a 24 h
-    one never; the queued work is held either way, and so is what the burst under way
-    may still bring: with one of two arrived, one more."""
-    served = [_pr(11 * H, 1_000, open_=False), _pr(11 * H, 1_000, open_=False)]
-    seen = Bursts(11 * H, 19 * H)
-
-    def at(now: int, window_ms: int, prs: list[PrDemand] = served) -> Demand:
-        return size_reserve(
-            prs,
-            now,
-            "w",
-            8_000,
-            (0, 9**9),
-            24 * H,
-            5 * H,
-            window_ms=window_ms,
-            seen=seen,
-            back_by=lend_until(seen, now, 0),
-        )
-
-    assert (at(12 * H, 5 * H).reserve, at(12 * H, 5 * H).lent) == (0, True)
-    assert at(14 * H, 5 * H).lent and not at(14 * H + 1, 5 * H).lent
-    assert at(14 * H + 1, 5 * H).reserve == 2_000
-    assert (at(12 * H, 24 * H).reserve, at(12 * H, 24 * H).lent) == (2_000, False)
-    waiting = [*served, _pr(12 * H, 1_000)]
-    assert at(12 * H, 5 * H, waiting).reserve == 1_000  # lent, the queued still held
-    earlier = [_pr(3 * H, 1_000, open_=False), _pr(3 * H, 1_000, open_=False)]
-    half = [*earlier, _pr(11 * H, 1_000, open_=False)]  # 1 of a 2-request burst so far
-    assert at(12 * H, 5 * H, half).reserve == 1_000
 
 
 def test_an_open_pr_over_its_share_adds_nothing_queued() -> None:

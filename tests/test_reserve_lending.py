@@ -44,9 +44,26 @@ def _done(arrived: int) -> PrDemand:
 BURST = [_done(3 * H), _done(3 * H + 10 * M), _done(3 * H + 20 * M), _done(3 * H + 30 * M)]
 
 
-def _size(prs: list[PrDemand], now: int, back_by: int | None, leaving: int = 0) -> Demand:
-    """The 5 h window's demand at `now` (share 8,000, no bounds that bite, a minute's
-    interval, horizon 24 h, span 5 h), the last burst seen starting at 3 h."""
+AFTER_3H = Bursts(3 * H, None)  # one burst seen, from 3 h: none due
+
+
+def _open(arrived: int) -> PrDemand:
+    return PrDemand(arrived, {"w": 1_000}, {}, True)
+
+
+def _size(
+    prs: list[PrDemand],
+    now: int,
+    back_by: int | None,
+    leaving: int = 0,
+    *,
+    window_ms: int = 5 * H,
+    seen: Bursts = AFTER_3H,
+    interval_ms: int = M,
+) -> Demand:
+    """One window's demand at `now` (share 8,000, no bounds that bite, horizon 24 h,
+    span 5 h); by default a 5 h window, a minute's interval and the last burst seen
+    starting at 3 h with none due."""
     return size_reserve(
         prs,
         now,
@@ -55,16 +72,40 @@ def _size(prs: list[PrDemand], now: int, back_by: int | None, leaving: int = 0) 
         (0, 9**9),
         24 * H,
         5 * H,
-        window_ms=5 * H,
-        seen=Bursts(3 * H, None),
+        window_ms=window_ms,
+        seen=seen,
         back_by=back_by,
         leaving=leaving,
-        interval_ms=M,
+        interval_ms=interval_ms,
     )
 
 
 def _at(prs: list[PrDemand], leaving: int, back_by: int | None) -> int:
     return _size(prs, 8 * H, back_by, leaving).reserve
+
+
+def test_a_burst_is_lent_only_where_it_comes_back_in_time() -> None:
+    """The 11 h burst (two 1-request PRs) served; the next due at 19 h. A 5 h window
+    lends the next burst's room until 14 h (a unit spent then is back at 19 h), a 24 h
+    one never; the queued work is held either way, and so is what the burst under way
+    may still bring: with one of two arrived, one more. (No interval here: whole
+    lending with one is `test_whole_lending_counts_the_interval`.)"""
+    served = [_done(11 * H), _done(11 * H)]
+    seen = Bursts(11 * H, 19 * H)
+
+    def at(now: int, window_ms: int, prs: list[PrDemand] = served) -> Demand:
+        back_by = lend_until(seen, now, 0)
+        return _size(prs, now, back_by, window_ms=window_ms, seen=seen, interval_ms=0)
+
+    assert (at(12 * H, 5 * H).reserve, at(12 * H, 5 * H).lent) == (0, True)
+    assert at(14 * H, 5 * H).lent and not at(14 * H + 1, 5 * H).lent
+    assert at(14 * H + 1, 5 * H).reserve == 2_000
+    assert (at(12 * H, 24 * H).reserve, at(12 * H, 24 * H).lent) == (2_000, False)
+    waiting = [*served, _open(12 * H)]
+    assert at(12 * H, 5 * H, waiting).reserve == 1_000  # lent, the queued still held
+    earlier = [_done(3 * H), _done(3 * H)]
+    half = [*earlier, _done(11 * H)]  # 1 of a 2-request burst so far
+    assert at(12 * H, 5 * H, half).reserve == 1_000
 
 
 def test_partial_lending_by_hand() -> None:
@@ -82,8 +123,7 @@ def test_what_is_needed_now_is_never_lent() -> None:
     """Two of the burst still open (2,000 queued): they need their room now, whatever
     leaves by 11 h; 1,000 leaving would hold 2,000 + 3,000, more than the 4,000
     held without lending, so 4,000."""
-    open_two = [*BURST[:2], PrDemand(3 * H + 20 * M, {"w": 1_000}, {}, True)]
-    open_two.append(PrDemand(3 * H + 30 * M, {"w": 1_000}, {}, True))
+    open_two = [*BURST[:2], _open(3 * H + 20 * M), _open(3 * H + 30 * M)]
     assert _at(open_two, 20_000, 11 * H) == 2_000
     assert _at(open_two, 1_000, 11 * H) == 4_000
 

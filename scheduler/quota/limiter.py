@@ -294,7 +294,7 @@ class Limiter:
         that leaves the window by `by_ms[window]` (a window left out: none): room lent
         now that is back by then (lua/leaving.lua, docs/reserve.md). `now_ms`: the
         caller's now, so its times and the script's agree (default: the limiter's)."""
-        names = [w.name for w in self.plan.windows]
+        names = self._window_names
         if not names:
             return {}
         times = ",".join(str(int(by_ms.get(n, 0))) for n in names)
